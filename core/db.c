@@ -1,0 +1,337 @@
+/* PostgreSQL pool and helpers; see db.h for the design. */
+#include "core/db.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/log.h"
+
+struct core_db {
+    char *conninfo;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct core_dbconn **free_list; /* idle, possibly unopened (pg NULL) */
+    int nfree;
+    int size;
+    int in_use;
+    long waits;
+};
+
+const char *
+core_db_default_url(void)
+{
+    return "postgresql://postgres@127.0.0.1:54329/parley";
+}
+
+static void
+set_error(struct core_dbconn *c, const char *msg, const char *state)
+{
+    size_t n;
+
+    snprintf(c->error, sizeof(c->error), "%s", msg ? msg : "unknown error");
+    n = strlen(c->error);
+    while (n > 0 && (c->error[n - 1] == '\n' || c->error[n - 1] == ' '))
+        c->error[--n] = '\0';
+    for (n = 0; c->error[n]; n++)
+        if (c->error[n] == '\n' || c->error[n] == '"')
+            c->error[n] = ' ';
+    snprintf(c->sqlstate, sizeof(c->sqlstate), "%s", state ? state : "");
+}
+
+static enum core_status
+conn_open(struct core_dbconn *c, const char *conninfo)
+{
+    const char *keys[] = { "dbname", "connect_timeout", "application_name",
+                           "keepalives_idle", NULL };
+    const char *vals[] = { conninfo, "3", "parley", "30", NULL };
+
+    c->pg = PQconnectdbParams(keys, vals, 1);
+    c->nsql = 0;
+    c->broken = false;
+    if (!c->pg) {
+        set_error(c, "out of memory", NULL);
+        return CORE_ERR_NOMEM;
+    }
+    if (PQstatus(c->pg) != CONNECTION_OK) {
+        set_error(c, PQerrorMessage(c->pg), "08006");
+        PQfinish(c->pg);
+        c->pg = NULL;
+        return CORE_ERR_UNAVAILABLE;
+    }
+    return CORE_OK;
+}
+
+struct core_dbconn *
+core_dbconn_open(const char *conninfo, enum core_status *st)
+{
+    struct core_dbconn *c = calloc(1, sizeof(*c));
+
+    if (!c) {
+        *st = CORE_ERR_NOMEM;
+        return NULL;
+    }
+    *st = conn_open(c, conninfo);
+    if (*st != CORE_OK) {
+        log_warn("could not connect to database", "error=\"%s\"", c->error);
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void
+core_dbconn_close(struct core_dbconn *c)
+{
+    if (!c)
+        return;
+    if (c->pg)
+        PQfinish(c->pg);
+    free(c);
+}
+
+struct core_db *
+core_db_new(const char *conninfo, int size)
+{
+    struct core_db *db = calloc(1, sizeof(*db));
+    int i;
+
+    if (!db)
+        return NULL;
+    db->conninfo = strdup(conninfo);
+    db->free_list = calloc((size_t)size, sizeof(*db->free_list));
+    if (!db->conninfo || !db->free_list)
+        goto fail;
+    for (i = 0; i < size; i++) {
+        db->free_list[i] = calloc(1, sizeof(struct core_dbconn));
+        if (!db->free_list[i])
+            goto fail;
+        db->nfree++;
+    }
+    db->size = size;
+    pthread_mutex_init(&db->mu, NULL);
+    pthread_cond_init(&db->cv, NULL);
+    return db;
+fail:
+    for (i = 0; i < db->nfree; i++)
+        free(db->free_list[i]);
+    free(db->free_list);
+    free(db->conninfo);
+    free(db);
+    return NULL;
+}
+
+void
+core_db_free(struct core_db *db)
+{
+    int i;
+
+    if (!db)
+        return;
+    for (i = 0; i < db->nfree; i++) {
+        if (db->free_list[i]->pg)
+            PQfinish(db->free_list[i]->pg);
+        free(db->free_list[i]);
+    }
+    free(db->free_list);
+    free(db->conninfo);
+    pthread_mutex_destroy(&db->mu);
+    pthread_cond_destroy(&db->cv);
+    free(db);
+}
+
+struct core_dbconn *
+core_db_acquire(struct core_db *db, int timeout_ms, enum core_status *st)
+{
+    struct core_dbconn *c = NULL;
+    struct timespec deadline;
+
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += timeout_ms / 1000;
+    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&db->mu);
+    if (db->nfree == 0)
+        db->waits++;
+    while (db->nfree == 0) {
+        if (pthread_cond_timedwait(&db->cv, &db->mu, &deadline) == ETIMEDOUT &&
+            db->nfree == 0) {
+            pthread_mutex_unlock(&db->mu);
+            *st = CORE_ERR_UNAVAILABLE;
+            return NULL;
+        }
+    }
+    c = db->free_list[--db->nfree];
+    db->in_use++;
+    pthread_mutex_unlock(&db->mu);
+
+    if (c->pg && PQstatus(c->pg) != CONNECTION_OK) {
+        PQfinish(c->pg);
+        c->pg = NULL;
+    }
+    if (!c->pg) {
+        *st = conn_open(c, db->conninfo);
+        if (*st != CORE_OK) {
+            core_db_release(db, c);
+            return NULL;
+        }
+    }
+    *st = CORE_OK;
+    return c;
+}
+
+void
+core_db_release(struct core_db *db, struct core_dbconn *c)
+{
+    if (!c)
+        return;
+    if (c->pg && (c->broken || PQstatus(c->pg) != CONNECTION_OK ||
+                  PQtransactionStatus(c->pg) != PQTRANS_IDLE)) {
+        PQfinish(c->pg);
+        c->pg = NULL;
+    }
+    c->broken = false;
+    pthread_mutex_lock(&db->mu);
+    db->free_list[db->nfree++] = c;
+    db->in_use--;
+    pthread_cond_signal(&db->cv);
+    pthread_mutex_unlock(&db->mu);
+}
+
+/* Translate a failed result; marks the connection broken when it is gone. */
+static enum core_status
+result_error(struct core_dbconn *c, PGresult *r)
+{
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+
+    set_error(c, r ? PQresultErrorMessage(r) : PQerrorMessage(c->pg), state);
+    if (PQstatus(c->pg) != CONNECTION_OK || !state ||
+        strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0) {
+        c->broken = true;
+        return CORE_ERR_UNAVAILABLE;
+    }
+    return CORE_ERR_DB;
+}
+
+static bool
+result_ok(PGresult *r)
+{
+    ExecStatusType s = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+
+    return s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
+}
+
+enum core_status
+core_db_query(struct core_dbconn *c, const char *sql, int nparams,
+              const char *const *params, PGresult **res)
+{
+    char name[16];
+    PGresult *r;
+    int i;
+    enum core_status st;
+
+    if (res)
+        *res = NULL;
+    if (!c->pg || c->broken) {
+        set_error(c, "no connection", "08003");
+        return CORE_ERR_UNAVAILABLE;
+    }
+    for (i = 0; i < c->nsql; i++)
+        if (c->sql[i] == sql)
+            break;
+    if (i == c->nsql && c->nsql < (int)(sizeof(c->sql) / sizeof(c->sql[0]))) {
+        snprintf(name, sizeof(name), "p%d", i);
+        r = PQprepare(c->pg, name, sql, 0, NULL);
+        if (!result_ok(r)) {
+            st = result_error(c, r);
+            PQclear(r);
+            return st;
+        }
+        PQclear(r);
+        c->sql[c->nsql++] = sql;
+    }
+    if (i < c->nsql) {
+        snprintf(name, sizeof(name), "p%d", i);
+        r = PQexecPrepared(c->pg, name, nparams, params, NULL, NULL, 0);
+    } else {
+        r = PQexecParams(c->pg, sql, nparams, NULL, params, NULL, NULL, 0);
+    }
+    if (!result_ok(r)) {
+        st = result_error(c, r);
+        PQclear(r);
+        return st;
+    }
+    if (res)
+        *res = r;
+    else
+        PQclear(r);
+    return CORE_OK;
+}
+
+enum core_status
+core_db_exec(struct core_dbconn *c, const char *sql)
+{
+    PGresult *r;
+    enum core_status st = CORE_OK;
+
+    if (!c->pg || c->broken) {
+        set_error(c, "no connection", "08003");
+        return CORE_ERR_UNAVAILABLE;
+    }
+    r = PQexec(c->pg, sql);
+    if (!result_ok(r))
+        st = result_error(c, r);
+    PQclear(r);
+    return st;
+}
+
+enum core_status
+core_db_begin(struct core_dbconn *c)
+{
+    return core_db_exec(c, "BEGIN");
+}
+
+enum core_status
+core_db_commit(struct core_dbconn *c)
+{
+    PGresult *r;
+    enum core_status st = CORE_OK;
+
+    if (!c->pg || c->broken) {
+        set_error(c, "no connection", "08003");
+        return CORE_ERR_UNAVAILABLE;
+    }
+    r = PQexec(c->pg, "COMMIT");
+    if (!result_ok(r)) {
+        st = result_error(c, r);
+    } else if (strcmp(PQcmdStatus(r), "ROLLBACK") == 0) {
+        /* COMMIT of an aborted transaction "succeeds" as ROLLBACK. */
+        set_error(c, "transaction was rolled back", "25P02");
+        st = CORE_ERR_DB;
+    }
+    PQclear(r);
+    return st;
+}
+
+void
+core_db_rollback(struct core_dbconn *c)
+{
+    if (c->pg && !c->broken && PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+        (void)core_db_exec(c, "ROLLBACK");
+}
+
+void
+core_db_stats(struct core_db *db, int *in_use, int *idle, long *waits)
+{
+    pthread_mutex_lock(&db->mu);
+    *in_use = db->in_use;
+    *idle = db->nfree;
+    *waits = db->waits;
+    pthread_mutex_unlock(&db->mu);
+}

@@ -1,0 +1,67 @@
+/*
+ * PostgreSQL connection pool and query helpers over libpq.
+ *
+ * Design: a fixed-size pool of lazily opened connections guarded by one
+ * mutex and condition variable. A thread acquires a connection for one short
+ * unit of work (never across an LLM or platform call) and releases it.
+ * Connections that fail are closed on release and reopened on the next
+ * acquire, so the pool recovers by itself after a server restart.
+ * Statements passed to core_db_query() are prepared once per connection,
+ * keyed by the address of the SQL string (use string literals / static
+ * strings). libpq errors are translated here: CORE_ERR_UNAVAILABLE when the
+ * connection is gone (retry later, answer 503), CORE_ERR_DB otherwise.
+ */
+#ifndef CORE_DB_H
+#define CORE_DB_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+
+#include "core/status.h"
+
+struct core_db;
+
+struct core_dbconn {
+    PGconn *pg;
+    bool broken;             /* set by helpers when the connection failed */
+    const char *sql[64];     /* prepared statements of this connection */
+    int nsql;
+    char sqlstate[6];        /* of the last error */
+    char error[256];         /* last error message, one line */
+};
+
+struct core_db *core_db_new(const char *conninfo, int size);
+void core_db_free(struct core_db *db);
+
+/* Wait up to timeout_ms for a connection (connecting if needed). NULL with
+ * *st set on failure (CORE_ERR_UNAVAILABLE). */
+struct core_dbconn *core_db_acquire(struct core_db *db, int timeout_ms,
+                                    enum core_status *st);
+void core_db_release(struct core_db *db, struct core_dbconn *c);
+
+/* Open a dedicated connection outside the pool (LISTEN, migrations). */
+struct core_dbconn *core_dbconn_open(const char *conninfo,
+                                     enum core_status *st);
+void core_dbconn_close(struct core_dbconn *c);
+
+/*
+ * Run sql with text parameters (NULL entries are SQL NULL), prepared once
+ * per connection. On success *res (if res is not NULL) holds the result for
+ * the caller to PQclear; on failure nothing is returned and c->error says
+ * why.
+ */
+enum core_status core_db_query(struct core_dbconn *c, const char *sql,
+                               int nparams, const char *const *params,
+                               PGresult **res);
+/* Unprepared statement without parameters (BEGIN, COMMIT, DDL). */
+enum core_status core_db_exec(struct core_dbconn *c, const char *sql);
+enum core_status core_db_begin(struct core_dbconn *c);
+enum core_status core_db_commit(struct core_dbconn *c);
+void core_db_rollback(struct core_dbconn *c);
+
+/* Pool statistics for metrics. */
+void core_db_stats(struct core_db *db, int *in_use, int *idle, long *waits);
+/* Resolve PARLEY_DATABASE_URL or the local cluster default. */
+const char *core_db_default_url(void);
+
+#endif

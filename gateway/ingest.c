@@ -1,0 +1,489 @@
+/*
+ * Group-commit ingest; see ingest.h for the design.
+ */
+#include "gateway/ingest.h"
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "analytics/pseudonym.h"
+#include "core/log.h"
+#include "core/metrics.h"
+
+#define INGEST_MAX_JOBS 512           /* requests per transaction */
+#define INGEST_MAX_JSON (64u << 20)   /* bytes per transaction */
+#define INGEST_ACQUIRE_MS 2000
+
+static const char SQL_INGEST[] =
+    "SELECT idx, queued FROM parley_ingest($1::jsonb)";
+
+struct gw_ingest {
+    const struct core_config *cfg;
+    struct core_db *db;
+    void (*wake)(void *);
+    void *wake_arg;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct gw_ingest_job *head, *tail;
+    size_t depth;
+    int stopping;
+
+    pthread_t *threads;
+    int nthreads;
+
+    pthread_mutex_t key_mu;
+    int key_loaded;
+    struct ana_pseudonym_key key;
+
+    struct core_metric *m_batch;
+    struct core_metric *m_commit;
+    struct core_metric *m_events;
+};
+
+static const char *
+etype_of(const struct adp_event *ev, const char **store, int *queue)
+{
+    *store = NULL;
+    *queue = 0;
+    switch (ev->kind) {
+    case ADP_EV_MESSAGE:
+        *store = "in";
+        *queue = 1;
+        return "message_received";
+    case ADP_EV_INTERACTIVE:
+        if (ev->payload && strncmp(ev->payload, "parley_fb:", 10) == 0)
+            return "feedback";
+        *store = "in";
+        *queue = 1;
+        return "button_clicked";
+    case ADP_EV_REACTION:
+        return ev->removed ? "reaction_removed" : "reaction_added";
+    case ADP_EV_STATUS:
+        return adp_status_str(ev->status);
+    case ADP_EV_REFERRAL:
+        return "referral";
+    case ADP_EV_OPT_OUT:
+        return "opt_out";
+    case ADP_EV_OPT_IN:
+        return "opt_in";
+    case ADP_EV_ECHO:
+        *store = "out";
+        return "message_echo";
+    case ADP_EV_UNKNOWN:
+        return "unknown";
+    }
+    return "unknown";
+}
+
+static void
+add_str(cJSON *o, const char *k, const char *v)
+{
+    if (v)
+        cJSON_AddStringToObject(o, k, v);
+}
+
+static cJSON *
+referral_json(const struct adp_referral *r)
+{
+    cJSON *o = cJSON_CreateObject();
+
+    if (!o)
+        return NULL;
+    add_str(o, "source_type", r->source_type);
+    add_str(o, "source_id", r->source_id);
+    add_str(o, "source_url", r->source_url);
+    add_str(o, "headline", r->headline);
+    add_str(o, "body", r->body);
+    add_str(o, "media_type", r->media_type);
+    add_str(o, "media_url", r->media_url);
+    add_str(o, "ctwa_clid", r->ctwa_clid);
+    add_str(o, "ad_id", r->ad_id);
+    add_str(o, "ref", r->ref);
+    return o;
+}
+
+/* Event details that have no column of their own. */
+static cJSON *
+data_json(const struct adp_event *ev)
+{
+    cJSON *d = cJSON_CreateObject();
+
+    if (!d)
+        return NULL;
+    add_str(d, "payload", ev->payload);
+    add_str(d, "emoji", ev->emoji);
+    add_str(d, "title", ev->kind == ADP_EV_INTERACTIVE ? ev->text : NULL);
+    add_str(d, "error_title", ev->error_title);
+    if (ev->error_code)
+        cJSON_AddNumberToObject(d, "error_code", ev->error_code);
+    if (ev->watermark_ms)
+        cJSON_AddNumberToObject(d, "watermark_ms", (double)ev->watermark_ms);
+    if (ev->kind == ADP_EV_MESSAGE)
+        add_str(d, "msg_type", adp_msg_type_str(ev->msg_type));
+    if (ev->has_referral)
+        cJSON_AddItemToObject(d, "referral", referral_json(&ev->referral));
+    /* Messages keep their raw item in messages.raw; other kinds here. */
+    if (ev->raw && ev->kind != ADP_EV_MESSAGE && ev->kind != ADP_EV_ECHO &&
+        ev->kind != ADP_EV_INTERACTIVE)
+        cJSON_AddItemReferenceToObject(d, "raw", (cJSON *)(uintptr_t)ev->raw);
+    return d;
+}
+
+enum core_status
+gw_ingest_item_json(struct core_buf *out, int idx, const struct adp_event *ev,
+                    const char *pseudonym, int key_version,
+                    const char *request_id)
+{
+    cJSON *o = cJSON_CreateObject();
+    const char *store;
+    int queue;
+    const char *etype = etype_of(ev, &store, &queue);
+    char *s;
+    enum core_status st;
+
+    if (!o)
+        return CORE_ERR_NOMEM;
+    cJSON_AddNumberToObject(o, "i", idx);
+    cJSON_AddStringToObject(o, "etype", etype);
+    add_str(o, "platform", ev->platform);
+    add_str(o, "channel", ev->channel);
+    add_str(o, "uid", ev->user_id);
+    add_str(o, "phone", ev->user_phone);
+    if (ev->user_id)
+        add_str(o, "pseudo", pseudonym);
+    cJSON_AddNumberToObject(o, "kv", key_version);
+    add_str(o, "eid", ev->event_id);
+    add_str(o, "key", ev->dedupe_key);
+    if (ev->platform_ts_ms > 0)
+        cJSON_AddNumberToObject(o, "ts", (double)ev->platform_ts_ms);
+    add_str(o, "ctx", ev->context_id);
+    if (store) {
+        cJSON_AddStringToObject(o, "store", store);
+        cJSON_AddStringToObject(o, "msg",
+                                ev->kind == ADP_EV_INTERACTIVE
+                                    ? "interactive"
+                                    : adp_msg_type_str(ev->msg_type));
+        add_str(o, "body", ev->text);
+        add_str(o, "media", ev->media_id);
+        if (ev->raw)
+            cJSON_AddItemReferenceToObject(o, "raw",
+                                           (cJSON *)(uintptr_t)ev->raw);
+    }
+    cJSON_AddBoolToObject(o, "queue", queue);
+    if (ev->kind == ADP_EV_STATUS) {
+        cJSON_AddNumberToObject(o, "rank", (int)ev->status);
+        if (ev->watermark_ms)
+            cJSON_AddNumberToObject(o, "wm", (double)ev->watermark_ms);
+        if (ev->error_code)
+            cJSON_AddNumberToObject(o, "ecode", ev->error_code);
+    }
+    if (ev->kind == ADP_EV_REFERRAL && ev->has_referral)
+        cJSON_AddItemToObject(o, "ref", referral_json(&ev->referral));
+    cJSON_AddItemToObject(o, "data", data_json(ev));
+    add_str(o, "rid", request_id);
+    s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!s)
+        return CORE_ERR_NOMEM;
+    st = core_buf_adds(out, s);
+    free(s);
+    return st;
+}
+
+/*
+ * A message that arrived with ad attribution also yields a "referral" item
+ * pointing at that message, so the referral is one event and one
+ * attribution row.
+ */
+static enum core_status
+referral_item_json(struct core_buf *out, int idx, const struct adp_event *ev,
+                   const char *pseudonym, int key_version, const char *rid)
+{
+    struct adp_event r = *ev;
+    char key[512];
+
+    r.kind = ADP_EV_REFERRAL;
+    snprintf(key, sizeof(key), "%s#referral", ev->dedupe_key);
+    r.dedupe_key = key;
+    r.context_id = ev->event_id;
+    return gw_ingest_item_json(out, idx, &r, pseudonym, key_version, rid);
+}
+
+static enum core_status
+ensure_key(struct gw_ingest *in)
+{
+    struct core_dbconn *c;
+    enum core_status st = CORE_OK;
+
+    pthread_mutex_lock(&in->key_mu);
+    if (!in->key_loaded) {
+        c = core_db_acquire(in->db, INGEST_ACQUIRE_MS, &st);
+        if (c) {
+            st = ana_pseudonym_key_load(c, in->cfg->pseudonym_key, &in->key);
+            core_db_release(in->db, c);
+        }
+        in->key_loaded = st == CORE_OK;
+    }
+    pthread_mutex_unlock(&in->key_mu);
+    return st;
+}
+
+/* Build the batch's JSON array; owners[i] maps item index to its job. */
+static enum core_status
+build_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs,
+            struct core_buf *json, int **owners, int *nitems)
+{
+    char pseudo[ANA_PSEUDONYM_LEN + 1];
+    int j, cap = 0, n = 0, *own = NULL;
+    size_t e;
+    enum core_status st = core_buf_adds(json, "[");
+
+    for (j = 0; j < njobs; j++)
+        cap += 2 * (int)jobs[j]->batch->n;
+    own = calloc((size_t)cap + 1, sizeof(*own));
+    if (!own)
+        return CORE_ERR_NOMEM;
+    for (j = 0; j < njobs && st == CORE_OK; j++) {
+        const struct adp_batch *b = jobs[j]->batch;
+
+        for (e = 0; e < b->n && st == CORE_OK; e++) {
+            const struct adp_event *ev = &b->events[e];
+
+            pseudo[0] = '\0';
+            if (ev->user_id)
+                ana_pseudonym(&in->key, ev->platform, ev->user_id, pseudo);
+            if (n > 0)
+                st = core_buf_adds(json, ",");
+            if (st == CORE_OK)
+                st = gw_ingest_item_json(json, n, ev, pseudo, in->key.version,
+                                         jobs[j]->request_id);
+            own[n++] = j;
+            if (st == CORE_OK && ev->has_referral &&
+                ev->kind == ADP_EV_MESSAGE) {
+                st = core_buf_adds(json, ",");
+                if (st == CORE_OK)
+                    st = referral_item_json(json, n, ev, pseudo,
+                                            in->key.version,
+                                            jobs[j]->request_id);
+                own[n++] = j;
+            }
+        }
+    }
+    if (st == CORE_OK)
+        st = core_buf_adds(json, "]");
+    *owners = own;
+    *nitems = n;
+    if (st != CORE_OK) {
+        free(own);
+        *owners = NULL;
+    }
+    return st;
+}
+
+static enum core_status
+store_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
+{
+    struct core_buf json;
+    struct core_dbconn *c = NULL;
+    PGresult *r = NULL;
+    int *owners = NULL, nitems = 0, i, attempt;
+    const char *p[1];
+    enum core_status st;
+    struct timespec t0, t1;
+
+    core_buf_init(&json, INGEST_MAX_JSON);
+    st = ensure_key(in);
+    if (st == CORE_OK)
+        st = build_batch(in, jobs, njobs, &json, &owners, &nitems);
+    if (st != CORE_OK)
+        goto out;
+    p[0] = json.data;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (attempt = 0; attempt < 2; attempt++) {
+        c = core_db_acquire(in->db, INGEST_ACQUIRE_MS, &st);
+        if (!c)
+            goto out;
+        st = core_db_begin(c);
+        if (st == CORE_OK)
+            st = core_db_query(c, SQL_INGEST, 1, p, &r);
+        if (st == CORE_OK)
+            st = core_db_commit(c);
+        if (st == CORE_OK)
+            break;
+        log_warn("ingest batch failed", "attempt=%d jobs=%d sqlstate=%s "
+                 "error=\"%s\"", attempt + 1, njobs, c->sqlstate, c->error);
+        core_db_rollback(c);
+        PQclear(r);
+        r = NULL;
+        /* Retry once only for serialisation failures and deadlocks. */
+        if (strcmp(c->sqlstate, "40001") != 0 &&
+            strcmp(c->sqlstate, "40P01") != 0)
+            break;
+        core_db_release(in->db, c);
+        c = NULL;
+    }
+    if (st != CORE_OK)
+        goto out;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    core_metric_observe(in->m_commit, NULL,
+                        (double)(t1.tv_sec - t0.tv_sec) +
+                            (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+    core_metric_observe(in->m_batch, NULL, njobs);
+    for (i = 0; i < PQntuples(r); i++) {
+        long idx = strtol(PQgetvalue(r, i, 0), NULL, 10);
+
+        if (idx < 0 || idx >= nitems)
+            continue;
+        jobs[owners[idx]]->stored++;
+        if (PQgetvalue(r, i, 1)[0] == 't')
+            jobs[owners[idx]]->queued++;
+    }
+out:
+    PQclear(r);
+    if (c)
+        core_db_release(in->db, c);
+    free(owners);
+    core_buf_done(&json);
+    return st;
+}
+
+static void
+finish(struct gw_ingest *in, struct gw_ingest_job *job, enum core_status st)
+{
+    (void)in;
+    job->status = st;
+    job->done(job);
+}
+
+static void
+process(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
+{
+    enum core_status st;
+    int i, queued = 0;
+
+    for (i = 0; i < njobs; i++)
+        jobs[i]->stored = jobs[i]->queued = 0;
+    st = store_batch(in, jobs, njobs);
+    if (st == CORE_ERR_DB && njobs > 1) {
+        /* One request's data broke the batch: store each alone so only
+         * that one fails. */
+        for (i = 0; i < njobs; i++) {
+            jobs[i]->stored = jobs[i]->queued = 0;
+            st = store_batch(in, &jobs[i], 1);
+            queued += st == CORE_OK ? jobs[i]->queued : 0;
+            finish(in, jobs[i], st);
+        }
+    } else {
+        for (i = 0; i < njobs; i++) {
+            queued += st == CORE_OK ? jobs[i]->queued : 0;
+            finish(in, jobs[i], st);
+        }
+    }
+    if (queued && in->wake)
+        in->wake(in->wake_arg);
+}
+
+static void *
+committer_main(void *arg)
+{
+    struct gw_ingest *in = arg;
+    struct gw_ingest_job *jobs[INGEST_MAX_JOBS];
+    int n;
+
+    for (;;) {
+        pthread_mutex_lock(&in->mu);
+        while (!in->head && !in->stopping)
+            pthread_cond_wait(&in->cv, &in->mu);
+        if (!in->head && in->stopping) {
+            pthread_mutex_unlock(&in->mu);
+            break;
+        }
+        for (n = 0; n < INGEST_MAX_JOBS && in->head; n++) {
+            jobs[n] = in->head;
+            in->head = in->head->next;
+            in->depth--;
+        }
+        if (!in->head)
+            in->tail = NULL;
+        pthread_mutex_unlock(&in->mu);
+        process(in, jobs, n);
+    }
+    return NULL;
+}
+
+struct gw_ingest *
+gw_ingest_new(const struct core_config *cfg, struct core_db *db,
+              int committers, void (*wake)(void *), void *wake_arg)
+{
+    static const double batch_buckets[] = { 1,  2,   4,   8,   16,
+                                            32, 64, 128, 256, 512 };
+    struct gw_ingest *in = calloc(1, sizeof(*in));
+    int i;
+
+    if (!in)
+        return NULL;
+    in->cfg = cfg;
+    in->db = db;
+    in->wake = wake;
+    in->wake_arg = wake_arg;
+    pthread_mutex_init(&in->mu, NULL);
+    pthread_cond_init(&in->cv, NULL);
+    pthread_mutex_init(&in->key_mu, NULL);
+    in->m_batch = core_metric_register(
+        CORE_METRIC_HISTOGRAM, "parley_ingest_batch_requests",
+        "Webhook requests stored per group-commit transaction", batch_buckets,
+        sizeof(batch_buckets) / sizeof(batch_buckets[0]));
+    in->m_commit = core_metric_register(
+        CORE_METRIC_HISTOGRAM, "parley_ingest_commit_seconds",
+        "Time to store and commit one ingest batch", NULL, 0);
+    in->threads = calloc((size_t)committers, sizeof(pthread_t));
+    if (!in->threads) {
+        free(in);
+        return NULL;
+    }
+    for (i = 0; i < committers; i++) {
+        if (pthread_create(&in->threads[i], NULL, committer_main, in) != 0)
+            break;
+        in->nthreads++;
+    }
+    return in;
+}
+
+void
+gw_ingest_free(struct gw_ingest *in)
+{
+    int i;
+
+    if (!in)
+        return;
+    pthread_mutex_lock(&in->mu);
+    in->stopping = 1;
+    pthread_cond_broadcast(&in->cv);
+    pthread_mutex_unlock(&in->mu);
+    for (i = 0; i < in->nthreads; i++)
+        pthread_join(in->threads[i], NULL);
+    free(in->threads);
+    pthread_mutex_destroy(&in->mu);
+    pthread_cond_destroy(&in->cv);
+    pthread_mutex_destroy(&in->key_mu);
+    free(in);
+}
+
+void
+gw_ingest_submit(struct gw_ingest *in, struct gw_ingest_job *job)
+{
+    job->next = NULL;
+    pthread_mutex_lock(&in->mu);
+    if (in->tail)
+        in->tail->next = job;
+    else
+        in->head = job;
+    in->tail = job;
+    in->depth++;
+    pthread_cond_signal(&in->cv);
+    pthread_mutex_unlock(&in->mu);
+}

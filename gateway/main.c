@@ -1,0 +1,212 @@
+/*
+ * parley: the command line (DESIGN §4). `serve` runs the gateway and the
+ * worker pool in one process; `migrate` applies the schema.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#include "core/config.h"
+#include "core/db.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "gateway/http.h"
+#include "gateway/ingest.h"
+#include "gateway/migrate.h"
+#include "gateway/version.h"
+#include "inference/pool.h"
+
+#define SHUTDOWN_DEADLINE_MS 10000
+
+static const char USAGE[] =
+    "usage: parley <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  serve [--no-workers | --workers-only]\n"
+    "                      run the HTTP gateway and the inference workers\n"
+    "  migrate             apply pending database migrations\n"
+    "  migrate status      list migrations and whether they are applied\n"
+    "  version             print the version\n"
+    "  --help              this text\n"
+    "\n"
+    "options for every command:\n"
+    "  --config FILE       read KEY=value settings from FILE (the\n"
+    "                      environment wins)\n"
+    "\n"
+    "configuration (environment; see README.md for all keys):\n"
+    "  PARLEY_DATABASE_URL   libpq URL (default: the local cluster of\n"
+    "                        `make run`, postgresql://postgres@127.0.0.1:54329/parley)\n"
+    "  PARLEY_LISTEN         address:port (127.0.0.1:8080)\n"
+    "  PARLEY_WORKERS        inference worker threads (16)\n"
+    "  PARLEY_LLM_BASE_URL   OpenAI-compatible base URL (none: echo provider)\n"
+    "  PARLEY_LLM_API_KEY, PARLEY_LLM_MODEL, PARLEY_LLM_TIMEOUT_MS,\n"
+    "  PARLEY_LLM_MAX_TOKENS, PARLEY_SYSTEM_PROMPT\n"
+    "  PARLEY_META_APP_SECRET, PARLEY_META_VERIFY_TOKEN,\n"
+    "  PARLEY_WHATSAPP_TOKEN, PARLEY_MESSENGER_PAGE_TOKEN,\n"
+    "  PARLEY_INSTAGRAM_TOKEN, PARLEY_GRAPH_API_BASE\n"
+    "  PARLEY_OPERATOR_TOKEN, PARLEY_PSEUDONYM_KEY\n";
+
+static void
+die(int code, const char *what, const char *arg)
+{
+    fprintf(stderr, "parley: %s%s\n", what, arg);
+    exit(code);
+}
+
+static const char *
+db_url(const struct core_config *cfg)
+{
+    return cfg->database_url ? cfg->database_url : core_db_default_url();
+}
+
+static int
+cmd_migrate(const struct core_config *cfg, int status_only)
+{
+    struct core_dbconn *c;
+    enum core_status st;
+    char err[512] = "";
+    int pending = 0;
+
+    c = core_dbconn_open(db_url(cfg), &st);
+    if (!c) {
+        fprintf(stderr, "parley: could not connect to the database\n");
+        return 1;
+    }
+    if (status_only)
+        st = gw_migrate_status(c, stdout, &pending, err, sizeof(err));
+    else
+        st = gw_migrate_apply(c, stdout, err, sizeof(err));
+    core_dbconn_close(c);
+    if (st != CORE_OK) {
+        fprintf(stderr, "parley: %s\n", err);
+        return 1;
+    }
+    return 0;
+}
+
+static int
+cmd_serve(const struct core_config *cfg, int workers, int gateway)
+{
+    struct core_db *db = NULL;
+    struct gw_ingest *ingest = NULL;
+    struct gw_server *srv = NULL;
+    struct inf_pool *pool = NULL;
+    sigset_t set;
+    char err[256];
+    int sig = 0, rc = 1;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    core_config_log(cfg);
+    if (!cfg->database_url)
+        log_info("using the local database", "url=%s",
+                 core_db_default_url());
+    db = core_db_new(db_url(cfg), cfg->db_pool_size);
+    if (!db) {
+        fprintf(stderr, "parley: out of memory\n");
+        goto out;
+    }
+    if (workers) {
+        pool = inf_pool_new(cfg, db, db_url(cfg));
+        if (!pool) {
+            fprintf(stderr, "parley: could not start the worker pool\n");
+            goto out;
+        }
+    }
+    if (gateway) {
+        ingest = gw_ingest_new(cfg, db, 1, pool ? inf_pool_wake : NULL, pool);
+        if (!ingest) {
+            fprintf(stderr, "parley: could not start ingest\n");
+            goto out;
+        }
+        srv = gw_server_new(cfg, db, ingest, err, sizeof(err));
+        if (!srv) {
+            fprintf(stderr, "parley: %s\n", err);
+            goto out;
+        }
+        log_info("listening", "addr=%s:%u version=%s", cfg->listen_host,
+                 gw_server_port(srv), PARLEY_VERSION);
+    }
+    sigwait(&set, &sig);
+    log_info("shutting down", "signal=%d", sig);
+    rc = 0;
+out:
+    gw_server_shutdown(srv, SHUTDOWN_DEADLINE_MS);
+    gw_ingest_free(ingest);
+    inf_pool_shutdown(pool, SHUTDOWN_DEADLINE_MS);
+    gw_server_free(srv);
+    inf_pool_free(pool);
+    core_db_free(db);
+    if (rc == 0)
+        log_info("stopped", "%s", "");
+    return rc;
+}
+
+int
+main(int argc, char **argv)
+{
+    struct core_config cfg;
+    const char *cmd = NULL, *sub = NULL, *config_path = NULL;
+    int i, workers = 1, gateway = 1, rc;
+    char err[512];
+
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i];
+
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0 ||
+            strcmp(a, "help") == 0) {
+            fputs(USAGE, stdout);
+            return 0;
+        } else if (strcmp(a, "--config") == 0 && i + 1 < argc) {
+            config_path = argv[++i];
+        } else if (strcmp(a, "--no-workers") == 0) {
+            workers = 0;
+        } else if (strcmp(a, "--workers-only") == 0) {
+            gateway = 0;
+        } else if (a[0] == '-') {
+            die(2, "unknown option (see parley --help): ", a);
+        } else if (!cmd) {
+            cmd = a;
+        } else if (!sub) {
+            sub = a;
+        } else {
+            die(2, "unexpected argument (see parley --help): ", a);
+        }
+    }
+    if (!cmd) {
+        fputs(USAGE, stderr);
+        return 2;
+    }
+    if (strcmp(cmd, "version") == 0 && !sub) {
+        printf("parley %s\n", PARLEY_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "migrate") != 0)
+        die(2, "unknown command (see parley --help): ", cmd);
+    if (sub && !(strcmp(cmd, "migrate") == 0 && strcmp(sub, "status") == 0))
+        die(2, "unexpected argument (see parley --help): ", sub);
+    if ((!workers || !gateway) && strcmp(cmd, "serve") != 0)
+        die(2, "--no-workers and --workers-only apply to serve only", "");
+    if (!workers && !gateway)
+        die(2, "--no-workers and --workers-only exclude each other", "");
+
+    if (core_config_load(&cfg, config_path, err, sizeof(err)) != CORE_OK)
+        die(1, "configuration: ", err);
+    core_log_set_level((enum core_log_level)cfg.log_level);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (strcmp(cmd, "migrate") == 0)
+        rc = cmd_migrate(&cfg, sub != NULL);
+    else
+        rc = cmd_serve(&cfg, workers, gateway);
+    core_config_free(&cfg);
+    core_metrics_reset();
+    curl_global_cleanup();
+    return rc;
+}

@@ -1,0 +1,180 @@
+-- parley_ingest(batch): store one group-commit batch of normalized webhook
+-- items in a handful of set-based statements (one round trip per batch).
+-- The caller (gateway/ingest.c) commits; every request in the batch is
+-- answered 200 only after that COMMIT. Returns the items that were new.
+
+CREATE TYPE parley_ingest_item AS (
+    i        int,     -- index in the batch
+    etype    text,    -- event type (docs/DATA.md)
+    platform text,
+    channel  text,
+    uid      text,    -- platform user id
+    phone    text,
+    pseudo   text,    -- HMAC pseudonym
+    kv       int,     -- pseudonym key version
+    eid      text,    -- platform id of the item (wamid, mid)
+    key      text,    -- dedupe key
+    ts       bigint,  -- platform timestamp, ms
+    ctx      text,    -- platform id of the message referred to
+    msg      text,    -- message kind for the messages row
+    body     text,    -- text / caption / button title
+    media    text,
+    store    text,    -- 'in', 'out' or NULL: write a messages row
+    queue    boolean, -- inbound message to answer
+    rank     int,     -- status rank (1 sent .. 4 failed)
+    wm       bigint,  -- Messenger/Instagram watermark, ms
+    ecode    int,     -- platform error code of a failed status
+    ref      jsonb,   -- referral fields
+    data     jsonb,   -- event details
+    raw      jsonb,   -- the item as received
+    rid      text     -- request id
+);
+
+CREATE FUNCTION parley_ingest(batch jsonb)
+RETURNS TABLE (idx int, queued boolean, conversation_id bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    items parley_ingest_item[];
+BEGIN
+    -- 1. Dedupe on the platform's own ids: only items whose key is new go
+    --    on. Within a batch the first occurrence wins.
+    WITH src AS (
+        SELECT DISTINCT ON (s.platform, s.key) s.*
+        FROM jsonb_populate_recordset(NULL::parley_ingest_item, batch) s
+        ORDER BY s.platform, s.key, s.i
+    ), ins AS (
+        INSERT INTO inbound_keys (platform, key)
+        SELECT s.platform, s.key FROM src s
+        ON CONFLICT DO NOTHING
+        RETURNING inbound_keys.platform, inbound_keys.key
+    )
+    SELECT array_agg(s ORDER BY s.i) INTO items
+    FROM src s JOIN ins ON ins.platform = s.platform AND ins.key = s.key;
+
+    IF items IS NULL THEN
+        RETURN;
+    END IF;
+
+    -- 2. Users and conversations.
+    INSERT INTO users (platform, platform_user_id, phone, pseudonym, key_version)
+    SELECT DISTINCT ON (x.platform, x.uid) x.platform, x.uid, x.phone, x.pseudo, x.kv
+    FROM unnest(items) x WHERE x.uid IS NOT NULL
+    ORDER BY x.platform, x.uid
+    ON CONFLICT (platform, platform_user_id) DO NOTHING;
+
+    INSERT INTO conversations (user_id, platform, channel)
+    SELECT DISTINCT u.id, x.platform, x.channel
+    FROM unnest(items) x
+    JOIN users u ON u.platform = x.platform AND u.platform_user_id = x.uid
+    WHERE x.channel IS NOT NULL
+    ON CONFLICT (platform, channel, user_id) DO NOTHING;
+
+    -- 3. Opt-out / opt-in (before messages: a STOP is not answered by the LLM).
+    UPDATE users u SET opted_out_at = CASE WHEN o.etype = 'opt_out'
+                                           THEN coalesce(u.opted_out_at, now())
+                                           ELSE NULL END
+    FROM (SELECT DISTINCT ON (x.platform, x.uid) x.platform, x.uid, x.etype
+          FROM unnest(items) x WHERE x.etype IN ('opt_out', 'opt_in')
+          ORDER BY x.platform, x.uid, x.ts DESC, x.i DESC) o
+    WHERE u.platform = o.platform AND u.platform_user_id = o.uid;
+
+    -- 4. Messages in (user) and out (echoes of what the page sent).
+    INSERT INTO messages (conversation_id, direction, platform,
+                          platform_message_id, kind, text, media_id,
+                          context_id, reply_state, platform_ts, raw)
+    SELECT c.id, x.store, x.platform, x.eid, coalesce(x.msg, 'unknown'),
+           x.body, x.media, x.ctx,
+           CASE WHEN x.queue THEN 'pending' END,
+           CASE WHEN x.ts > 0 THEN to_timestamp(x.ts / 1000.0) END, x.raw
+    FROM unnest(items) x
+    JOIN users u ON u.platform = x.platform AND u.platform_user_id = x.uid
+    JOIN conversations c ON c.user_id = u.id AND c.platform = x.platform
+                        AND c.channel = x.channel
+    WHERE x.store IS NOT NULL
+    ORDER BY x.i
+    ON CONFLICT (platform, platform_message_id) DO NOTHING;
+
+    -- 5. The event log: one row per new item, linked to its user,
+    --    conversation, own message, and the message/response it refers to.
+    INSERT INTO events (occurred_at, type, platform, channel, user_id,
+                        user_pseudonym, conversation_id, message_id,
+                        response_id, platform_event_id,
+                        ref_platform_message_id, request_id, data)
+    SELECT CASE WHEN x.ts > 0 THEN to_timestamp(x.ts / 1000.0) END,
+           x.etype, x.platform, x.channel, u.id, u.pseudonym, c.id,
+           coalesce(own.id, tgt.id), tgt.response_id, x.eid, x.ctx, x.rid,
+           x.data
+    FROM unnest(items) x
+    LEFT JOIN users u ON u.platform = x.platform AND u.platform_user_id = x.uid
+    LEFT JOIN conversations c ON c.user_id = u.id AND c.platform = x.platform
+                             AND c.channel = x.channel
+    LEFT JOIN messages own ON x.store IS NOT NULL AND own.platform = x.platform
+                          AND own.platform_message_id = x.eid
+    LEFT JOIN messages tgt ON x.ctx IS NOT NULL AND tgt.platform = x.platform
+                          AND tgt.platform_message_id = x.ctx
+    ORDER BY x.i;
+
+    -- 6. Delivery status of our messages: a later, lower rank never
+    --    overwrites a higher one (late "delivered" after "read").
+    UPDATE messages m SET status = s.etype, status_rank = s.rank,
+                          error_code = coalesce(s.ecode, m.error_code)
+    FROM (SELECT DISTINCT ON (x.platform, x.ctx) x.platform, x.ctx, x.etype,
+                 x.rank, x.ecode
+          FROM unnest(items) x
+          WHERE x.rank > 0 AND x.ctx IS NOT NULL AND coalesce(x.wm, 0) = 0
+          ORDER BY x.platform, x.ctx, x.rank DESC) s
+    WHERE m.platform = s.platform AND m.platform_message_id = s.ctx
+      AND m.status_rank < s.rank;
+
+    -- Watermarks (Messenger/Instagram): everything we sent up to then.
+    UPDATE messages m SET status = s.etype, status_rank = s.rank
+    FROM (SELECT c.id AS cid, max(x.wm) AS wm, x.etype, x.rank
+          FROM unnest(items) x
+          JOIN users u ON u.platform = x.platform AND u.platform_user_id = x.uid
+          JOIN conversations c ON c.user_id = u.id AND c.platform = x.platform
+                              AND c.channel = x.channel
+          WHERE x.wm > 0 GROUP BY c.id, x.etype, x.rank) s
+    WHERE m.conversation_id = s.cid AND m.direction = 'out'
+      AND m.sent_at <= to_timestamp(s.wm / 1000.0)
+      AND m.status_rank < s.rank;
+
+    -- 7. Ad attribution.
+    INSERT INTO referrals (conversation_id, message_id, platform, source_type,
+                           source_id, source_url, headline, body, media_type,
+                           ctwa_clid, ad_id, ref, occurred_at)
+    SELECT c.id, own.id, x.platform, x.ref->>'source_type',
+           x.ref->>'source_id', x.ref->>'source_url', x.ref->>'headline',
+           x.ref->>'body', x.ref->>'media_type', x.ref->>'ctwa_clid',
+           x.ref->>'ad_id', x.ref->>'ref',
+           CASE WHEN x.ts > 0 THEN to_timestamp(x.ts / 1000.0) END
+    FROM unnest(items) x
+    JOIN users u ON u.platform = x.platform AND u.platform_user_id = x.uid
+    JOIN conversations c ON c.user_id = u.id AND c.platform = x.platform
+                        AND c.channel = x.channel
+    LEFT JOIN messages own ON x.ctx IS NOT NULL AND own.platform = x.platform
+                          AND own.platform_message_id = x.ctx
+    WHERE x.ref IS NOT NULL AND jsonb_typeof(x.ref) = 'object';
+
+    -- 8. Queue: conversations with new inbound work become ready.
+    UPDATE conversations c SET pending_since = coalesce(c.pending_since, now()),
+                               last_inbound_at = now()
+    FROM (SELECT DISTINCT c2.id
+          FROM unnest(items) x
+          JOIN users u ON u.platform = x.platform AND u.platform_user_id = x.uid
+          JOIN conversations c2 ON c2.user_id = u.id AND c2.platform = x.platform
+                               AND c2.channel = x.channel
+          WHERE x.queue) q
+    WHERE c.id = q.id;
+    IF FOUND THEN
+        -- Wakes `parley serve` processes blocked in LISTEN parley_work;
+        -- delivered at COMMIT, collapsed within the transaction.
+        PERFORM pg_notify('parley_work', '');
+    END IF;
+
+    RETURN QUERY
+    SELECT x.i, coalesce(x.queue, false), c.id
+    FROM unnest(items) x
+    LEFT JOIN users u ON u.platform = x.platform AND u.platform_user_id = x.uid
+    LEFT JOIN conversations c ON c.user_id = u.id AND c.platform = x.platform
+                             AND c.channel = x.channel;
+END $$;

@@ -1,0 +1,407 @@
+"""Ingest (issue 3) against the real binary and PostgreSQL: the Meta
+handshake, every fixture signed and posted (exact rows, idempotent on
+retry), signature failures, unconfigured platforms, malformed bodies, a
+PostgreSQL outage, 50 concurrent posters of overlapping duplicates, and
+status ranking. Parley runs with --no-workers: nothing here is answered."""
+
+import json
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import harness
+from harness import APP_SECRET, VERIFY_TOKEN, REPO, wait_until
+
+FIXTURES = REPO / "tests" / "fixtures"
+EXPECTED = FIXTURES / "expected.json"
+PLATFORMS = ("whatsapp", "messenger", "instagram")
+
+
+def fixture_files():
+    files = []
+    for plat in PLATFORMS:
+        files += sorted((FIXTURES / plat).glob("*.json"))
+    return files
+
+
+# --------------------------------------------------------------------------
+# Shared server: one parley (--no-workers) and database for the module; each
+# test starts from empty tables.
+
+def data_tables(db):
+    """Every table ingest may write (not schema_migrations, not settings
+    where a generated pseudonym key lives), partitions excluded."""
+    return [r[0] for r in db.query(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
+        "AND c.relname NOT IN ('schema_migrations', 'settings') ORDER BY 1")]
+
+
+def reset(db):
+    tables = data_tables(db)
+    if tables:
+        db.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) +
+                   " RESTART IDENTITY CASCADE")
+
+
+def row_counts(db):
+    return {t: db.scalar(f'SELECT count(*) FROM "{t}"') for t in data_tables(db)}
+
+
+def total_rows(db):
+    return sum(row_counts(db).values())
+
+
+@pytest.fixture(scope="module")
+def shared(pg):
+    db = pg.create_db("ingest")
+    factory = harness.ParleyFactory(pg, db, harness.log_dir(), "test_ingest-shared")
+    try:
+        p = factory(args=("serve", "--no-workers"))
+    except BaseException:
+        factory.finish()
+        raise
+    p.factory_ref = factory
+    yield p
+    problems = factory.finish()
+    try:
+        pg.drop_db(db)
+    except Exception:  # noqa: BLE001
+        pass
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def srv(shared, request, pg):
+    if not pg.running:
+        pg.start()
+    request.node._parley_factory = shared.factory_ref
+    assert shared.alive(), f"the shared parley died:\n{shared.log_tail()}"
+    reset(shared.factory.db)
+    yield shared
+
+
+def sdb(srv):
+    return srv.factory.db
+
+
+# --------------------------------------------------------------------------
+# Handshake
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_handshake(srv, platform):
+    base = f"/webhooks/{platform}"
+    r = srv.get(f"{base}?hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}"
+                "&hub.challenge=1158201444")
+    assert r.status == 200, r
+    assert r.body == b"1158201444", r
+    assert r.header("Content-Type", "").startswith("text/plain"), r.header("Content-Type")
+    # An opaque, URL-encoded challenge is echoed decoded.
+    r = srv.get(f"{base}?hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}"
+                "&hub.challenge=abc%2Fxyz-9")
+    assert r.status == 200 and r.body == b"abc/xyz-9", r
+    for q in (f"hub.mode=subscribe&hub.verify_token=wrong&hub.challenge=1",
+              f"hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}x&hub.challenge=1",
+              f"hub.mode=unsubscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=1",
+              "hub.mode=subscribe&hub.challenge=1",
+              ""):
+        r = srv.get(f"{base}?{q}" if q else base)
+        assert r.status == 403, f"{q!r}: {r}"
+        assert b"1158201444" not in r.body
+
+
+# --------------------------------------------------------------------------
+# Fixtures
+
+def _load_expected():
+    if not EXPECTED.exists():
+        return None
+    return json.loads(EXPECTED.read_text("utf-8"))
+
+
+def expected_for(path):
+    """The expected counts for one fixture file, tolerant of the layout of
+    expected.json: keyed by 'platform/name.json', 'platform/name', or
+    nested {platform: {name: ...}}."""
+    exp = _load_expected()
+    if exp is None:
+        pytest.fail(f"{EXPECTED} does not exist")
+    rel = path.relative_to(FIXTURES).as_posix()
+    plat, name = rel.split("/", 1)
+    for k in (rel, rel[:-5], name, name[:-5]):
+        if k in exp:
+            return exp[k]
+    sub = exp.get(plat)
+    if isinstance(sub, dict):
+        for k in (name, name[:-5]):
+            if k in sub:
+                return sub[k]
+    pytest.fail(f"no entry for {rel} in {EXPECTED}")
+
+
+def split_expected(e):
+    """(events by type, messages expectation or None, extra row counts)."""
+    if "events" in e and isinstance(e["events"], dict):
+        events = dict(e["events"])
+        msgs = e.get("messages")
+        other = {k: v for k, v in e.items() if k not in ("events", "messages")
+                 and isinstance(v, int)}
+        return events, msgs, other
+    return {k: v for k, v in e.items() if isinstance(v, int)}, None, {}
+
+
+FIXTURE_PARAMS = [pytest.param(p, id=p.relative_to(FIXTURES).as_posix())
+                  for p in fixture_files()] or [pytest.param(None, id="no-fixtures")]
+
+
+@pytest.mark.parametrize("path", FIXTURE_PARAMS)
+def test_fixture_stored_exactly_and_retry_changes_nothing(srv, path):
+    assert path is not None, f"no fixtures in {FIXTURES}/{{{','.join(PLATFORMS)}}}"
+    platform = path.parent.name
+    body = path.read_bytes()
+    db = sdb(srv)
+    events_exp, msgs_exp, other_exp = split_expected(expected_for(path))
+
+    r = srv.post_webhook(platform, body)
+    assert r.status == 200, r
+    got = Counter(dict(db.query("SELECT type, count(*) FROM events GROUP BY type")))
+    want = Counter({k: v for k, v in events_exp.items() if v})
+    assert got == want, f"events by type: got {dict(got)}, expected {dict(want)}"
+    if isinstance(msgs_exp, int):
+        assert db.scalar("SELECT count(*) FROM messages") == msgs_exp
+    elif isinstance(msgs_exp, dict):
+        got_m = dict(db.query("SELECT direction, count(*) FROM messages GROUP BY 1"))
+        assert got_m == {k: v for k, v in msgs_exp.items() if v}, got_m
+    for table, n in other_exp.items():
+        if db.table_exists(table):
+            assert db.scalar(f'SELECT count(*) FROM "{table}"') == n, table
+    # Every stored event carries the platform and, where known, its time.
+    assert db.scalar("SELECT count(*) FROM events WHERE platform <> %s", (platform,)) == 0
+
+    before = row_counts(db)
+    r = srv.post_webhook(platform, body)
+    assert r.status == 200, f"retried POST: {r}"
+    after = row_counts(db)
+    assert after == before, f"a retried webhook changed rows: {before} -> {after}"
+
+
+def test_expected_json_covers_every_fixture():
+    exp = _load_expected()
+    assert exp is not None, f"{EXPECTED} does not exist"
+    files = fixture_files()
+    assert files, "no fixtures"
+    for f in files:
+        expected_for(f)
+
+
+# --------------------------------------------------------------------------
+# Signatures, configuration, malformed bodies
+
+def _wa_body(mid="wamid.SIGTEST1", text="hello"):
+    return json.dumps(harness.wa_text(mid, "15551230001", text)).encode()
+
+
+@pytest.mark.parametrize("variant", ["wrong", "missing", "other_secret", "sha1_prefix",
+                                     "no_prefix", "truncated", "empty", "body_changed"])
+def test_bad_signature_401_and_nothing_stored(srv, variant):
+    body = _wa_body()
+    good = harness.sign(body)
+    sig = {
+        "wrong": "sha256=" + "ab" * 32,
+        "missing": None,
+        "other_secret": harness.sign(body, "not-the-secret"),
+        "sha1_prefix": "sha1=" + good[7:],
+        "no_prefix": good[7:],
+        "truncated": good[:-2],
+        "empty": "",
+        "body_changed": harness.sign(body + b" "),
+    }[variant]
+    r = srv.post_webhook("whatsapp", body, signature=sig)
+    assert r.status == 401, r
+    assert total_rows(sdb(srv)) == 0, row_counts(sdb(srv))
+
+
+def test_uppercase_hex_signature_accepted(srv):
+    body = _wa_body("wamid.UPPER1")
+    sig = harness.sign(body)
+    r = srv.post_webhook("whatsapp", body, signature="sha256=" + sig[7:].upper())
+    assert r.status == 200, r
+    assert sdb(srv).scalar("SELECT count(*) FROM messages") == 1
+
+
+def test_non_ascii_body_signed_raw_and_escaped(srv):
+    db = sdb(srv)
+    text = "Olá, ação 日本語 👍"
+    raw = json.dumps(harness.wa_text("wamid.UTF8RAW", "15551230002", text),
+                     ensure_ascii=False).encode("utf-8")
+    r = srv.post_webhook("whatsapp", raw)
+    assert r.status == 200, r
+    # Meta may sign the \\uXXXX-escaped form of a body sent as raw UTF-8.
+    raw2 = json.dumps(harness.wa_text("wamid.UTF8ESC", "15551230002", text),
+                      ensure_ascii=False).encode("utf-8")
+    escaped = json.dumps(harness.wa_text("wamid.UTF8ESC", "15551230002", text),
+                         ensure_ascii=True).encode("ascii")
+    r = srv.post_webhook("whatsapp", raw2, signature=harness.sign(escaped))
+    assert r.status == 200, r
+    rows = dict(db.query("SELECT platform_message_id, text FROM messages"))
+    assert rows == {"wamid.UTF8RAW": text, "wamid.UTF8ESC": text}, rows
+
+
+def test_platform_not_configured_404(parley):
+    p = parley(env={"PARLEY_META_APP_SECRET": None}, args=("serve", "--no-workers"))
+    for plat, body in (("whatsapp", harness.wa_text("wamid.NOCFG", "15551230003", "x")),
+                       ("messenger", harness.ms_text("m_NOCFG", "7001", "x")),
+                       ("instagram", harness.ig_text("ig_NOCFG", "8001", "x"))):
+        r = p.post_webhook(plat, body)
+        assert r.status == 404, f"{plat}: {r}"
+    assert total_rows(parley.db) == 0
+
+
+@pytest.mark.parametrize("body", [
+    b'{"object": "whatsapp_business_account", "entry": [',
+    b"hello",
+    b"",
+    b'{"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": []}]} trailing',
+    b"\xff\xfe{}",
+], ids=["truncated", "not_json", "empty", "trailing_garbage", "bad_utf8"])
+def test_malformed_json_400_and_nothing_stored(srv, body):
+    r = srv.post_webhook("whatsapp", body)
+    assert r.status == 400, r
+    assert total_rows(sdb(srv)) == 0, row_counts(sdb(srv))
+    assert srv.alive()
+
+
+def test_unknown_fields_are_stored_not_rejected(srv):
+    body = {"object": "whatsapp_business_account",
+            "entry": [{"id": harness.WA_WABA_ID, "changes": [
+                {"field": "account_update_from_the_future",
+                 "value": {"phone_number": "15550001111", "event": "SOMETHING_NEW"}}]}]}
+    r = srv.post_webhook("whatsapp", body)
+    assert r.status == 200, r
+    assert sdb(srv).scalar("SELECT count(*) FROM events WHERE type = 'unknown'") == 1
+
+
+# --------------------------------------------------------------------------
+# PostgreSQL outage
+
+def test_postgres_down_503_with_retry_after_then_recovers(parley, pg_restore):
+    pg = pg_restore
+    p = parley(args=("serve", "--no-workers"))
+    body = _wa_body("wamid.OUTAGE1", "during the outage")
+    assert p.post_webhook("whatsapp", _wa_body("wamid.BEFORE1")).status == 200
+    pg.stop()
+    r = p.post_webhook("whatsapp", body, timeout=30)
+    assert r.status == 503, r
+    ra = r.header("Retry-After")
+    assert ra is not None and ra.strip().isdigit(), f"Retry-After {ra!r}"
+    assert p.alive()
+    pg.start()
+    wait_until(lambda: p.get("/readyz", timeout=3).status == 200, 10, interval=0.1,
+               what="/readyz 200 after restart")
+    r = p.post_webhook("whatsapp", body)
+    assert r.status == 200, f"first POST after PostgreSQL came back: {r}"
+    ids = sorted(x[0] for x in parley.db.query("SELECT platform_message_id FROM messages"))
+    assert ids == ["wamid.BEFORE1", "wamid.OUTAGE1"], ids
+
+
+# --------------------------------------------------------------------------
+# Concurrency and dedupe
+
+def test_50_concurrent_posters_of_overlapping_duplicates(srv):
+    db = sdb(srv)
+    n_msgs, n_threads, posts_per_thread, batch = 100, 50, 4, 5
+    msgs = [harness.wa_message(f"wamid.CONC{i:03d}", f"1555200{i % 20:04d}", f"message {i}",
+                               ts=1767225600 + i)
+            for i in range(n_msgs)]
+    results = []
+    lock = threading.Lock()
+    start = threading.Barrier(n_threads)
+
+    def poster(t):
+        try:
+            start.wait(timeout=30)
+        except threading.BrokenBarrierError:
+            pass
+        for k in range(posts_per_thread):
+            idx = [(t * 2 + k * batch + j) % n_msgs for j in range(batch)]
+            body = json.dumps(harness.wa_envelope([msgs[i] for i in idx])).encode()
+            try:
+                r = harness.post_webhook(srv.base_url, "whatsapp", body, timeout=60)
+                st = r.status
+            except OSError as e:
+                st = repr(e)
+            with lock:
+                results.append(st)
+
+    threads = [threading.Thread(target=poster, args=(t,)) for t in range(n_threads)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+    assert not any(th.is_alive() for th in threads), "posters hung"
+    bad = Counter(s for s in results if s != 200)
+    assert not bad, f"non-200 answers: {bad}"
+    assert len(results) == n_threads * posts_per_thread
+
+    counts = dict(db.query("SELECT platform_message_id, count(*) FROM messages "
+                           "WHERE platform = 'whatsapp' GROUP BY 1"))
+    want = {m["id"] for m in msgs}
+    assert set(counts) == want, f"missing {sorted(want - set(counts))[:10]}"
+    dup = {k: v for k, v in counts.items() if v != 1}
+    assert not dup, f"messages stored more than once: {dup}"
+    ev = dict(db.query("SELECT platform_event_id, count(*) FROM events "
+                       "WHERE type = 'message_received' GROUP BY 1"))
+    assert set(ev) == want and all(v == 1 for v in ev.values()), \
+        {k: v for k, v in ev.items() if v != 1}
+    assert db.scalar("SELECT count(*) FROM users WHERE platform = 'whatsapp'") == 20
+    assert db.scalar("SELECT count(*) FROM conversations") == 20
+
+
+# --------------------------------------------------------------------------
+# Status ranking
+
+def test_late_delivered_never_overwrites_read(srv):
+    db = sdb(srv)
+    user = "15551239999"
+    assert srv.post_webhook("whatsapp", harness.wa_text("wamid.USERMSG1", user, "hi")).status == 200
+    conv = db.scalar("SELECT id FROM conversations")
+    assert conv is not None
+    for wamid in ("wamid.OUT1", "wamid.OUT2"):
+        db.execute("INSERT INTO messages (conversation_id, direction, platform, "
+                   "platform_message_id, kind, text, status, status_rank, sent_at) "
+                   "VALUES (%s, 'out', 'whatsapp', %s, 'text', 'bot says hi', 'sent', 1, "
+                   "now())", (conv, wamid))
+
+    def post_status(wamid, status, ts):
+        body = harness.wa_envelope(statuses=[harness.wa_status(wamid, status, user, ts)])
+        r = srv.post_webhook("whatsapp", body)
+        assert r.status == 200, r
+
+    t = int(time.time())
+    post_status("wamid.OUT1", "read", t + 2)
+    post_status("wamid.OUT1", "delivered", t + 1)   # late
+    post_status("wamid.OUT2", "delivered", t + 1)
+    post_status("wamid.OUT2", "read", t + 2)
+    # Both in one POST, the lower rank last.
+    body = harness.wa_envelope(statuses=[harness.wa_status("wamid.OUT3", "read", user, t + 2),
+                                         harness.wa_status("wamid.OUT3", "delivered", user, t + 1)])
+    db.execute("INSERT INTO messages (conversation_id, direction, platform, "
+               "platform_message_id, kind, text, status, status_rank, sent_at) "
+               "VALUES (%s, 'out', 'whatsapp', 'wamid.OUT3', 'text', 'x', 'sent', 1, now())",
+               (conv,))
+    assert srv.post_webhook("whatsapp", body).status == 200
+
+    st = dict(db.query("SELECT platform_message_id, status FROM messages WHERE direction = 'out'"))
+    assert st == {"wamid.OUT1": "read", "wamid.OUT2": "read", "wamid.OUT3": "read"}, st
+    ev = Counter((a, b) for a, b in db.query(
+        "SELECT ref_platform_message_id, type FROM events WHERE type IN ('delivered', 'read')"))
+    for wamid in ("wamid.OUT1", "wamid.OUT2", "wamid.OUT3"):
+        assert ev[(wamid, "read")] == 1 and ev[(wamid, "delivered")] == 1, dict(ev)
+    # Status events are linked to the outbound message they report on.
+    unlinked = db.scalar("SELECT count(*) FROM events WHERE type IN ('delivered', 'read') "
+                         "AND message_id IS NULL")
+    assert unlinked == 0
