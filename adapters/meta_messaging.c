@@ -290,11 +290,16 @@ mm_receipt(struct mm_ctx *c, const struct mm_item *m, const cJSON *o,
     const char *mid = adp_json_id(o, "mid"), *key;
     int64_t wm = adp_meta_ts_ms(cJSON_GetObjectItemCaseSensitive(o, "watermark"));
     struct adp_event *ev;
+    size_t i;
 
-    if (!mid && mids && cJSON_IsString(mids->child))
-        mid = adp_json_id(o, "_") ? NULL : mids->child->valuestring;
-    if (mid && (!mid[0] || strlen(mid) > ADP_META_ID_MAX))
-        mid = NULL;
+    if (!mid && mids && cJSON_IsString(mids->child)) {
+        mid = mids->child->valuestring;
+        for (i = 0; mid && mid[i]; i++)
+            if (i >= ADP_META_ID_MAX || (unsigned char)mid[i] < 0x20)
+                mid = NULL;
+        if (mid && !mid[0])
+            mid = NULL;
+    }
     if (!wm && !mid)
         return mm_unknown(c, m, NULL);
     if (wm)

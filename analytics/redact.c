@@ -341,12 +341,13 @@ pass_iban(struct scan *sc)
  * claims the Luhn-valid ones with 13..19 digits and an issuer-plausible
  * first digit (2..6: Mir, Visa, Mastercard, Amex, JCB, Diners, Discover,
  * Maestro, UnionPay). */
-static void
+static unsigned
 card_try_chain(struct scan *sc, const size_t *gs, const size_t *ge,
                const unsigned *gd, size_t m)
 {
     const unsigned char *s = sc->s;
     size_t a = 0;
+    unsigned cards = 0;
 
     while (a < m) {
         size_t found = m;
@@ -361,11 +362,30 @@ card_try_chain(struct scan *sc, const size_t *gs, const size_t *ge,
             if (ana_luhn_valid((const char *)s + gs[a], ge[b] - gs[a]) &&
                 claim(sc, gs[a], ge[b], SPAN_CARD)) {
                 found = b;
+                cards++;
                 break;
             }
         }
         a = (found < m) ? found + 1 : a + 1;
     }
+    return cards;
+}
+
+/* 13..19 digits written as one run, as 4-4-4-4(-3) or Amex 4-6-5. */
+static int
+card_shaped(const unsigned *gd, size_t m)
+{
+    unsigned digits = 0, fours = 0;
+
+    for (size_t k = 0; k < m; k++) {
+        digits += gd[k];
+        fours += gd[k] == 4 && k + 1 < m;
+    }
+    if (digits < 13 || digits > 19)
+        return 0;
+    if (m == 1 || (m == 3 && gd[0] == 4 && gd[1] == 6 && gd[2] == 5))
+        return 1;
+    return fours == m - 1 && gd[m - 1] >= 1 && gd[m - 1] <= 4;
 }
 
 static void
@@ -400,7 +420,11 @@ pass_card(struct scan *sc)
             else
                 break;
         }
-        card_try_chain(sc, gs, ge, gd, m);
+        /* A card-shaped number failing Luhn is kept as written and
+         * protected from the phone scanner. */
+        if (card_try_chain(sc, gs, ge, gd, m) == 0 && card_shaped(gd, m) &&
+            !is_alpha(s[ge[m - 1]]))
+            claim(sc, gs[0], ge[m - 1], SPAN_KEEP);
         i = ge[m - 1] > i ? ge[m - 1] - 1 : i;
     }
 }
@@ -725,6 +749,8 @@ pass_protect(struct scan *sc)
 
 static const char *const order_words[] = {
     "order", "orden", "pedido", "encomenda", "bestellung", "auftrag",
+    "bestellnummer", "auftragsnummer", "kundennummer", "rechnungsnummer",
+    "sendungsnummer", "vorgangsnummer", "bestellnr", "rechnungsnr",
     "commande", "invoice", "factura", "fatura", "facture", "rechnung", "ref",
     "reference", "referencia", "refer\xc3\xaancia", "r\xc3\xa9" "f\xc3\xa9rence",
     "tracking", "seguimiento", "rastreio", "ticket", "booking", "reserva",
@@ -783,9 +809,11 @@ phone_start_ok(const unsigned char *s, size_t i)
         return 1;
     p = s[i - 1];
     pp = i >= 2 ? s[i - 2] : 0;
+    if (p == '(')
+        return s[i] != '(';
     if (is_alnum(p) || p == '_' || p == '#' || p == '/' || p == '@' ||
-        p == '&' || p == '=' || p == '\\' || p == '+' || p == '(')
-        return p == '(' && s[i] != '(';
+        p == '&' || p == '=' || p == '\\' || p == '+')
+        return 0;
     if ((p == '.' || p == ',' || p == ':') && is_digit(pp))
         return 0;
     if (p == '-' && is_alnum(pp))
@@ -793,113 +821,110 @@ phone_start_ok(const unsigned char *s, size_t i)
     return 1;
 }
 
-struct phone_shape {
-    unsigned digits;
-    unsigned groups;
-    unsigned glen[PHONE_MAX_GROUPS];
-    int intl;
-    size_t end;  /* after the last digit or ')' */
-    size_t stop; /* where scanning stopped: resume from here on rejection */
+/* A run of digit groups joined by single separators ( . - / or " - ")
+ * and parenthesised area codes: "+44 (0)20 7946 0958". */
+struct phone_chain {
+    int intl;         /* started with '+' */
+    unsigned m;       /* groups */
+    size_t gs[PHONE_MAX_GROUPS]; /* first digit (or '(') of each group */
+    size_t ge[PHONE_MAX_GROUPS]; /* after the last digit (or ')') */
+    unsigned glen[PHONE_MAX_GROUPS]; /* digits in the group */
+    int space_after[PHONE_MAX_GROUPS]; /* the separator after is ' ' */
+    size_t stop;      /* where scanning stopped: resume here on rejection */
 };
 
-/* Consume digit groups with single separators ( . - / or " - "), and
- * parenthesised area codes. Returns 0 when the run is too long. */
-static int
-phone_scan(const struct scan *sc, size_t i, struct phone_shape *ph)
+static void
+phone_scan(const struct scan *sc, size_t i, struct phone_chain *ch)
 {
     const unsigned char *s = sc->s;
     size_t j = i;
 
-    memset(ph, 0, sizeof(*ph));
+    memset(ch, 0, sizeof(*ch));
     if (s[j] == '+') {
-        ph->intl = 1;
+        ch->intl = 1;
         j++;
     }
-    while (!sc->claimed[j] && ph->groups < PHONE_MAX_GROUPS) {
-        size_t st, k;
+    while (!sc->claimed[j] && ch->m < PHONE_MAX_GROUPS) {
+        size_t st = j, k;
+        unsigned g = ch->m;
         if (s[j] == '(') {
-            st = k = j + 1;
+            k = j + 1;
             while (is_digit(s[k]) && !sc->claimed[k])
                 k++;
-            if (k == st || k - st > 5 || s[k] != ')')
+            if (k == j + 1 || k - j - 1 > 5 || s[k] != ')')
                 break;
-            ph->glen[ph->groups++] = (unsigned)(k - st);
-            ph->digits += (unsigned)(k - st);
-            j = ph->end = k + 1;
-            if (s[j] == ' ' && is_digit(s[j + 1]))
+            ch->glen[g] = (unsigned)(k - j - 1);
+            j = k + 1;
+        } else if (is_digit(s[j])) {
+            while (is_digit(s[j]) && !sc->claimed[j])
                 j++;
-            continue;
+            ch->glen[g] = (unsigned)(j - st);
+        } else {
+            break;
         }
-        if (!is_digit(s[j]))
-            break;
-        st = j;
-        while (is_digit(s[j]) && !sc->claimed[j])
-            j++;
-        ph->glen[ph->groups++] = (unsigned)(j - st);
-        ph->digits += (unsigned)(j - st);
-        ph->end = j;
-        if (ph->digits > 17)
-            break;
+        ch->gs[g] = st;
+        ch->ge[g] = j;
+        ch->m++;
         k = j;
         if (s[k] == ' ' && (s[k + 1] == '-' || s[k + 1] == '/' ||
                             s[k + 1] == '.') && s[k + 2] == ' ')
             k += 3;
         else if (s[k] == ' ' || s[k] == '-' || s[k] == '.' || s[k] == '/')
             k++;
-        if (k == j && s[k] == '(')
-            continue;
-        if (k > j && !sc->claimed[k] &&
+        ch->space_after[g] = k == j + 1 && s[j] == ' ';
+        if (k < sc->n && !sc->claimed[k] &&
             (is_digit(s[k]) || (s[k] == '(' && is_digit(s[k + 1]))))
             j = k;
         else
             break;
     }
-    ph->stop = j > ph->end ? j : ph->end;
-    /* skip the rest of an over-long digit run */
-    while (is_digit(s[ph->stop]))
-        ph->stop++;
-    return ph->digits <= 17;
+    ch->stop = ch->m ? ch->ge[ch->m - 1] : j;
+    while (is_digit(s[ch->stop]))
+        ch->stop++;
 }
 
 static int
-phone_shape_ok(const unsigned char *s, size_t i, const struct phone_shape *ph)
+is_year_at(const unsigned char *s, size_t at)
 {
-    size_t f = i, at = i;
-    unsigned ones = 0, years = 0, threes = 0;
+    unsigned v;
+    return digit_run(s, at, &v) == 4 && v >= 1900 && v <= 2099;
+}
 
-    while (!is_digit(s[f]))
-        f++;
-    for (unsigned g = 0; g < ph->groups; g++) {
-        ones += ph->glen[g] == 1;
-        threes += g > 0 && ph->glen[g] == 3;
+/* Groups a..b of the chain as a phone number: digit counts per format,
+ * no thousands grouping, no postal codes, not only years. */
+static int
+phone_range_ok(const unsigned char *s, const struct phone_chain *ch,
+               unsigned a, unsigned b)
+{
+    unsigned digits = 0, ones = 0, years = 0, threes = 0;
+    size_t f = ch->gs[a];
+
+    for (unsigned g = a; g <= b; g++) {
+        size_t at = ch->gs[g] + (s[ch->gs[g]] == '(');
+        digits += ch->glen[g];
+        ones += ch->glen[g] == 1;
+        threes += g > a && ch->glen[g] == 3;
+        years += ch->glen[g] == 4 && is_year_at(s, at);
     }
-    if (ph->intl)
-        return s[f] != '0' && ph->digits >= 7 && ph->digits <= 15;
-    if (s[f] == '0' && s[f + 1] == '0' && ph->glen[0] >= 2)
-        return ph->digits >= 9 && ph->digits <= 17;
-    if (ph->groups == 1)
-        return ph->digits >= 9 && ph->digits <= 12;
-    if (ph->digits < 7 || ph->digits > 13 || ones > 1)
+    if (s[f] == '(')
+        f++;
+    if (ch->intl && a == 0)
+        return s[f] != '0' && digits >= 7 && digits <= 15;
+    if (s[f] == '0' && s[f + 1] == '0' && ch->glen[a] >= 2)
+        return digits >= 9 && digits <= 17;
+    if (a == b)
+        return digits >= 9 && digits <= 12;
+    if (digits < 7 || digits > 13 || ones > 1 || years == b - a + 1)
         return 0;
     /* 1 299 999 / 12.345.678: thousands grouping, not a phone */
-    if (ph->glen[0] <= 2 && threes == ph->groups - 1 && s[i] != '(')
+    if (ch->glen[a] <= 2 && threes == b - a && s[ch->gs[a]] != '(')
         return 0;
     /* postal codes 1000-001 (PT), 94103-1234 (US ZIP+4) */
-    if (ph->groups == 2 && s[i + ph->glen[0]] == '-' &&
-        ((ph->glen[0] == 4 && ph->glen[1] == 3) ||
-         (ph->glen[0] == 5 && ph->glen[1] == 4)))
+    if (b == a + 1 && s[ch->ge[a]] == '-' &&
+        ((ch->glen[a] == 4 && ch->glen[b] == 3) ||
+         (ch->glen[a] == 5 && ch->glen[b] == 4)))
         return 0;
-    for (unsigned g = 0; g < ph->groups; g++) {
-        unsigned v;
-        while (!is_digit(s[at]))
-            at++;
-        digit_run(s, at, &v);
-        years += ph->glen[g] == 4 && v >= 1900 && v <= 2099;
-        at += ph->glen[g];
-        while (at < ph->end && !is_digit(s[at]))
-            at++;
-    }
-    return years < ph->groups;
+    return 1;
 }
 
 /* ASCII letter or a Latin-1/Latin Extended-A letter encoded at s[e]. */
@@ -933,25 +958,67 @@ phone_after_ok(const unsigned char *s, size_t e)
     return !currency_sign_at(s, e);
 }
 
+static int
+phone_take(struct scan *sc, const struct phone_chain *ch, size_t start,
+           unsigned a, unsigned b)
+{
+    const unsigned char *s = sc->s;
+
+    if (!phone_range_ok(s, ch, a, b) || !phone_after_ok(s, ch->ge[b]))
+        return 0;
+    if (order_context(s, start))
+        return 0;
+    return claim(sc, start, ch->ge[b], SPAN_PHONE);
+}
+
+/* Without a leading year ("in 2024 612 345 678"); else the whole chain;
+ * else, for two numbers in a row ("+1-555-010-0199 1-800-555-0199"), the
+ * longest prefix with >= 9 digits ending at a space, when the prefix does
+ * not itself use spaces between its groups (past its first group): a long
+ * space-grouped number is one number, not two phones. Returns the end of
+ * the claimed phone or 0. */
+static size_t
+phone_best(struct scan *sc, const struct phone_chain *ch, size_t i)
+{
+    unsigned last = ch->m - 1, digits = 0;
+
+    if (!ch->intl && last > 0 && ch->glen[0] == 4 && ch->space_after[0] &&
+        is_year_at(sc->s, ch->gs[0]) && phone_take(sc, ch, ch->gs[1], 1, last))
+        return ch->ge[last];
+    if (phone_take(sc, ch, i, 0, last))
+        return ch->ge[last];
+    for (unsigned b = 0; b < last; b++)
+        digits += ch->glen[b];
+    for (unsigned b = last; b-- > 0;) {
+        unsigned spaces = 0;
+        for (unsigned g = 1; g < b; g++)
+            spaces += ch->space_after[g];
+        if (ch->space_after[b] && spaces == 0 && digits >= 9 &&
+            phone_take(sc, ch, i, 0, b))
+            return ch->ge[b];
+        digits -= ch->glen[b];
+    }
+    return 0;
+}
+
 static void
 pass_phone(struct scan *sc)
 {
     const unsigned char *s = sc->s;
 
     for (size_t i = 0; i < sc->n; i++) {
-        struct phone_shape ph;
+        struct phone_chain ch;
+        size_t e;
         if (sc->claimed[i] || !phone_start_ok(s, i))
             continue;
-        if (!phone_scan(sc, i, &ph) || ph.groups == 0) {
-            i = ph.stop > i ? ph.stop - 1 : i;
+        phone_scan(sc, i, &ch);
+        if (ch.m == 0)
             continue;
-        }
-        if (phone_shape_ok(s, i, &ph) && phone_after_ok(s, ph.end) &&
-            !order_context(s, i) && claim(sc, i, ph.end, SPAN_PHONE)) {
-            i = ph.end - 1;
-            continue;
-        }
-        i = ph.stop > i ? ph.stop - 1 : i;
+        e = phone_best(sc, &ch, i);
+        if (e > 0)
+            i = e - 1;
+        else
+            i = ch.stop > i ? ch.stop - 1 : i;
     }
 }
 

@@ -12,6 +12,8 @@
  */
 #include "inference/llm.h"
 
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -23,24 +25,21 @@
 #include <strings.h>
 #include <time.h>
 
-#include <cjson/cJSON.h>
-#include <curl/curl.h>
-
 #include "core/buf.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "inference/llm_parse.h"
 
-#define LLM_BODY_MAX_BYTES ((size_t)4 << 20)    /* buffered body, content */
-#define LLM_STREAM_MAX_BYTES ((size_t)16 << 20) /* all bytes of one stream */
-#define LLM_URL_MAX_BYTES 4096
-#define LLM_BACKOFF_BASE_MS 250L
-#define LLM_BACKOFF_CAP_MS 8000L
+#define LLM_BODY_MAX_BYTES         ((size_t)4 << 20) /* buffered body, content */
+#define LLM_STREAM_MAX_BYTES       ((size_t)16 << 20) /* all bytes of one stream */
+#define LLM_URL_MAX_BYTES          4096
+#define LLM_BACKOFF_BASE_MS        250L
+#define LLM_BACKOFF_CAP_MS         8000L
 #define LLM_CONNECT_TIMEOUT_MAX_MS 5000L
-#define LLM_DEFAULT_TIMEOUT_MS 30000L
-#define LLM_DEADLINE_CAP_MS (10L * 60 * 1000)
-#define LLM_MIN_ATTEMPT_MS 50L /* do not start an attempt with less left */
-#define LLM_MAX_ATTEMPTS_CAP 10
+#define LLM_DEFAULT_TIMEOUT_MS     30000L
+#define LLM_DEADLINE_CAP_MS        (10L * 60 * 1000)
+#define LLM_MIN_ATTEMPT_MS         50L /* do not start an attempt with less left */
+#define LLM_MAX_ATTEMPTS_CAP       10
 
 enum llm_mode { XFER_UNKNOWN = 0, XFER_BUFFER, XFER_SSE };
 
@@ -76,11 +75,11 @@ struct llm_xfer {
     struct inf_llm_acc acc;
     size_t received;
     long start_ms;
-    long ttft_ms;                  /* -1 until the first content delta */
-    enum inf_llm_error abort_err;  /* why a callback stopped the transfer */
+    long ttft_ms;                 /* -1 until the first content delta */
+    enum inf_llm_error abort_err; /* why a callback stopped the transfer */
 };
 
-static const double llm_duration_buckets[] = { 0.05, 0.1, 0.25, 0.5, 1, 2,
+static const double llm_duration_buckets[] = { 0.05, 0.1, 0.25, 0.5, 1,  2,
                                                4,    8,   15,   30,  60, 120 };
 static const double llm_ttft_buckets[] = { 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                            1,    2,     4,    8,   15,   30 };
@@ -90,16 +89,26 @@ const char *
 inf_llm_error_str(enum inf_llm_error e)
 {
     switch (e) {
-    case INF_LLM_OK: return "ok";
-    case INF_LLM_TIMEOUT: return "timeout";
-    case INF_LLM_CONNECT: return "connect";
-    case INF_LLM_RATE_LIMIT: return "rate_limit";
-    case INF_LLM_SERVER: return "server";
-    case INF_LLM_CLIENT: return "client";
-    case INF_LLM_BAD_RESPONSE: return "bad_response";
-    case INF_LLM_STREAM_ERROR: return "stream_error";
-    case INF_LLM_CANCELLED: return "cancelled";
-    case INF_LLM_INTERNAL: return "internal";
+    case INF_LLM_OK:
+        return "ok";
+    case INF_LLM_TIMEOUT:
+        return "timeout";
+    case INF_LLM_CONNECT:
+        return "connect";
+    case INF_LLM_RATE_LIMIT:
+        return "rate_limit";
+    case INF_LLM_SERVER:
+        return "server";
+    case INF_LLM_CLIENT:
+        return "client";
+    case INF_LLM_BAD_RESPONSE:
+        return "bad_response";
+    case INF_LLM_STREAM_ERROR:
+        return "stream_error";
+    case INF_LLM_CANCELLED:
+        return "cancelled";
+    case INF_LLM_INTERNAL:
+        return "internal";
     }
     return "unknown";
 }
@@ -140,16 +149,15 @@ llm_metrics_register(struct llm_metrics *m)
         CORE_METRIC_HISTOGRAM, "parley_llm_ttft_seconds",
         "Time to the first token of successful LLM calls", llm_ttft_buckets,
         sizeof(llm_ttft_buckets) / sizeof(llm_ttft_buckets[0]));
-    m->errors = core_metric_register(CORE_METRIC_COUNTER,
-                                     "parley_llm_errors_total",
-                                     "Failed LLM attempts by class", NULL, 0);
-    m->retries = core_metric_register(CORE_METRIC_COUNTER,
-                                      "parley_llm_retries_total",
-                                      "LLM attempts after the first", NULL, 0);
-    m->tokens = core_metric_register(CORE_METRIC_COUNTER,
-                                     "parley_llm_tokens_total",
-                                     "LLM tokens as reported by the server",
-                                     NULL, 0);
+    m->errors =
+        core_metric_register(CORE_METRIC_COUNTER, "parley_llm_errors_total",
+                             "Failed LLM attempts by class", NULL, 0);
+    m->retries =
+        core_metric_register(CORE_METRIC_COUNTER, "parley_llm_retries_total",
+                             "LLM attempts after the first", NULL, 0);
+    m->tokens =
+        core_metric_register(CORE_METRIC_COUNTER, "parley_llm_tokens_total",
+                             "LLM tokens as reported by the server", NULL, 0);
 }
 
 static void
@@ -222,9 +230,8 @@ llm_mask_secret(char *s, const char *secret)
     }
 }
 
-static void
-llm_set_error(const struct inf_llm *llm, struct inf_llm_result *res,
-              enum inf_llm_error e, const char *fmt, ...)
+static void llm_set_error(const struct inf_llm *llm, struct inf_llm_result *res,
+                          enum inf_llm_error e, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
 static void
@@ -245,16 +252,26 @@ static enum core_status
 llm_status(enum inf_llm_error e)
 {
     switch (e) {
-    case INF_LLM_OK: return CORE_OK;
-    case INF_LLM_TIMEOUT: return CORE_ERR_TIMEOUT;
-    case INF_LLM_CONNECT: return CORE_ERR_UNAVAILABLE;
-    case INF_LLM_CANCELLED: return CORE_ERR_UNAVAILABLE;
-    case INF_LLM_RATE_LIMIT: return CORE_ERR_RATE_LIMIT;
-    case INF_LLM_SERVER: return CORE_ERR_UPSTREAM;
-    case INF_LLM_BAD_RESPONSE: return CORE_ERR_UPSTREAM;
-    case INF_LLM_STREAM_ERROR: return CORE_ERR_UPSTREAM;
-    case INF_LLM_CLIENT: return CORE_ERR_PERMANENT;
-    case INF_LLM_INTERNAL: return CORE_ERR_INTERNAL;
+    case INF_LLM_OK:
+        return CORE_OK;
+    case INF_LLM_TIMEOUT:
+        return CORE_ERR_TIMEOUT;
+    case INF_LLM_CONNECT:
+        return CORE_ERR_UNAVAILABLE;
+    case INF_LLM_CANCELLED:
+        return CORE_ERR_UNAVAILABLE;
+    case INF_LLM_RATE_LIMIT:
+        return CORE_ERR_RATE_LIMIT;
+    case INF_LLM_SERVER:
+        return CORE_ERR_UPSTREAM;
+    case INF_LLM_BAD_RESPONSE:
+        return CORE_ERR_UPSTREAM;
+    case INF_LLM_STREAM_ERROR:
+        return CORE_ERR_UPSTREAM;
+    case INF_LLM_CLIENT:
+        return CORE_ERR_PERMANENT;
+    case INF_LLM_INTERNAL:
+        return CORE_ERR_INTERNAL;
     }
     return CORE_ERR_INTERNAL;
 }
@@ -491,8 +508,10 @@ llm_build_body(const struct inf_llm *llm, const struct inf_llm_request *req,
                int stream)
 {
     const struct core_config *cfg = llm->cfg;
-    int max_tokens = req->max_tokens > 0 ? req->max_tokens : cfg->llm_max_tokens;
-    double temp = req->temperature >= 0 ? req->temperature : cfg->llm_temperature;
+    int max_tokens =
+        req->max_tokens > 0 ? req->max_tokens : cfg->llm_max_tokens;
+    double temp =
+        req->temperature >= 0 ? req->temperature : cfg->llm_temperature;
     cJSON *root = cJSON_CreateObject(), *msgs, *m, *opts;
     char *out = NULL;
     size_t i;
@@ -632,7 +651,7 @@ llm_pick_mode(struct llm_xfer *x)
         return XFER_BUFFER;
     if (ct)
         return strncasecmp(ct, "text/event-stream", 17) == 0 ? XFER_SSE
-                                                              : XFER_BUFFER;
+                                                             : XFER_BUFFER;
     return x->want_stream ? XFER_SSE : XFER_BUFFER;
 }
 
@@ -660,9 +679,8 @@ llm_write_cb(char *ptr, size_t size, size_t nmemb, void *ud)
     }
     x->received += n;
     had_content = x->acc.got_content;
-    st = x->received > LLM_STREAM_MAX_BYTES
-             ? CORE_ERR_TOO_LARGE
-             : inf_sse_feed(&x->sse, ptr, n);
+    st = x->received > LLM_STREAM_MAX_BYTES ? CORE_ERR_TOO_LARGE
+                                            : inf_sse_feed(&x->sse, ptr, n);
     if (!had_content && x->acc.got_content)
         x->ttft_ms = llm_now_ms() - x->start_ms;
     if (st == CORE_OK)
@@ -681,15 +699,21 @@ static enum inf_llm_error
 llm_classify_curl(CURLcode cc)
 {
     switch (cc) {
-    case CURLE_OPERATION_TIMEDOUT: return INF_LLM_TIMEOUT;
+    case CURLE_OPERATION_TIMEDOUT:
+        return INF_LLM_TIMEOUT;
     case CURLE_URL_MALFORMAT:
     case CURLE_UNSUPPORTED_PROTOCOL:
-    case CURLE_NOT_BUILT_IN: return INF_LLM_CLIENT;
-    case CURLE_OUT_OF_MEMORY: return INF_LLM_INTERNAL;
-    case CURLE_ABORTED_BY_CALLBACK: return INF_LLM_CANCELLED;
+    case CURLE_NOT_BUILT_IN:
+        return INF_LLM_CLIENT;
+    case CURLE_OUT_OF_MEMORY:
+        return INF_LLM_INTERNAL;
+    case CURLE_ABORTED_BY_CALLBACK:
+        return INF_LLM_CANCELLED;
     case CURLE_BAD_CONTENT_ENCODING:
-    case CURLE_WEIRD_SERVER_REPLY: return INF_LLM_BAD_RESPONSE;
-    default: return INF_LLM_CONNECT;
+    case CURLE_WEIRD_SERVER_REPLY:
+        return INF_LLM_BAD_RESPONSE;
+    default:
+        return INF_LLM_CONNECT;
     }
 }
 
@@ -832,12 +856,16 @@ llm_attempt(struct inf_llm *llm, const char *body, int stream, long timeout_ms,
 
     if (cc != CURLE_OK && x.abort_err != INF_LLM_OK) {
         e = x.abort_err;
+        if (e == INF_LLM_BAD_RESPONSE && (status < 200 || status > 299))
+            e = llm_classify_status(status); /* oversized error body */
         llm_set_error(llm, res, e, "%s",
                       e == INF_LLM_CANCELLED ? "cancelled" : x.acc.error);
     } else if (cc != CURLE_OK) {
         e = llm_classify_curl(cc);
         llm_set_error(llm, res, e, "%s",
-                      llm->errbuf[0] ? llm->errbuf : curl_easy_strerror(cc));
+                      e == INF_LLM_CANCELLED ? "cancelled during transfer"
+                      : llm->errbuf[0]       ? llm->errbuf
+                                             : curl_easy_strerror(cc));
     } else if (status < 200 || status > 299) {
         char msg[200];
 
@@ -954,9 +982,9 @@ inf_llm_complete(struct inf_llm *llm, const struct inf_llm_request *req,
     }
     timeout = llm_timeout_ms(cfg);
     max_attempts = llm_max_attempts(cfg);
-    deadline = start + (timeout * max_attempts < LLM_DEADLINE_CAP_MS
-                            ? timeout * max_attempts
-                            : LLM_DEADLINE_CAP_MS);
+    deadline = start + (timeout > LLM_DEADLINE_CAP_MS / max_attempts
+                            ? LLM_DEADLINE_CAP_MS
+                            : timeout * max_attempts);
     for (attempt = 1;; attempt++) {
         if (atomic_load(&llm->cancelled)) {
             llm_set_error(llm, res, INF_LLM_CANCELLED, "cancelled");
@@ -977,7 +1005,10 @@ inf_llm_complete(struct inf_llm *llm, const struct inf_llm_request *req,
     res->total_ms = llm_now_ms() - start;
     llm_observe(llm, res);
     st = llm_status(res->err);
-    if (st != CORE_OK)
+    if (res->err == INF_LLM_CANCELLED)
+        log_info("llm request cancelled", "attempts=%d total_ms=%ld",
+                 res->attempts, res->total_ms);
+    else if (st != CORE_OK)
         log_error("llm request failed",
                   "attempts=%d http_status=%ld class=%s total_ms=%ld "
                   "reason=\"%s\"",

@@ -19,7 +19,7 @@
 #include "core/status.h"
 
 struct inf_llm_message {
-    const char *role;    /* "system", "user", "assistant" */
+    const char *role; /* "system", "user", "assistant" */
     const char *content;
 };
 

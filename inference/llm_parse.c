@@ -6,15 +6,14 @@
  */
 #include "inference/llm_parse.h"
 
+#include <cjson/cJSON.h>
 #include <ctype.h>
+#include <curl/curl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <cjson/cJSON.h>
-#include <curl/curl.h>
 
 /* Longest wait a header may ask for: one day. */
 #define LLM_WAIT_MAX_MS (24L * 3600 * 1000)
@@ -253,8 +252,8 @@ inf_llm_acc_done(struct inf_llm_acc *a)
     a->model = NULL;
 }
 
-static enum inf_llm_error
-acc_fail(struct inf_llm_acc *a, enum inf_llm_error e, const char *fmt, ...)
+static enum inf_llm_error acc_fail(struct inf_llm_acc *a, enum inf_llm_error e,
+                                   const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static enum inf_llm_error
@@ -341,7 +340,8 @@ acc_chunk_obj(struct inf_llm_acc *a, const cJSON *j)
     enum inf_llm_error e;
 
     if (!cJSON_IsObject(j))
-        return acc_fail(a, INF_LLM_BAD_RESPONSE, "stream chunk is not an object");
+        return acc_fail(a, INF_LLM_BAD_RESPONSE,
+                        "stream chunk is not an object");
     if (json_error_text(j, msg, sizeof(msg)))
         return acc_fail(a, INF_LLM_STREAM_ERROR, "error in stream: %s", msg);
     if (!a->model &&
@@ -435,7 +435,8 @@ inf_llm_acc_body(struct inf_llm_acc *a, const char *body, size_t len)
         e = acc_append(a, content->valuestring);
         a->got_content = content->valuestring[0] != '\0';
     } else if (content && !cJSON_IsNull(content)) {
-        e = acc_fail(a, INF_LLM_BAD_RESPONSE, "message.content is not a string");
+        e = acc_fail(a, INF_LLM_BAD_RESPONSE,
+                     "message.content is not a string");
     } /* null or absent (tool calls): empty completion */
     if (e != INF_LLM_OK)
         goto out;
@@ -534,8 +535,8 @@ go_unit(const char *s, double *ns)
         const char *name;
         double ns;
     } units[] = {
-        { "ns", 1 },          { "us", 1e3 }, { "\xC2\xB5s", 1e3 },
-        { "\xCE\xBCs", 1e3 }, { "ms", 1e6 }, { "s", 1e9 },
+        { "ns", 1 },          { "us", 1e3 },   { "\xC2\xB5s", 1e3 },
+        { "\xCE\xBCs", 1e3 }, { "ms", 1e6 },   { "s", 1e9 },
         { "m", 60e9 },        { "h", 3600e9 },
     };
     size_t i, n;

@@ -2027,7 +2027,7 @@ ctl_control(const cJSON *req, struct fk_out *o)
 {
     struct fk_conf *cur = fk_conf_acquire(), *nc = fk_conf_dup(cur);
     cJSON *add[FK_NKINDS] = { 0 }, *e;
-    const cJSON *v;
+    const cJSON *v, *items;
     char err[512] = "";
     bool clear = false, ok = nc != NULL;
     int i;
@@ -2037,7 +2037,8 @@ ctl_control(const cJSON *req, struct fk_out *o)
         snprintf(err, sizeof(err), "body must be a JSON object");
         ok = false;
     }
-    cJSON_ArrayForEach(v, ok ? req : NULL) {
+    items = ok ? req : NULL;
+    cJSON_ArrayForEach(v, items) {
         if (!ctl_key(nc, add, &clear, v, err, sizeof(err))) {
             if (!err[0])
                 snprintf(err, sizeof(err), "duplicate key \"%s\"", v->string);

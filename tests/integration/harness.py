@@ -75,7 +75,7 @@ def build_dir():
 
 def log_dir():
     d = os.environ.get("PARLEY_TEST_LOG_DIR")
-    d = _resolve(d) if d else build_dir() / "test-logs"
+    d = _resolve(d) if d else build_dir() / "test-logs" / "integration"
     d.mkdir(parents=True, exist_ok=True)
     return d
 

@@ -1,0 +1,862 @@
+/*
+ * Running one claimed conversation: load, think, send, record.
+ *
+ * Design: three short transactions, none held across a network call.
+ *   A. load: check the lease, flag replies of a crashed predecessor as
+ *      possible duplicates, read the pending messages and the history;
+ *   B. intent (after the LLM answered): the response row, its inputs, the
+ *      outbound messages in state 'sending' and the llm events, so a crash
+ *      during the send is visible afterwards;
+ *   C. finish (after sending): outbound ids and statuses, early delivery
+ *      statuses joined, events, inbound messages answered, lease released.
+ * Every transaction re-checks the lease (owner + lease_count as fencing
+ * token); a job that lost its lease rolls back and stops.
+ */
+#include "inference/job.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "adapters/adapter.h"
+#include "core/log.h"
+#include "inference/context.h"
+
+#define JOB_MAX_PENDING 20
+#define JOB_MAX_PARTS 32
+#define JOB_SEND_ATTEMPTS 5
+#define JOB_DB_WAIT_MS 5000
+#define WINDOW_MS (24L * 3600L * 1000L)
+
+static const char SQL_LOAD[] =
+    "SELECT u.platform_user_id, u.opted_out_at IS NOT NULL,"
+    " u.opted_out_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM responses r"
+    "  WHERE r.conversation_id = c.id AND r.kind = 'opt_out'"
+    "  AND r.created_at >= u.opted_out_at),"
+    " c.platform, c.channel"
+    " FROM conversations c JOIN users u ON u.id = c.user_id"
+    " WHERE c.id = $1::bigint AND c.lease_owner = $2"
+    " AND c.lease_count = $3::int";
+static const char SQL_PENDING[] =
+    "SELECT id, platform_message_id, kind, text,"
+    " (extract(epoch FROM received_at) * 1000)::bigint"
+    " FROM messages WHERE conversation_id = $1::bigint"
+    " AND reply_state = 'pending'"
+    " ORDER BY coalesce(platform_ts, received_at), id LIMIT 20";
+static const char SQL_STALE[] =
+    "WITH s AS (UPDATE responses SET status = 'abandoned',"
+    "  completed_at = now() WHERE conversation_id = $1::bigint"
+    "  AND status = 'sending' RETURNING id),"
+    " o AS (UPDATE messages SET status = 'unknown' WHERE response_id IN"
+    "  (SELECT id FROM s) AND status = 'sending')"
+    " INSERT INTO events (type, platform, channel, user_id, user_pseudonym,"
+    "  conversation_id, response_id, data)"
+    " SELECT 'possible_duplicate_send', c.platform, c.channel, u.id,"
+    "  u.pseudonym, c.id, s.id, jsonb_build_object('reason',"
+    "  'a worker died between sending and recording this reply; it is"
+    " answered again and may reach the user twice')"
+    " FROM s, conversations c JOIN users u ON u.id = c.user_id"
+    " WHERE c.id = $1::bigint RETURNING response_id";
+static const char SQL_HISTORY[] =
+    "SELECT role, content FROM ("
+    " SELECT 'user' AS role, coalesce(text, '[' || kind || ']') AS content,"
+    "  received_at AS t, id FROM messages WHERE conversation_id = $1::bigint"
+    "  AND direction = 'in' AND reply_state = 'answered'"
+    " UNION ALL"
+    " SELECT 'assistant', completion, created_at, id FROM responses"
+    "  WHERE conversation_id = $1::bigint AND status IN ('sent', 'partial')"
+    "  AND kind = 'llm' AND completion IS NOT NULL"
+    ") h ORDER BY t DESC, id DESC LIMIT 60";
+static const char SQL_RESPONSE[] =
+    "INSERT INTO responses (conversation_id, kind, model, request_messages,"
+    " completion, finish_reason, prompt_tokens, completion_tokens, ttft_ms,"
+    " llm_ms, attempts, error, worker)"
+    " SELECT c.id, $4, $5, $6::jsonb, $7, $8, $9::int, $10::int, $11::int,"
+    "  $12::int, $13::int, $14, $15"
+    " FROM conversations c WHERE c.id = $1::bigint AND c.lease_owner = $2"
+    " AND c.lease_count = $3::int RETURNING id";
+static const char SQL_EXTEND[] =
+    "UPDATE conversations SET lease_until = now() + $4::int *"
+    " interval '1 millisecond' WHERE id = $1::bigint AND lease_owner = $2"
+    " AND lease_count = $3::int";
+static const char SQL_INPUTS[] =
+    "INSERT INTO response_inputs (response_id, message_id)"
+    " SELECT $1::bigint, x::bigint FROM jsonb_array_elements_text($2::jsonb) x";
+static const char SQL_OUTBOUND[] =
+    "INSERT INTO messages (conversation_id, direction, platform, kind, text,"
+    " part, response_id, status)"
+    " SELECT $1::bigint, 'out', $2, 'text', t, ord::int, $3::bigint, 'sending'"
+    " FROM jsonb_array_elements_text($4::jsonb) WITH ORDINALITY AS x(t, ord)"
+    " ORDER BY ord RETURNING id";
+static const char SQL_EVENTS[] =
+    "INSERT INTO events (type, platform, channel, user_id, user_pseudonym,"
+    " conversation_id, message_id, response_id, ref_platform_message_id,"
+    " data)"
+    " SELECT e.type, c.platform, c.channel, u.id, u.pseudonym, c.id,"
+    "  e.message_id, $2::bigint, e.ref, e.data"
+    " FROM conversations c JOIN users u ON u.id = c.user_id,"
+    "  jsonb_to_recordset($3::jsonb) AS e(type text, message_id bigint,"
+    "  ref text, data jsonb)"
+    " WHERE c.id = $1::bigint";
+static const char SQL_DROP_ECHO[] =
+    "DELETE FROM messages WHERE platform = $1 AND platform_message_id = $2"
+    " AND direction = 'out' AND response_id IS NULL";
+static const char SQL_SENT[] =
+    "UPDATE messages SET platform_message_id = $2::text, status = $3,"
+    " status_rank = $4::smallint, error_code = $5::int,"
+    " sent_at = CASE WHEN $2 IS NULL THEN NULL ELSE now() END"
+    " WHERE id = $1::bigint";
+static const char SQL_LINK_EARLY[] =
+    "WITH l AS (UPDATE events SET response_id = $2::bigint,"
+    "  message_id = $3::bigint WHERE ref_platform_message_id = $1"
+    "  AND response_id IS NULL"
+    "  AND received_at > now() - interval '1 day' RETURNING type),"
+    " r AS (SELECT max(CASE type WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2"
+    "  WHEN 'read' THEN 3 WHEN 'failed' THEN 4 ELSE 0 END) AS rk FROM l)"
+    " UPDATE messages m SET status_rank = r.rk, status = CASE r.rk"
+    "  WHEN 1 THEN 'sent' WHEN 2 THEN 'delivered' WHEN 3 THEN 'read'"
+    "  ELSE 'failed' END"
+    " FROM r WHERE m.id = $3::bigint AND r.rk > m.status_rank";
+static const char SQL_RESPONSE_DONE[] =
+    "UPDATE responses SET status = $2, completed_at = now(),"
+    " error = coalesce($3, error) WHERE id = $1::bigint";
+static const char SQL_INBOUND_DONE[] =
+    "UPDATE messages SET reply_state = $2, response_id = $3::bigint"
+    " WHERE id IN (SELECT x::bigint FROM jsonb_array_elements_text($1::jsonb) x)"
+    " AND reply_state = 'pending'";
+static const char SQL_RELEASE_DONE[] =
+    "UPDATE conversations SET lease_owner = NULL, lease_until = NULL,"
+    " pending_since = (SELECT min(received_at) FROM messages"
+    "  WHERE conversation_id = $1::bigint AND reply_state = 'pending')"
+    " WHERE id = $1::bigint AND lease_owner = $2 AND lease_count = $3::int";
+static const char SQL_RELEASE[] =
+    "UPDATE conversations SET lease_owner = NULL, lease_until = NULL"
+    " WHERE id = $1::bigint AND lease_owner = $2 AND lease_count = $3::int";
+
+struct pending_msg {
+    char id[24];
+    char *platform_id;
+    char *kind;
+    char *text;
+    long long received_ms;
+};
+
+struct job_state {
+    struct inf_worker_ctx *w;
+    struct inf_job *job;
+    const struct adp_adapter *adapter;
+    char user_id[256];
+    char platform[32];
+    char channel[256];
+    int opted_out;
+    int confirm_opt_out;
+    struct pending_msg pending[JOB_MAX_PENDING];
+    int npending;
+    struct inf_ctx_turn *history;
+    int nhistory;
+    /* outcome */
+    const char *kind;            /* responses.kind */
+    char *reply;                 /* text to send */
+    struct inf_llm_result llm;
+    char *request_json;          /* messages sent to the LLM */
+    char response_id[24];
+    char *parts[JOB_MAX_PARTS];
+    int nparts;
+    char part_ids[JOB_MAX_PARTS][24];
+    struct adp_send_result sent[JOB_MAX_PARTS];
+    int nsent;                   /* parts the platform accepted */
+};
+
+static void
+state_free(struct job_state *s)
+{
+    int i;
+
+    for (i = 0; i < s->npending; i++) {
+        free(s->pending[i].platform_id);
+        free(s->pending[i].kind);
+        free(s->pending[i].text);
+    }
+    inf_ctx_turns_free(s->history, s->nhistory);
+    for (i = 0; i < s->nparts; i++)
+        free(s->parts[i]);
+    free(s->reply);
+    free(s->request_json);
+    inf_llm_result_done(&s->llm);
+}
+
+static char *
+dup_or_null(PGresult *r, int row, int col)
+{
+    return PQgetisnull(r, row, col) ? NULL : strdup(PQgetvalue(r, row, col));
+}
+
+static struct core_dbconn *
+acquire(struct inf_worker_ctx *w)
+{
+    enum core_status st;
+
+    return core_db_acquire(w->db, JOB_DB_WAIT_MS, &st);
+}
+
+/* Insert events [{type, message_id, ref, data}] for this job. */
+static enum core_status
+add_events(struct job_state *s, struct core_dbconn *c, const char *resp_id,
+           cJSON *events)
+{
+    char *json = cJSON_PrintUnformatted(events);
+    const char *p[3] = { s->job->conversation_id, resp_id, json };
+    enum core_status st;
+
+    cJSON_Delete(events);
+    if (!json)
+        return CORE_ERR_NOMEM;
+    st = core_db_query(c, SQL_EVENTS, 3, p, NULL);
+    free(json);
+    return st;
+}
+
+static cJSON *
+event_obj(cJSON *arr, const char *type, const char *message_id,
+          const char *ref)
+{
+    cJSON *e = cJSON_CreateObject();
+    cJSON *d = cJSON_CreateObject();
+
+    cJSON_AddStringToObject(e, "type", type);
+    if (message_id)
+        cJSON_AddStringToObject(e, "message_id", message_id);
+    if (ref)
+        cJSON_AddStringToObject(e, "ref", ref);
+    cJSON_AddItemToObject(e, "data", d);
+    cJSON_AddItemToArray(arr, e);
+    return d;
+}
+
+/* ---- A. load ----------------------------------------------------------- */
+
+static enum core_status
+load(struct job_state *s, struct core_dbconn *c)
+{
+    const char *p[3] = { s->job->conversation_id, s->w->owner,
+                         s->job->lease_count };
+    PGresult *r = NULL;
+    enum core_status st;
+    int i;
+
+    st = core_db_query(c, SQL_LOAD, 3, p, &r);
+    if (st != CORE_OK)
+        return st;
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        return CORE_ERR_CONFLICT;
+    }
+    snprintf(s->user_id, sizeof(s->user_id), "%s", PQgetvalue(r, 0, 0));
+    s->opted_out = PQgetvalue(r, 0, 1)[0] == 't';
+    s->confirm_opt_out = PQgetvalue(r, 0, 2)[0] == 't';
+    snprintf(s->platform, sizeof(s->platform), "%s", PQgetvalue(r, 0, 3));
+    snprintf(s->channel, sizeof(s->channel), "%s", PQgetvalue(r, 0, 4));
+    PQclear(r);
+
+    st = core_db_query(c, SQL_STALE, 1, p, &r);
+    if (st != CORE_OK)
+        return st;
+    for (i = 0; i < PQntuples(r); i++) {
+        core_metric_add(s->w->m->dup_sends, NULL, 1);
+        log_warn("possible duplicate send", "conversation=%s response=%s",
+                 s->job->conversation_id, PQgetvalue(r, i, 0));
+    }
+    PQclear(r);
+
+    st = core_db_query(c, SQL_PENDING, 1, p, &r);
+    if (st != CORE_OK)
+        return st;
+    for (i = 0; i < PQntuples(r) && i < JOB_MAX_PENDING; i++) {
+        struct pending_msg *m = &s->pending[s->npending++];
+
+        snprintf(m->id, sizeof(m->id), "%s", PQgetvalue(r, i, 0));
+        m->platform_id = dup_or_null(r, i, 1);
+        m->kind = dup_or_null(r, i, 2);
+        m->text = dup_or_null(r, i, 3);
+        m->received_ms = strtoll(PQgetvalue(r, i, 4), NULL, 10);
+    }
+    PQclear(r);
+
+    st = core_db_query(c, SQL_HISTORY, 1, p, &r);
+    if (st != CORE_OK)
+        return st;
+    st = inf_ctx_turns_from_result(r, &s->history, &s->nhistory);
+    PQclear(r);
+    return st;
+}
+
+/* ---- think ------------------------------------------------------------- */
+
+static void
+think(struct job_state *s)
+{
+    struct inf_ctx_input in;
+    struct inf_llm_message *msgs = NULL;
+    struct inf_llm_request req;
+    size_t n = 0;
+    long long newest = s->pending[s->npending - 1].received_ms;
+    struct timespec now;
+    int i;
+
+    clock_gettime(CLOCK_REALTIME, &now);
+    if (s->confirm_opt_out) {
+        s->kind = "opt_out";
+        s->reply = strdup("You are unsubscribed: this assistant will not "
+                          "message you again. Send START to resume.");
+        return;
+    }
+    if (s->opted_out) {
+        s->kind = NULL; /* answered by silence */
+        return;
+    }
+    if ((long long)now.tv_sec * 1000LL - newest > WINDOW_MS) {
+        s->kind = "window_closed";
+        return;
+    }
+    memset(&in, 0, sizeof(in));
+    in.system_prompt = s->w->cfg->system_prompt;
+    in.budget_tokens = s->w->cfg->context_tokens;
+    in.history = s->history;
+    in.nhistory = s->nhistory;
+    for (i = 0; i < s->npending; i++) {
+        in.pending_kind[i] = s->pending[i].kind;
+        in.pending_text[i] = s->pending[i].text;
+    }
+    in.npending = s->npending;
+    if (inf_ctx_build(&in, &msgs, &n, &s->request_json) != CORE_OK) {
+        s->kind = "apology";
+        s->reply = strdup(s->w->cfg->apology_text);
+        return;
+    }
+    memset(&req, 0, sizeof(req));
+    req.messages = msgs;
+    req.nmessages = n;
+    req.temperature = -1;
+    req.stream = -1;
+    if (inf_llm_complete(s->w->llm, &req, &s->llm) == CORE_OK &&
+        s->llm.content && s->llm.content[0]) {
+        s->kind = "llm";
+        s->reply = strdup(s->llm.content);
+    } else {
+        s->kind = "apology";
+        s->reply = strdup(s->w->cfg->apology_text);
+        log_warn("llm failed: sending apology", "conversation=%s "
+                 "attempts=%d error=\"%s\"", s->job->conversation_id,
+                 s->llm.attempts, s->llm.error);
+    }
+    inf_ctx_messages_free(msgs, n);
+}
+
+/* ---- B. intent --------------------------------------------------------- */
+
+static void
+num(char *buf, size_t n, long v, int valid)
+{
+    if (valid)
+        snprintf(buf, n, "%ld", v);
+    else
+        buf[0] = '\0';
+}
+
+static cJSON *
+pending_ids(const struct job_state *s)
+{
+    cJSON *a = cJSON_CreateArray();
+    int i;
+
+    for (i = 0; i < s->npending; i++)
+        cJSON_AddItemToArray(a, cJSON_CreateString(s->pending[i].id));
+    return a;
+}
+
+static enum core_status
+intent_llm_events(struct job_state *s, struct core_dbconn *c)
+{
+    cJSON *ev = cJSON_CreateArray(), *d;
+    const char *last = s->pending[s->npending - 1].id;
+
+    if (strcmp(s->kind, "llm") == 0 || strcmp(s->kind, "apology") == 0) {
+        d = event_obj(ev, "llm_request", last, NULL);
+        cJSON_AddNumberToObject(d, "inputs", s->npending);
+        cJSON_AddNumberToObject(d, "attempts", s->llm.attempts);
+        cJSON_AddNumberToObject(d, "llm_ms", (double)s->llm.total_ms);
+    }
+    if (strcmp(s->kind, "llm") == 0) {
+        d = event_obj(ev, "response_generated", last, NULL);
+        cJSON_AddNumberToObject(d, "completion_tokens",
+                                s->llm.completion_tokens);
+        cJSON_AddNumberToObject(d, "ttft_ms", (double)s->llm.ttft_ms);
+        if (s->llm.finish_reason)
+            cJSON_AddStringToObject(d, "finish_reason",
+                                    s->llm.finish_reason);
+    } else if (strcmp(s->kind, "apology") == 0) {
+        d = event_obj(ev, "error", last, NULL);
+        cJSON_AddStringToObject(d, "stage", "llm");
+        cJSON_AddStringToObject(d, "error", s->llm.error);
+        cJSON_AddStringToObject(d, "class", inf_llm_error_str(s->llm.err));
+    }
+    return add_events(s, c, s->response_id, ev);
+}
+
+static enum core_status
+intent(struct job_state *s, struct core_dbconn *c)
+{
+    char pt[16], ct[16], ttft[16], lms[16], att[16], lease[16];
+    const char *p[15];
+    cJSON *ids = pending_ids(s), *parts = cJSON_CreateArray();
+    char *ids_json = NULL, *parts_json = NULL;
+    PGresult *r = NULL;
+    enum core_status st;
+    int i, llm = strcmp(s->kind, "llm") == 0;
+
+    num(pt, sizeof(pt), s->llm.prompt_tokens, llm && s->llm.prompt_tokens >= 0);
+    num(ct, sizeof(ct), s->llm.completion_tokens,
+        llm && s->llm.completion_tokens >= 0);
+    num(ttft, sizeof(ttft), s->llm.ttft_ms, s->llm.attempts > 0);
+    num(lms, sizeof(lms), s->llm.total_ms, s->llm.attempts > 0);
+    num(att, sizeof(att), s->llm.attempts, s->llm.attempts > 0);
+    p[0] = s->job->conversation_id;
+    p[1] = s->w->owner;
+    p[2] = s->job->lease_count;
+    p[3] = s->kind;
+    p[4] = s->llm.model ? s->llm.model
+                        : (s->llm.attempts ? s->w->cfg->llm_model : NULL);
+    p[5] = s->request_json;
+    p[6] = s->reply;
+    p[7] = s->llm.finish_reason;
+    p[8] = pt[0] ? pt : NULL;
+    p[9] = ct[0] ? ct : NULL;
+    p[10] = ttft[0] ? ttft : NULL;
+    p[11] = lms[0] ? lms : NULL;
+    p[12] = att[0] ? att : NULL;
+    p[13] = strcmp(s->kind, "apology") == 0 ? s->llm.error : NULL;
+    p[14] = s->w->name;
+    st = core_db_begin(c);
+    if (st == CORE_OK)
+        st = core_db_query(c, SQL_RESPONSE, 15, p, &r);
+    if (st != CORE_OK)
+        goto out;
+    if (PQntuples(r) != 1) {
+        st = CORE_ERR_CONFLICT;
+        goto out;
+    }
+    snprintf(s->response_id, sizeof(s->response_id), "%s",
+             PQgetvalue(r, 0, 0));
+    PQclear(r);
+    r = NULL;
+    snprintf(lease, sizeof(lease), "%d", s->w->cfg->lease_ms);
+    p[3] = lease;
+    st = core_db_query(c, SQL_EXTEND, 4, p, NULL);
+
+    ids_json = cJSON_PrintUnformatted(ids);
+    p[0] = s->response_id;
+    p[1] = ids_json;
+    if (st == CORE_OK)
+        st = core_db_query(c, SQL_INPUTS, 2, p, NULL);
+
+    for (i = 0; i < s->nparts; i++)
+        cJSON_AddItemToArray(parts, cJSON_CreateString(s->parts[i]));
+    parts_json = cJSON_PrintUnformatted(parts);
+    p[0] = s->job->conversation_id;
+    p[1] = s->platform;
+    p[2] = s->response_id;
+    p[3] = parts_json;
+    if (st == CORE_OK)
+        st = core_db_query(c, SQL_OUTBOUND, 4, p, &r);
+    if (st == CORE_OK) {
+        for (i = 0; i < PQntuples(r) && i < s->nparts; i++)
+            snprintf(s->part_ids[i], sizeof(s->part_ids[i]), "%s",
+                     PQgetvalue(r, i, 0));
+    }
+    if (st == CORE_OK)
+        st = intent_llm_events(s, c);
+    if (st == CORE_OK)
+        st = core_db_commit(c);
+out:
+    if (st != CORE_OK)
+        core_db_rollback(c);
+    PQclear(r);
+    cJSON_Delete(ids);
+    cJSON_Delete(parts);
+    free(ids_json);
+    free(parts_json);
+    return st;
+}
+
+/* ---- send -------------------------------------------------------------- */
+
+static int
+aborting(const struct job_state *s)
+{
+    return atomic_load(s->w->abandon) >= 2;
+}
+
+static void
+nap_ms(long ms)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+    nanosleep(&ts, NULL);
+}
+
+static const char *
+send_class_str(enum adp_send_class c)
+{
+    switch (c) {
+    case ADP_SEND_OK: return "ok";
+    case ADP_SEND_RATE_LIMIT: return "rate_limit";
+    case ADP_SEND_TRANSIENT: return "transient";
+    case ADP_SEND_WINDOW_CLOSED: return "window_closed";
+    case ADP_SEND_UNREACHABLE: return "unreachable";
+    case ADP_SEND_PERMANENT: return "permanent";
+    }
+    return "unknown";
+}
+
+static void
+count_send(struct job_state *s, const struct adp_send_result *res)
+{
+    char labels[160];
+
+    snprintf(labels, sizeof(labels),
+             "platform=\"%s\",result=\"%s\",code=\"%d\"", s->platform,
+             send_class_str(res->cls), res->error_code);
+    core_metric_add(s->w->m->sends, labels, 1);
+}
+
+/* Send one part with retries; CORE_OK when the platform accepted it. */
+static enum core_status
+send_part(struct job_state *s, int i, const struct adp_button *buttons,
+          int nbuttons)
+{
+    struct adp_send_result *res = &s->sent[i];
+    const char *reply_to = i == 0 ? s->pending[s->npending - 1].platform_id
+                                  : NULL;
+    long wait_ms = 500;
+    int attempt;
+    enum core_status st = CORE_ERR_UPSTREAM;
+
+    for (attempt = 1; attempt <= JOB_SEND_ATTEMPTS; attempt++) {
+        memset(res, 0, sizeof(*res));
+        res->retry_after_ms = -1;
+        st = s->adapter->send_text(s->w->cfg, s->w->send_curl, s->channel,
+                                   s->user_id, s->parts[i], reply_to,
+                                   buttons, nbuttons, res);
+        count_send(s, res);
+        if (st == CORE_OK)
+            return CORE_OK;
+        if (res->cls != ADP_SEND_RATE_LIMIT && res->cls != ADP_SEND_TRANSIENT)
+            break;
+        if (attempt == JOB_SEND_ATTEMPTS || aborting(s))
+            break;
+        if (res->retry_after_ms >= 0)
+            wait_ms = res->retry_after_ms < 30000 ? res->retry_after_ms
+                                                   : 30000;
+        log_warn("send failed, retrying", "platform=%s class=%s code=%d "
+                 "http=%ld attempt=%d wait_ms=%ld", s->platform,
+                 send_class_str(res->cls), res->error_code, res->http_status,
+                 attempt, wait_ms);
+        nap_ms(wait_ms + rand() % (wait_ms / 4 + 1)); /* NOLINT(cert-msc30-c) */
+        wait_ms = wait_ms * 2 < 8000 ? wait_ms * 2 : 8000;
+    }
+    log_warn("send failed", "platform=%s class=%s code=%d title=\"%s\"",
+             s->platform, send_class_str(res->cls), res->error_code,
+             res->error_title);
+    return st;
+}
+
+static int
+want_feedback(const struct job_state *s)
+{
+    const struct core_config *cfg = s->w->cfg;
+
+    if (strcmp(s->kind, "llm") != 0 || s->adapter->limits.max_buttons < 2)
+        return 0;
+    if (cfg->feedback_mode == CORE_FEEDBACK_ALL)
+        return 1;
+    if (cfg->feedback_mode == CORE_FEEDBACK_SAMPLED)
+        return (double)(rand() % 10000) / 10000.0 < /* NOLINT */
+               cfg->feedback_sample;
+    return 0;
+}
+
+static void
+send_all(struct job_state *s)
+{
+    char up[64], down[64];
+    struct adp_button buttons[2] = { { up, "\xF0\x9F\x91\x8D" },
+                                     { down, "\xF0\x9F\x91\x8E" } };
+    int fb = want_feedback(s), i;
+
+    snprintf(up, sizeof(up), "parley_fb:up:%s", s->response_id);
+    snprintf(down, sizeof(down), "parley_fb:down:%s", s->response_id);
+    for (i = 0; i < s->nparts; i++) {
+        int last = i == s->nparts - 1;
+
+        if (send_part(s, i, last && fb ? buttons : NULL, last && fb ? 2 : 0) !=
+            CORE_OK)
+            break;
+        s->nsent++;
+    }
+}
+
+/* ---- C. finish --------------------------------------------------------- */
+
+static enum core_status
+finish_parts(struct job_state *s, struct core_dbconn *c, cJSON *ev)
+{
+    char rank[8], code[16];
+    const char *p[5];
+    enum core_status st = CORE_OK;
+    cJSON *d;
+    int i;
+
+    for (i = 0; i < s->nparts && st == CORE_OK; i++) {
+        const struct adp_send_result *res = &s->sent[i];
+        int ok = i < s->nsent;
+        int tried = i <= s->nsent;
+
+        if (ok) {
+            p[0] = s->platform;
+            p[1] = res->message_id;
+            st = core_db_query(c, SQL_DROP_ECHO, 2, p, NULL);
+        }
+        snprintf(rank, sizeof(rank), "%d", ok ? 1 : 0);
+        snprintf(code, sizeof(code), "%d", res->error_code);
+        p[0] = s->part_ids[i];
+        p[1] = ok ? res->message_id : NULL;
+        p[2] = ok ? "sent" : (tried ? "failed" : "not_sent");
+        p[3] = rank;
+        p[4] = !ok && res->error_code ? code : NULL;
+        if (st == CORE_OK)
+            st = core_db_query(c, SQL_SENT, 5, p, NULL);
+        if (ok) {
+            p[0] = res->message_id;
+            p[1] = s->response_id;
+            p[2] = s->part_ids[i];
+            if (st == CORE_OK)
+                st = core_db_query(c, SQL_LINK_EARLY, 3, p, NULL);
+            d = event_obj(ev, "message_sent", s->part_ids[i],
+                          res->message_id);
+            cJSON_AddNumberToObject(d, "part", i + 1);
+            cJSON_AddNumberToObject(d, "parts", s->nparts);
+        } else if (tried) {
+            d = event_obj(ev, "send_failed", s->part_ids[i], NULL);
+            cJSON_AddStringToObject(d, "class", send_class_str(res->cls));
+            cJSON_AddNumberToObject(d, "error_code", res->error_code);
+            cJSON_AddNumberToObject(d, "http_status",
+                                    (double)res->http_status);
+            cJSON_AddStringToObject(d, "error_title", res->error_title);
+        }
+    }
+    return st;
+}
+
+static enum core_status
+finish(struct job_state *s, struct core_dbconn *c)
+{
+    const char *p[3] = { s->job->conversation_id, s->w->owner,
+                         s->job->lease_count };
+    cJSON *ev = cJSON_CreateArray(), *ids = pending_ids(s);
+    char *ids_json = cJSON_PrintUnformatted(ids);
+    const char *rstatus, *istate;
+    PGresult *r = NULL;
+    enum core_status st;
+
+    rstatus = s->nparts == 0 || s->nsent == s->nparts
+                  ? "sent"
+                  : (s->nsent > 0 ? "partial" : "failed");
+    istate = !s->kind ? "skipped" : (s->nsent > 0 ? "answered" : "failed");
+    if (s->kind && strcmp(s->kind, "window_closed") == 0)
+        istate = "skipped";
+    st = core_db_begin(c);
+    if (st == CORE_OK)
+        st = core_db_query(c, SQL_RELEASE_DONE, 3, p, &r);
+    if (st == CORE_OK && strtol(PQcmdTuples(r), NULL, 10) != 1)
+        st = CORE_ERR_CONFLICT;
+    if (st == CORE_OK && s->response_id[0])
+        st = finish_parts(s, c, ev);
+    p[0] = s->response_id;
+    p[1] = rstatus;
+    p[2] = NULL;
+    if (st == CORE_OK && s->response_id[0])
+        st = core_db_query(c, SQL_RESPONSE_DONE, 3, p, NULL);
+    p[0] = ids_json;
+    p[1] = istate;
+    p[2] = s->response_id[0] ? s->response_id : NULL;
+    if (st == CORE_OK)
+        st = core_db_query(c, SQL_INBOUND_DONE, 3, p, NULL);
+    if (st == CORE_OK && cJSON_GetArraySize(ev) > 0) {
+        st = add_events(s, c, s->response_id[0] ? s->response_id : NULL, ev);
+        ev = NULL;
+    }
+    if (st == CORE_OK)
+        st = core_db_commit(c);
+    if (st != CORE_OK)
+        core_db_rollback(c);
+    PQclear(r);
+    cJSON_Delete(ev);
+    cJSON_Delete(ids);
+    free(ids_json);
+    return st;
+}
+
+/* ---- the job ----------------------------------------------------------- */
+
+static void
+observe_latency(struct job_state *s)
+{
+    struct timespec now;
+    double ms;
+
+    if (s->nsent == 0)
+        return;
+    clock_gettime(CLOCK_REALTIME, &now);
+    ms = (double)((long long)now.tv_sec * 1000LL + now.tv_nsec / 1000000L -
+                  s->pending[0].received_ms);
+    core_metric_observe(s->w->m->e2e, NULL, ms / 1000.0);
+}
+
+static void
+count_job(struct job_state *s, const char *result)
+{
+    char labels[64];
+
+    snprintf(labels, sizeof(labels), "result=\"%s\"", result);
+    core_metric_add(s->w->m->jobs, labels, 1);
+}
+
+/* Run a transaction step, retrying while the database is unavailable. */
+static enum core_status
+with_db(struct job_state *s,
+        enum core_status (*fn)(struct job_state *, struct core_dbconn *),
+        int tries)
+{
+    enum core_status st = CORE_ERR_UNAVAILABLE;
+    int i;
+
+    for (i = 0; i < tries; i++) {
+        struct core_dbconn *c = acquire(s->w);
+
+        if (c) {
+            st = fn(s, c);
+            if (st != CORE_OK && st != CORE_ERR_CONFLICT)
+                log_warn("job step failed", "conversation=%s sqlstate=%s "
+                         "error=\"%s\"", s->job->conversation_id,
+                         c->sqlstate, c->error);
+            core_db_release(s->w->db, c);
+            if (st != CORE_ERR_UNAVAILABLE)
+                return st;
+        }
+        if (aborting(s))
+            break;
+        nap_ms(500L << (i < 4 ? i : 4));
+    }
+    return st;
+}
+
+static enum core_status
+split_reply(struct job_state *s)
+{
+    int n;
+
+    if (!s->reply)
+        return CORE_OK;
+    n = adp_split_text(s->reply, s->adapter->limits.max_text,
+                       s->adapter->limits.unit, s->parts, JOB_MAX_PARTS);
+    if (n < 0)
+        return CORE_ERR_TOO_LARGE;
+    s->nparts = n;
+    return CORE_OK;
+}
+
+void
+inf_job_run(struct inf_worker_ctx *w, struct inf_job *job)
+{
+    struct job_state *s = calloc(1, sizeof(*s));
+    enum core_status st;
+
+    if (!s)
+        return;
+    s->w = w;
+    s->job = job;
+    core_log_set_request_id(job->conversation_id);
+    st = with_db(s, load, 3);
+    if (st != CORE_OK) {
+        count_job(s, st == CORE_ERR_CONFLICT ? "lease_lost" : "db_error");
+        goto out;
+    }
+    s->adapter = adp_find(s->platform);
+    if (!s->adapter || s->npending == 0) {
+        s->kind = NULL;
+        (void)with_db(s, finish, 3);
+        count_job(s, "empty");
+        goto out;
+    }
+    if (s->adapter->mark_read && !s->opted_out &&
+        s->pending[s->npending - 1].platform_id)
+        (void)s->adapter->mark_read(w->cfg, w->send_curl, s->channel,
+                                    s->user_id,
+                                    s->pending[s->npending - 1].platform_id);
+    think(s);
+    if (aborting(s) && s->kind && strcmp(s->kind, "apology") == 0) {
+        /* Cancelled by shutdown, not a real failure: hand it back. */
+        inf_job_release(w, NULL, job);
+        count_job(s, "released");
+        goto out;
+    }
+    if (s->kind && s->reply && split_reply(s) != CORE_OK) {
+        free(s->reply);
+        s->reply = strdup(w->cfg->apology_text);
+        s->kind = "apology";
+        (void)split_reply(s);
+    }
+    if (s->kind) {
+        st = with_db(s, intent, 3);
+        if (st != CORE_OK) {
+            count_job(s, st == CORE_ERR_CONFLICT ? "lease_lost" : "db_error");
+            goto out;
+        }
+        send_all(s);
+    }
+    st = with_db(s, finish, 10);
+    if (st != CORE_OK) {
+        log_error("could not record finished job", "conversation=%s "
+                  "status=%s", job->conversation_id, core_status_str(st));
+        count_job(s, "db_error");
+        goto out;
+    }
+    observe_latency(s);
+    count_job(s, !s->kind ? "skipped"
+                          : (s->nsent == s->nparts ? s->kind : "send_failed"));
+out:
+    core_log_set_request_id(NULL);
+    state_free(s);
+    free(s);
+}
+
+void
+inf_job_release(struct inf_worker_ctx *w, struct core_dbconn *c,
+                const struct inf_job *job)
+{
+    const char *p[3] = { job->conversation_id, w->owner, job->lease_count };
+    enum core_status st;
+    struct core_dbconn *own = NULL;
+
+    if (!c) {
+        own = core_db_acquire(w->db, 2000, &st);
+        c = own;
+    }
+    if (c && core_db_query(c, SQL_RELEASE, 3, p, NULL) != CORE_OK)
+        log_warn("could not release lease", "conversation=%s error=\"%s\"",
+                 job->conversation_id, c->error);
+    if (own)
+        core_db_release(w->db, own);
+}

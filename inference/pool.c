@@ -1,0 +1,525 @@
+/*
+ * Dispatcher and worker threads of the inference pool.
+ *
+ * Design: PostgreSQL is the queue. The dispatcher claims ready conversations
+ * (pending_since set, no live lease) with FOR UPDATE SKIP LOCKED and gives
+ * each a lease that expires, so a conversation is never worked on by two
+ * workers in any number of processes, and work of a crashed process is
+ * claimed again once its lease runs out. It claims only as many as there
+ * are idle workers: when the pool is saturated, work waits in PostgreSQL,
+ * not in memory. It sleeps on a self-pipe (in-process wake after ingest
+ * commits), the LISTEN parley_work socket (other processes), and a slow
+ * poll timeout as the last resort.
+ * Threads: 1 dispatcher, N workers. Shared state: the job queue (mutex +
+ * condvar), counters; the config is immutable.
+ */
+#include "inference/pool.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/metrics.h"
+#include "inference/job.h"
+
+#define POOL_POLL_MS 2000        /* last-resort poll */
+#define POOL_STATS_EVERY_MS 1000
+#define POOL_MAINT_EVERY_S 3600
+
+static const char SQL_CLAIM[] =
+    "WITH c AS ("
+    " SELECT id, lease_owner AS prev_owner FROM conversations"
+    " WHERE pending_since IS NOT NULL"
+    "   AND (lease_until IS NULL OR lease_until < now())"
+    "   AND (not_before IS NULL OR not_before <= now())"
+    " ORDER BY pending_since LIMIT $1::int"
+    " FOR UPDATE SKIP LOCKED)"
+    " UPDATE conversations v SET lease_owner = $2,"
+    "  lease_until = now() + $3::int * interval '1 millisecond',"
+    "  lease_count = v.lease_count + 1"
+    " FROM c WHERE v.id = c.id"
+    " RETURNING v.id, v.lease_count, c.prev_owner IS NOT NULL";
+static const char SQL_STATS[] =
+    "SELECT count(*), coalesce(extract(epoch FROM now() - min(pending_since)),"
+    " 0) FROM conversations WHERE pending_since IS NOT NULL";
+static const char SQL_MAINT[] =
+    "SELECT parley_ensure_partitions(2),"
+    " parley_drop_partitions($1::int * interval '1 day')";
+static const char SQL_PRUNE_KEYS[] =
+    "DELETE FROM inbound_keys WHERE received_at < now() - interval '14 days'";
+
+struct inf_pool;
+
+struct worker_slot {
+    struct inf_pool *pool;
+    struct inf_worker_ctx ctx;
+};
+
+struct inf_pool {
+    const struct core_config *cfg;
+    struct core_db *db;
+    char *conninfo;
+    char owner[96];
+
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct inf_job *head, *tail;
+    int queued;
+    int busy;
+    int stopping;   /* no more claims; workers drain the queue */
+    atomic_int abandon; /* stopping: release queued jobs, cancel late ones */
+
+    int wake_fd[2];
+    pthread_t dispatcher;
+    int dispatcher_started;
+    pthread_t *threads;
+    struct worker_slot *workers;
+    int nworkers;
+    struct inf_metrics m;
+};
+
+static long
+now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+void
+inf_pool_wake(void *arg)
+{
+    struct inf_pool *p = arg;
+    char b = 1;
+
+    if (p)
+        (void)!write(p->wake_fd[1], &b, 1);
+}
+
+static void
+drain_fd(int fd)
+{
+    char buf[64];
+
+    while (read(fd, buf, sizeof(buf)) > 0)
+        ;
+}
+
+static void
+push_job(struct inf_pool *p, struct inf_job *j)
+{
+    pthread_mutex_lock(&p->mu);
+    j->next = NULL;
+    if (p->tail)
+        p->tail->next = j;
+    else
+        p->head = j;
+    p->tail = j;
+    p->queued++;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* Claim up to n conversations; returns how many were claimed, -1 on error. */
+static int
+claim(struct inf_pool *p, struct core_dbconn *c, int n)
+{
+    char nbuf[16], lease[16];
+    const char *params[3] = { nbuf, p->owner, lease };
+    PGresult *r = NULL;
+    int i, rows;
+
+    snprintf(nbuf, sizeof(nbuf), "%d", n);
+    snprintf(lease, sizeof(lease), "%d", p->cfg->lease_ms);
+    if (core_db_query(c, SQL_CLAIM, 3, params, &r) != CORE_OK) {
+        log_warn("could not claim work", "error=\"%s\"", c->error);
+        return -1;
+    }
+    rows = PQntuples(r);
+    for (i = 0; i < rows; i++) {
+        struct inf_job *j = calloc(1, sizeof(*j));
+
+        if (!j)
+            break;
+        j->magic = INF_JOB_MAGIC;
+        snprintf(j->conversation_id, sizeof(j->conversation_id), "%s",
+                 PQgetvalue(r, i, 0));
+        snprintf(j->lease_count, sizeof(j->lease_count), "%s",
+                 PQgetvalue(r, i, 1));
+        if (PQgetvalue(r, i, 2)[0] == 't') {
+            core_metric_add(p->m.lease_expiries, NULL, 1);
+            log_warn("reclaimed expired lease", "conversation=%s",
+                     j->conversation_id);
+        }
+        push_job(p, j);
+    }
+    core_metric_add(p->m.claims, NULL, rows);
+    PQclear(r);
+    return rows;
+}
+
+static void
+update_stats(struct inf_pool *p, struct core_dbconn *c)
+{
+    PGresult *r = NULL;
+
+    if (core_db_query(c, SQL_STATS, 0, NULL, &r) != CORE_OK)
+        return;
+    core_metric_set(p->m.queue_depth, NULL, strtod(PQgetvalue(r, 0, 0), NULL));
+    core_metric_set(p->m.oldest_pending, NULL,
+                    strtod(PQgetvalue(r, 0, 1), NULL));
+    PQclear(r);
+}
+
+static void
+maintenance(struct inf_pool *p, struct core_dbconn *c)
+{
+    char days[16];
+    const char *params[1] = { days };
+
+    snprintf(days, sizeof(days), "%d", p->cfg->retention_days);
+    if (core_db_query(c, SQL_MAINT, 1, params, NULL) != CORE_OK ||
+        core_db_query(c, SQL_PRUNE_KEYS, 0, NULL, NULL) != CORE_OK)
+        log_warn("maintenance failed", "error=\"%s\"", c->error);
+}
+
+/* (Re)open the LISTEN connection; NULL while the database is down. */
+static struct core_dbconn *
+listen_open(struct inf_pool *p)
+{
+    enum core_status st;
+    struct core_dbconn *c = core_dbconn_open(p->conninfo, &st);
+
+    if (c && core_db_exec(c, "LISTEN parley_work") != CORE_OK) {
+        core_dbconn_close(c);
+        c = NULL;
+    }
+    return c;
+}
+
+static void
+dispatcher_wait(struct inf_pool *p, struct core_dbconn *lc, int timeout_ms)
+{
+    struct pollfd fds[2];
+    int nfds = 1;
+    PGnotify *n;
+
+    fds[0].fd = p->wake_fd[0];
+    fds[0].events = POLLIN;
+    if (lc && lc->pg) {
+        fds[1].fd = PQsocket(lc->pg);
+        fds[1].events = POLLIN;
+        nfds = fds[1].fd >= 0 ? 2 : 1;
+    }
+    if (poll(fds, (nfds_t)nfds, timeout_ms) > 0) {
+        if (fds[0].revents)
+            drain_fd(p->wake_fd[0]);
+        if (nfds == 2 && fds[1].revents) {
+            if (!PQconsumeInput(lc->pg))
+                lc->broken = true;
+            while ((n = PQnotifies(lc->pg)) != NULL)
+                PQfreemem(n);
+        }
+    }
+}
+
+static void *
+dispatcher_main(void *arg)
+{
+    struct inf_pool *p = arg;
+    struct core_dbconn *lc = NULL;
+    long last_stats = 0, last_maint = 0, last_listen = 0;
+    int idle, got, waited_ms;
+    enum core_status st;
+
+    while (1) {
+        struct core_dbconn *c;
+
+        pthread_mutex_lock(&p->mu);
+        idle = p->nworkers - p->busy - p->queued;
+        if (p->stopping) {
+            pthread_mutex_unlock(&p->mu);
+            break;
+        }
+        pthread_mutex_unlock(&p->mu);
+
+        if ((!lc || lc->broken || PQstatus(lc->pg) != CONNECTION_OK) &&
+            now_ms() - last_listen > 1000) {
+            core_dbconn_close(lc);
+            lc = listen_open(p);
+            last_listen = now_ms();
+        }
+        got = 0;
+        c = idle > 0 || now_ms() - last_stats > POOL_STATS_EVERY_MS
+                ? core_db_acquire(p->db, 1000, &st)
+                : NULL;
+        if (c) {
+            if (idle > 0)
+                got = claim(p, c, idle);
+            if (now_ms() - last_stats > POOL_STATS_EVERY_MS) {
+                update_stats(p, c);
+                last_stats = now_ms();
+            }
+            if (now_ms() - last_maint > POOL_MAINT_EVERY_S * 1000L) {
+                maintenance(p, c);
+                last_maint = now_ms();
+            }
+            core_db_release(p->db, c);
+        }
+        /* Claimed a full load: there may be more; go again at once. */
+        if (got > 0 && got == idle)
+            continue;
+        waited_ms = got < 0 || !c ? 500 : POOL_POLL_MS;
+        dispatcher_wait(p, lc, waited_ms);
+    }
+    core_dbconn_close(lc);
+    return NULL;
+}
+
+
+static struct inf_job *
+pop_job(struct inf_pool *p)
+{
+    struct inf_job *j;
+
+    pthread_mutex_lock(&p->mu);
+    while (!p->head && !p->stopping)
+        pthread_cond_wait(&p->cv, &p->mu);
+    j = p->head;
+    if (j) {
+        p->head = j->next;
+        if (!p->head)
+            p->tail = NULL;
+        p->queued--;
+        p->busy++;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return j;
+}
+
+static void
+release_job(struct inf_worker_ctx *w, struct inf_job *j)
+{
+    enum core_status st;
+    struct core_dbconn *c = core_db_acquire(w->db, 2000, &st);
+
+    if (c) {
+        inf_job_release(w, c, j);
+        core_db_release(w->db, c);
+    }
+}
+
+static void *
+worker_main(void *arg)
+{
+    struct worker_slot *slot = arg;
+    struct inf_pool *p = slot->pool;
+    struct inf_job *j;
+    int abandon;
+
+    while ((j = pop_job(p)) != NULL) {
+        abandon = atomic_load(&p->abandon);
+        core_metric_add(p->m.workers_busy, NULL, 1);
+        if (abandon)
+            release_job(&slot->ctx, j);
+        else
+            inf_job_run(&slot->ctx, j);
+        core_metric_add(p->m.workers_busy, NULL, -1);
+        j->magic = 0;
+        free(j);
+        pthread_mutex_lock(&p->mu);
+        p->busy--;
+        pthread_mutex_unlock(&p->mu);
+        inf_pool_wake(p); /* a worker is free: the dispatcher may claim */
+    }
+    return NULL;
+}
+
+static void
+register_metrics(struct inf_metrics *m)
+{
+    static const double e2e_buckets[] = { 0.005, 0.01, 0.025, 0.05, 0.1,
+                                          0.25,  0.5,  1,     2.5,  5,
+                                          10,    30,   60,    120 };
+
+    m->claims = core_metric_register(CORE_METRIC_COUNTER,
+                                     "parley_queue_claims_total",
+                                     "Conversations claimed by this process",
+                                     NULL, 0);
+    m->lease_expiries = core_metric_register(
+        CORE_METRIC_COUNTER, "parley_queue_lease_expiries_total",
+        "Conversations reclaimed after another owner's lease expired", NULL,
+        0);
+    m->queue_depth = core_metric_register(
+        CORE_METRIC_GAUGE, "parley_queue_depth",
+        "Conversations with unanswered messages", NULL, 0);
+    m->oldest_pending = core_metric_register(
+        CORE_METRIC_GAUGE, "parley_queue_oldest_pending_seconds",
+        "Age of the oldest unanswered conversation", NULL, 0);
+    m->workers_busy = core_metric_register(
+        CORE_METRIC_GAUGE, "parley_workers_busy", "Workers running a job",
+        NULL, 0);
+    m->jobs = core_metric_register(CORE_METRIC_COUNTER, "parley_jobs_total",
+                                   "Jobs finished by result", NULL, 0);
+    m->sends = core_metric_register(
+        CORE_METRIC_COUNTER, "parley_sends_total",
+        "Platform send calls by platform, result and error code", NULL, 0);
+    m->e2e = core_metric_register(
+        CORE_METRIC_HISTOGRAM, "parley_reply_latency_seconds",
+        "Webhook received to reply accepted by the platform", e2e_buckets,
+        sizeof(e2e_buckets) / sizeof(e2e_buckets[0]));
+    m->dup_sends = core_metric_register(
+        CORE_METRIC_COUNTER, "parley_possible_duplicate_sends_total",
+        "Jobs redone after a crash between send and commit", NULL, 0);
+    core_metric_add(m->claims, NULL, 0);
+    core_metric_add(m->lease_expiries, NULL, 0);
+    core_metric_add(m->workers_busy, NULL, 0);
+    core_metric_add(m->dup_sends, NULL, 0);
+}
+
+static int
+make_owner(char *out, size_t n)
+{
+    char host[64] = "localhost";
+    struct timespec ts;
+
+    gethostname(host, sizeof(host) - 1);
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return snprintf(out, n, "%s:%ld:%lx", host, (long)getpid(),
+                    (unsigned long)ts.tv_nsec);
+}
+
+struct inf_pool *
+inf_pool_new(const struct core_config *cfg, struct core_db *db,
+             const char *conninfo)
+{
+    struct inf_pool *p = calloc(1, sizeof(*p));
+    int i;
+
+    if (!p)
+        return NULL;
+    p->cfg = cfg;
+    p->db = db;
+    p->conninfo = strdup(conninfo);
+    make_owner(p->owner, sizeof(p->owner));
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    register_metrics(&p->m);
+    if (!p->conninfo || pipe(p->wake_fd) != 0)
+        goto fail;
+    fcntl(p->wake_fd[0], F_SETFL, O_NONBLOCK);
+    fcntl(p->wake_fd[1], F_SETFL, O_NONBLOCK);
+    p->threads = calloc((size_t)cfg->workers, sizeof(*p->threads));
+    p->workers = calloc((size_t)cfg->workers, sizeof(*p->workers));
+    if (!p->threads || !p->workers)
+        goto fail;
+    for (i = 0; i < cfg->workers; i++) {
+        struct worker_slot *s = &p->workers[i];
+
+        s->pool = p;
+        s->ctx.cfg = cfg;
+        s->ctx.db = db;
+        s->ctx.owner = p->owner;
+        s->ctx.m = &p->m;
+        s->ctx.abandon = &p->abandon;
+        snprintf(s->ctx.name, sizeof(s->ctx.name), "w%d", i);
+        s->ctx.llm = inf_llm_new(cfg);
+        s->ctx.send_curl = curl_easy_init();
+        if (!s->ctx.llm || !s->ctx.send_curl)
+            goto fail;
+        if (pthread_create(&p->threads[i], NULL, worker_main, s) != 0)
+            goto fail;
+        p->nworkers++;
+    }
+    if (pthread_create(&p->dispatcher, NULL, dispatcher_main, p) != 0)
+        goto fail;
+    p->dispatcher_started = 1;
+    if (!cfg->llm_base_url || !*cfg->llm_base_url)
+        log_warn("no PARLEY_LLM_BASE_URL: replies come from the built-in "
+                 "echo provider",
+                 "workers=%d", cfg->workers);
+    log_info("worker pool started", "workers=%d owner=%s", p->nworkers,
+             p->owner);
+    return p;
+fail:
+    log_error("could not start the worker pool", "workers=%d",
+              cfg->workers);
+    inf_pool_shutdown(p, 0);
+    inf_pool_free(p);
+    return NULL;
+}
+
+void
+inf_pool_shutdown(struct inf_pool *p, int deadline_ms)
+{
+    long t0 = now_ms();
+    int busy, i;
+
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->stopping = 1;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    inf_pool_wake(p);
+    if (p->dispatcher_started) {
+        pthread_join(p->dispatcher, NULL);
+        p->dispatcher_started = 0;
+    }
+    /* Jobs still queued are not started: give their leases back now so
+     * another process takes them at once. */
+    atomic_store(&p->abandon, 1);
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        busy = p->busy + p->queued;
+        pthread_mutex_unlock(&p->mu);
+        if (busy == 0 || now_ms() - t0 >= deadline_ms)
+            break;
+        usleep(20000);
+    }
+    if (busy > 0) {
+        atomic_store(&p->abandon, 2);
+        log_warn("shutdown deadline passed: cancelling jobs", "busy=%d",
+                 busy);
+        for (i = 0; i < p->nworkers; i++)
+            inf_llm_cancel(p->workers[i].ctx.llm);
+    }
+    for (i = 0; i < p->nworkers; i++)
+        pthread_join(p->threads[i], NULL);
+    p->nworkers = 0;
+}
+
+void
+inf_pool_free(struct inf_pool *p)
+{
+    int i;
+
+    if (!p)
+        return;
+    if (p->workers) {
+        for (i = 0; i < p->cfg->workers; i++) {
+            inf_llm_free(p->workers[i].ctx.llm);
+            if (p->workers[i].ctx.send_curl)
+                curl_easy_cleanup(p->workers[i].ctx.send_curl);
+        }
+    }
+    free(p->workers);
+    free(p->threads);
+    if (p->wake_fd[0] > 0) {
+        close(p->wake_fd[0]);
+        close(p->wake_fd[1]);
+    }
+    free(p->conninfo);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    free(p);
+}
