@@ -35,36 +35,26 @@
 #include "inference/llm.h"
 #include "inference/llm_parse.h"
 
-/*
- * Temporary stand-ins while core/metrics.c does not exist. Weak, so the
- * real registry wins as soon as it is linked in; remove them then.
- */
-__attribute__((weak)) struct core_metric *
-core_metric_register(enum core_metric_type type, const char *name,
-                     const char *help, const double *buckets, size_t nbuckets)
+/* Current value of one rendered series ("name{labels}"), 0 if absent. */
+static double
+metric(const char *series)
 {
-    (void)type;
-    (void)name;
-    (void)help;
-    (void)buckets;
-    (void)nbuckets;
-    return NULL;
-}
+    struct core_buf out;
+    size_t n = strlen(series);
+    const char *p;
+    double v = 0;
 
-__attribute__((weak)) void
-core_metric_add(struct core_metric *m, const char *labels, double v)
-{
-    (void)m;
-    (void)labels;
-    (void)v;
-}
-
-__attribute__((weak)) void
-core_metric_observe(struct core_metric *m, const char *labels, double v)
-{
-    (void)m;
-    (void)labels;
-    (void)v;
+    core_buf_init(&out, 1 << 20);
+    assert_int_equal(core_metrics_render(&out), CORE_OK);
+    for (p = out.data; p && *p;
+         p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
+        if (strncmp(p, series, n) == 0 && p[n] == ' ') {
+            v = strtod(p + n + 1, NULL);
+            break;
+        }
+    }
+    core_buf_done(&out);
+    return v;
 }
 
 /* ==== pure: SSE framing ================================================ */
@@ -970,13 +960,30 @@ test_http_429_retry_after(void **state)
         OK_STEP,
     };
 
+    double retries, rl, ok, tin, tout;
+
     srv_script(steps, 2);
-    fix_llm(f);
+    fix_llm(f); /* registers the metrics */
+    retries = metric("parley_llm_retries_total");
+    rl = metric("parley_llm_errors_total{class=\"rate_limit\"}");
+    ok = metric("parley_llm_request_duration_seconds_count{result=\"ok\"}");
+    tin = metric("parley_llm_tokens_total{direction=\"in\"}");
+    tout = metric("parley_llm_tokens_total{direction=\"out\"}");
     assert_int_equal(fix_call(f, 0), CORE_OK);
     assert_ok_result(f);
     assert_int_equal(f->res.attempts, 2);
     assert_int_equal(srv_nreq(), 2);
     assert_true(f->res.total_ms >= 950); /* Retry-After: 1 was honoured */
+
+    assert_true(metric("parley_llm_retries_total") == retries + 1);
+    assert_true(metric("parley_llm_errors_total{class=\"rate_limit\"}") ==
+                rl + 1);
+    assert_true(metric("parley_llm_request_duration_seconds_count{result="
+                       "\"ok\"}") == ok + 1);
+    assert_true(metric("parley_llm_tokens_total{direction=\"in\"}") ==
+                tin + 42);
+    assert_true(metric("parley_llm_tokens_total{direction=\"out\"}") ==
+                tout + 9);
 }
 
 static void
@@ -1187,14 +1194,27 @@ test_http_budget_exhausted(void **state)
                                         "\"Loading model\",\"type\":"
                                         "\"unavailable_error\"}}" };
 
+    double server, retries, err;
+
     srv_script(&st, 1);
     fix_llm(f);
+    server = metric("parley_llm_errors_total{class=\"server\"}");
+    retries = metric("parley_llm_retries_total");
+    err = metric("parley_llm_request_duration_seconds_count{result="
+                 "\"error\"}");
     assert_int_equal(fix_call(f, 0), CORE_ERR_UPSTREAM);
     assert_int_equal(f->res.err, INF_LLM_SERVER);
     assert_int_equal(f->res.attempts, 3);
     assert_int_equal(f->res.http_status, 503);
     assert_int_equal(srv_nreq(), 3);
     assert_non_null(strstr(f->res.error, "Loading model"));
+
+    /* Errors count attempts; the duration counts the call once. */
+    assert_true(metric("parley_llm_errors_total{class=\"server\"}") ==
+                server + 3);
+    assert_true(metric("parley_llm_retries_total") == retries + 2);
+    assert_true(metric("parley_llm_request_duration_seconds_count{result="
+                       "\"error\"}") == err + 1);
 }
 
 static void
@@ -1388,6 +1408,7 @@ main(void)
 
     curl_global_init(CURL_GLOBAL_DEFAULT);
     rc = cmocka_run_group_tests(tests, srv_start, srv_stop);
+    core_metrics_reset();
     curl_global_cleanup();
     return rc;
 }

@@ -114,6 +114,72 @@ BEGIN
                           AND tgt.platform_message_id = x.ctx
     ORDER BY x.i;
 
+    -- 5b. Feedback. Our own thumbs buttons carry the response id in the
+    --     payload (parley_fb:up:<id>); it must belong to the clicking
+    --     user's conversation.
+    INSERT INTO feedback (response_id, message_id, conversation_id, user_id,
+                          source, polarity, occurred_at)
+    SELECT r.id, tgt.id, c.id, u.id, 'button',
+           CASE split_part(x.data->>'payload', ':', 2)
+                WHEN 'up' THEN 1 WHEN 'down' THEN -1 ELSE 0 END,
+           CASE WHEN x.ts > 0 THEN to_timestamp(x.ts / 1000.0) END
+    FROM unnest(items) x
+    JOIN users u ON u.platform = x.platform AND u.platform_user_id = x.uid
+    JOIN conversations c ON c.user_id = u.id AND c.platform = x.platform
+                        AND c.channel = x.channel
+    JOIN responses r ON r.conversation_id = c.id
+     AND r.id = CASE WHEN split_part(x.data->>'payload', ':', 3) ~ '^[0-9]{1,18}$'
+                     THEN split_part(x.data->>'payload', ':', 3)::bigint END
+    LEFT JOIN messages tgt ON x.ctx IS NOT NULL AND tgt.platform = x.platform
+                          AND tgt.platform_message_id = x.ctx
+    WHERE x.etype = 'feedback';
+
+    -- A reaction on a bot message is feedback on its response; a new
+    -- reaction replaces the user's previous one, a removal retracts it.
+    UPDATE feedback f SET retracted_at = now()
+    FROM unnest(items) x
+    JOIN users u ON u.platform = x.platform AND u.platform_user_id = x.uid
+    JOIN messages tgt ON tgt.platform = x.platform
+                     AND tgt.platform_message_id = x.ctx
+    WHERE x.etype IN ('reaction_added', 'reaction_removed')
+      AND f.message_id = tgt.id AND f.user_id = u.id
+      AND f.source = 'reaction' AND f.retracted_at IS NULL;
+
+    INSERT INTO feedback (response_id, message_id, conversation_id, user_id,
+                          source, polarity, emoji, occurred_at)
+    SELECT tgt.response_id, tgt.id, c.id, u.id, 'reaction',
+           coalesce((x.data->>'polarity')::smallint, 0), x.data->>'emoji',
+           CASE WHEN x.ts > 0 THEN to_timestamp(x.ts / 1000.0) END
+    FROM unnest(items) x
+    JOIN users u ON u.platform = x.platform AND u.platform_user_id = x.uid
+    JOIN conversations c ON c.user_id = u.id AND c.platform = x.platform
+                        AND c.channel = x.channel
+    JOIN messages tgt ON tgt.platform = x.platform
+                     AND tgt.platform_message_id = x.ctx
+                     AND tgt.direction = 'out' AND tgt.response_id IS NOT NULL
+    WHERE x.etype = 'reaction_added';
+
+    -- Implicit signal (never a training label by default): the user wrote
+    -- again within 10 minutes of our last reply.
+    INSERT INTO events (type, platform, channel, user_id, user_pseudonym,
+                        conversation_id, message_id, response_id, data)
+    SELECT 'user_replied', x.platform, x.channel, u.id, u.pseudonym, c.id,
+           own.id, lo.response_id,
+           jsonb_build_object('seconds',
+                              round(extract(epoch FROM now() - lo.sent_at)))
+    FROM unnest(items) x
+    JOIN users u ON u.platform = x.platform AND u.platform_user_id = x.uid
+    JOIN conversations c ON c.user_id = u.id AND c.platform = x.platform
+                        AND c.channel = x.channel
+    JOIN messages own ON own.platform = x.platform
+                     AND own.platform_message_id = x.eid
+    JOIN LATERAL (SELECT m.response_id, m.sent_at FROM messages m
+                  WHERE m.conversation_id = c.id AND m.direction = 'out'
+                    AND m.sent_at IS NOT NULL
+                  ORDER BY m.id DESC LIMIT 1) lo
+      ON lo.sent_at > now() - interval '10 minutes'
+    WHERE x.etype = 'message_received';
+
     -- 6. Delivery status of our messages: a later, lower rank never
     --    overwrites a higher one (late "delivered" after "read").
     UPDATE messages m SET status = s.etype, status_rank = s.rank,
