@@ -725,6 +725,10 @@ adp_meta_classify(long http_status, int code, int subcode, bool is_transient)
     case 131000:
     case 131016:
         return ADP_SEND_TRANSIENT;
+    case 100:    /* invalid parameter */
+    case 190:    /* access token invalid or expired */
+    case 200:    /* permission */
+        return ADP_SEND_PERMANENT;
     case 0:
         break;
     default:

@@ -91,7 +91,7 @@ struct lg_dup {
 struct lg {
     struct lg_opts o;
     struct sockaddr_in addr;
-    char host_hdr[64];
+    char host_hdr[300];
     char target[1024];
     char run[32];
     int ep;
@@ -510,7 +510,7 @@ lg_write(struct lg *g, int i)
                  MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        if (n < 0 && errno == EAGAIN) {
             if (!c->out_armed)
                 lg_ep_set(g, i, true);
             return;
@@ -574,7 +574,7 @@ lg_read(struct lg *g, int i)
         return;
     }
     n = recv(c->fd, c->rbuf + c->rlen, LG_RBUF_MAX - c->rlen, 0);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
     if (n <= 0) {
         if (c->state == LG_BUSY) {

@@ -131,7 +131,7 @@ test_signature_unicode_fallback(void **state)
     assert_int_equal(verify(sig, "{\"t\":\"\xff\"}", NULL), CORE_ERR_AUTH);
     /* a long body crosses the internal chunk size */
     {
-        static char big[20000], bigesc[60000];
+        static char big[3000 * 7 + 1], bigesc[3000 * 19 + 1];
         size_t i, n = 0, m = 0;
 
         for (i = 0; i < 3000; i++) {
