@@ -40,8 +40,8 @@ wa_contact_bsuid(const cJSON *contacts, const char *wa_id)
 
     if (!contacts)
         return NULL;
-    if (!wa_id)
-        return cJSON_GetArraySize(contacts) == 1
+    if (!wa_id) /* O(1): only when there is exactly one contact */
+        return contacts->child && !contacts->child->next
                    ? adp_json_id(contacts->child, "user_id")
                    : NULL;
     cJSON_ArrayForEach(c, contacts)

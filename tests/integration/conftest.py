@@ -95,3 +95,27 @@ def pg_restore(pg):
     yield pg
     if not pg.running or not pg.is_running():
         pg.start()
+
+
+@pytest.fixture
+def fake(request):
+    """A running fakeup (tests/integration/fakes.py): the fake LLM and Graph
+    API. Instagram sends are recognised by the test IG account id; the LLM
+    requires the key the reply tests give Parley."""
+    import fakes
+
+    binary = str(harness.build_dir() / "tests" / "fakeup")
+    f = fakes.Fake(binary=binary)
+    request.node._parley_fake_logs = [f.log_path]
+    try:
+        f.control(graph_instagram_ids=[harness.IG_ID], llm_api_key="fake-llm-key")
+        yield f
+    finally:
+        # Parley first: it must not shut down against a vanished upstream.
+        factory = getattr(request.node, "_parley_factory", None)
+        if factory is not None:
+            factory.finish()
+        try:
+            f.stop(check=True)
+        except fakes.FakeError as e:
+            pytest.fail(str(e), pytrace=False)

@@ -634,6 +634,8 @@ class ParleyFactory:
         self.logdir = logdir
         self.testname = re.sub(r"[^A-Za-z0-9_.-]+", "_", testname)[:120]
         self.procs = []
+        self.problems = []
+        self._scanned = set()
         self._seq = itertools.count(1)
 
     def env(self, db=None, port=None, overrides=None):
@@ -682,19 +684,24 @@ class ParleyFactory:
         assert rep is None, f"sanitizer report from parley migrate: {rep}\n{r.stderr}"
 
     def finish(self):
-        """Stop everything; return a list of problems (empty when clean)."""
-        problems = []
+        """Stop everything still running (SIGTERM, exit code must be 0) and
+        scan every log for sanitizer reports. Idempotent; returns the list
+        of problems found so far (empty when clean)."""
         for p in self.procs:
             if p.alive():
                 try:
                     rc = p.stop(check=False)
                 except AssertionError as e:
-                    problems.append(str(e))
+                    self.problems.append(str(e))
                     continue
                 if rc != 0:
-                    problems.append(f"parley {p.name} exited with {rc} on SIGTERM at "
-                                    f"teardown:\n{p.log_tail()}")
+                    self.problems.append(f"parley {p.name} exited with {rc} on SIGTERM at "
+                                         f"teardown:\n{p.log_tail()}")
+            if p.name in self._scanned:
+                continue
+            self._scanned.add(p.name)
             rep = sanitizer_report(p.log_text())
             if rep is not None:
-                problems.append(f"sanitizer report in {p.log_path}: {rep}\n{p.log_tail(120)}")
-        return problems
+                self.problems.append(f"sanitizer report in {p.log_path}: {rep}\n"
+                                     f"{p.log_tail(120)}")
+        return self.problems

@@ -94,7 +94,7 @@ def send_recipient(rec):
 
 def text_sends(fake, recipient=None, ok_only=True):
     out = []
-    for r in fake.records("graph"):
+    for r in fake.requests("graph"):
         if not is_text_send(r):
             continue
         if ok_only and r.get("status") != 200:
@@ -106,7 +106,7 @@ def text_sends(fake, recipient=None, ok_only=True):
 
 
 def llm_calls(fake):
-    return [r for r in fake.records("llm") if isinstance(r.get("body"), dict)]
+    return [r for r in fake.requests("llm") if isinstance(r.get("body"), dict)]
 
 
 def content_text(c):
@@ -473,7 +473,7 @@ def test_two_processes_share_work_without_overlap(parley, fake):
     # Per conversation, LLM calls and sends strictly alternate: a second
     # call never starts before the previous call's reply was sent.
     timeline = defaultdict(list)
-    for r in fake.records():
+    for r in fake.requests():
         if r.get("kind") == "llm" and isinstance(r.get("body"), dict):
             users = [content_text(m["content"]) for m in r["body"]["messages"]
                      if m["role"] == "user"]
