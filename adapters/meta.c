@@ -4,21 +4,21 @@
  * dedupe keys, and Graph API POSTs with error classification.
  * Stateless and thread-safe; see adapters/meta.h and adapters/README.md.
  */
+#include "adapters/meta.h"
+
 #include <ctype.h>
 #include <math.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/sha.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include <openssl/core_names.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-#include <openssl/sha.h>
-
-#include "adapters/meta.h"
 #include "core/buf.h"
 #include "core/log.h"
 
@@ -58,8 +58,7 @@ adp_hmac_sha256_hex(const char *secret, const char *body, size_t len,
 
     if (klen > 0x7fffffff ||
         !HMAC(EVP_sha256(), secret ? secret : "", (int)klen,
-              (const unsigned char *)(body ? body : ""), len, mac,
-              &maclen) ||
+              (const unsigned char *)(body ? body : ""), len, mac, &maclen) ||
         maclen != 32) {
         memset(out, '0', 64);
         out[64] = '\0';
@@ -182,16 +181,16 @@ secret_equal(const char *a, const char *b)
 }
 
 int
-adp_meta_handshake(const struct core_config *cfg,
-                   const struct adp_request *req, char *out, size_t outlen)
+adp_meta_handshake(const struct core_config *cfg, const struct adp_request *req,
+                   char *out, size_t outlen)
 {
     const char *mode, *token, *challenge;
     size_t i, n;
 
     if (out && outlen)
         out[0] = '\0';
-    if (!cfg || !cfg->meta_verify_token || !cfg->meta_verify_token[0] ||
-        !req || !req->query || !out)
+    if (!cfg || !cfg->meta_verify_token || !cfg->meta_verify_token[0] || !req ||
+        !req->query || !out)
         return 403;
     mode = req->query(req->ctx, "hub.mode");
     token = req->query(req->ctx, "hub.verify_token");
@@ -233,8 +232,8 @@ hmac_escaped(const char *secret, const char *body, size_t len,
     ctx = EVP_MAC_CTX_new(m);
     if (!ctx)
         goto out;
-    params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
-                                                 digest, 0);
+    params[0] =
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0);
     params[1] = OSSL_PARAM_construct_end();
     if (!EVP_MAC_init(ctx, (const unsigned char *)secret, strlen(secret),
                       params))
@@ -257,8 +256,7 @@ hmac_escaped(const char *secret, const char *body, size_t len,
             hs = 0xd800 + ((cp - 0x10000) >> 10);
             ls = 0xdc00 + ((cp - 0x10000) & 0x3ff);
             n += (size_t)snprintf(chunk + n, sizeof(chunk) - n,
-                                  "\\u%04x\\u%04x", (unsigned)hs,
-                                  (unsigned)ls);
+                                  "\\u%04x\\u%04x", (unsigned)hs, (unsigned)ls);
         } else {
             n += (size_t)snprintf(chunk + n, sizeof(chunk) - n, "\\u%04x",
                                   (unsigned)cp);
@@ -304,8 +302,8 @@ adp_meta_verify_signature(const char *secret, const char *header,
     }
     if (!body)
         body = "";
-    if (!HMAC(EVP_sha256(), secret, (int)klen, (const unsigned char *)body,
-              len, mac, &maclen) ||
+    if (!HMAC(EVP_sha256(), secret, (int)klen, (const unsigned char *)body, len,
+              mac, &maclen) ||
         maclen != 32)
         return CORE_ERR_AUTH;
     if (CRYPTO_memcmp(mac, want, 32) == 0)
@@ -417,8 +415,8 @@ adp_meta_parse_root(const char *body, size_t len, const char *object,
 const cJSON *
 adp_json_obj(const cJSON *o, const char *key)
 {
-    const cJSON *v = cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, key)
-                                       : NULL;
+    const cJSON *v =
+        cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, key) : NULL;
 
     return cJSON_IsObject(v) ? v : NULL;
 }
@@ -426,8 +424,8 @@ adp_json_obj(const cJSON *o, const char *key)
 const cJSON *
 adp_json_arr(const cJSON *o, const char *key)
 {
-    const cJSON *v = cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, key)
-                                       : NULL;
+    const cJSON *v =
+        cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, key) : NULL;
 
     return cJSON_IsArray(v) ? v : NULL;
 }
@@ -435,10 +433,10 @@ adp_json_arr(const cJSON *o, const char *key)
 const char *
 adp_json_str(const cJSON *o, const char *key)
 {
-    const cJSON *v = cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, key)
-                                       : NULL;
+    const cJSON *v =
+        cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, key) : NULL;
 
-    return cJSON_IsString(v) && v->valuestring ? v->valuestring : NULL;
+    return v && cJSON_IsString(v) && v->valuestring ? v->valuestring : NULL;
 }
 
 const char *
@@ -458,8 +456,7 @@ adp_json_id(const cJSON *o, const char *key)
     if (!s || !s[0])
         return NULL;
     for (i = 0; s[i]; i++) {
-        if (i >= ADP_META_ID_MAX || (unsigned char)s[i] < 0x20 ||
-            s[i] == 0x7f)
+        if (i >= ADP_META_ID_MAX || (unsigned char)s[i] < 0x20 || s[i] == 0x7f)
             return NULL;
     }
     return s;
@@ -468,8 +465,8 @@ adp_json_id(const cJSON *o, const char *key)
 bool
 adp_json_true(const cJSON *o, const char *key)
 {
-    const cJSON *v = cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, key)
-                                       : NULL;
+    const cJSON *v =
+        cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, key) : NULL;
 
     return cJSON_IsTrue(v);
 }
@@ -560,9 +557,8 @@ out:
 }
 
 enum core_status
-adp_meta_unknown(struct adp_batch *b, const char *platform,
-                 const char *channel, const char *user, const cJSON *item,
-                 const char *key)
+adp_meta_unknown(struct adp_batch *b, const char *platform, const char *channel,
+                 const char *user, const cJSON *item, const char *key)
 {
     unsigned char md[SHA256_DIGEST_LENGTH];
     char hex[2 * SHA256_DIGEST_LENGTH + 1];
@@ -713,8 +709,7 @@ adp_meta_classify(long http_status, int code, int subcode, bool is_transient)
     case 131047:
         return ADP_SEND_WINDOW_CLOSED;
     case 10:
-        return subcode == 2018278 ? ADP_SEND_WINDOW_CLOSED
-                                  : ADP_SEND_PERMANENT;
+        return subcode == 2018278 ? ADP_SEND_WINDOW_CLOSED : ADP_SEND_PERMANENT;
     case 551:
     case 131026:
     case 131050:
@@ -725,9 +720,9 @@ adp_meta_classify(long http_status, int code, int subcode, bool is_transient)
     case 131000:
     case 131016:
         return ADP_SEND_TRANSIENT;
-    case 100:    /* invalid parameter */
-    case 190:    /* access token invalid or expired */
-    case 200:    /* permission */
+    case 100: /* invalid parameter */
+    case 190: /* access token invalid or expired */
+    case 200: /* permission */
         return ADP_SEND_PERMANENT;
     case 0:
         break;
@@ -1000,8 +995,8 @@ out:
 }
 
 enum core_status
-adp_meta_post(CURL *curl, const char *url, const char *token,
-              const cJSON *body, struct adp_send_result *res, cJSON **out)
+adp_meta_post(CURL *curl, const char *url, const char *token, const cJSON *body,
+              struct adp_send_result *res, cJSON **out)
 {
     struct meta_resp r;
     enum core_status st;
@@ -1050,16 +1045,16 @@ adp_meta_post(CURL *curl, const char *url, const char *token,
         st = CORE_OK;
         goto out;
     }
-    res->cls = adp_meta_classify(http, res->error_code, res->error_subcode,
-                                 adp_json_true(adp_json_obj(json, "error"),
-                                               "is_transient"));
+    res->cls = adp_meta_classify(
+        http, res->error_code, res->error_subcode,
+        adp_json_true(adp_json_obj(json, "error"), "is_transient"));
     if (res->cls == ADP_SEND_OK)
         res->cls = ADP_SEND_PERMANENT; /* an error object with 2xx */
     st = adp_meta_class_status(res->cls);
     log_debug("graph send failed",
               "http=%ld code=%d subcode=%d class=%s fbtrace_id=%s", http,
-              res->error_code, res->error_subcode,
-              adp_send_class_str(res->cls), res->trace_id);
+              res->error_code, res->error_subcode, adp_send_class_str(res->cls),
+              res->trace_id);
 out:
     if (auth) {
         OPENSSL_cleanse(auth, strlen(auth));

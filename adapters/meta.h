@@ -16,19 +16,18 @@
 #include "adapters/adapter.h"
 
 #define ADP_META_JSON_MAX_DEPTH     64
-#define ADP_META_RESP_MAX_BYTES     (64 * 1024)
+#define ADP_META_RESP_MAX_BYTES     ((size_t)64 * 1024)
 #define ADP_META_CONNECT_TIMEOUT_MS 5000L
 #define ADP_META_TIMEOUT_MS         15000L
-#define ADP_META_ID_MAX             256  /* longer ids are not ids */
-#define ADP_META_KEY_MAX            200  /* longer dedupe keys are hashed */
+#define ADP_META_ID_MAX             256 /* longer ids are not ids */
+#define ADP_META_KEY_MAX            200 /* longer dedupe keys are hashed */
 #define ADP_META_CHALLENGE_MAX      512
 #define ADP_META_RETRY_AFTER_MAX_MS (24L * 3600 * 1000)
 
 /* ---- verification and signatures (meta.c) ---- */
 
 int adp_meta_handshake(const struct core_config *cfg,
-                       const struct adp_request *req, char *out,
-                       size_t outlen);
+                       const struct adp_request *req, char *out, size_t outlen);
 enum core_status adp_meta_authenticate(const struct core_config *cfg,
                                        const struct adp_request *req);
 /*
@@ -38,9 +37,8 @@ enum core_status adp_meta_authenticate(const struct core_config *cfg,
  * (platforms.md §1.2); *escaped_match (may be NULL) says which form matched.
  */
 enum core_status adp_meta_verify_signature(const char *secret,
-                                           const char *header,
-                                           const char *body, size_t len,
-                                           bool *escaped_match);
+                                           const char *header, const char *body,
+                                           size_t len, bool *escaped_match);
 /* Meta platforms are enabled when the app secret and `token` are set. */
 bool adp_meta_enabled(const struct core_config *cfg, const char *token);
 
@@ -54,8 +52,7 @@ bool adp_meta_enabled(const struct core_config *cfg, const char *token);
  * array. CORE_ERR_INVALID otherwise (out->root must be NULL on entry).
  */
 enum core_status adp_meta_parse_root(const char *body, size_t len,
-                                     const char *object,
-                                     struct adp_batch *out,
+                                     const char *object, struct adp_batch *out,
                                      const cJSON **entries);
 /* Nesting depth <= max and valid UTF-8 (no overlongs, no surrogates). */
 bool adp_json_prescan(const char *body, size_t len, int max_depth);
@@ -135,15 +132,23 @@ enum core_status adp_meta_url(char *out, size_t outlen, const char *base,
 
 /* ---- Messenger / Instagram messaging (meta_messaging.c) ---- */
 
+/* Where a Send API call goes and what it may carry. */
+struct adp_meta_dest {
+    const struct adp_limits *limits;
+    const char *token; /* bearer token */
+    const char *url;   /* {graph}/{me|id}/messages */
+};
+
 enum core_status adp_meta_messaging_parse(const char *body, size_t len,
                                           struct adp_batch *out,
                                           const char *object,
                                           const char *platform);
-enum core_status adp_meta_messaging_send(
-    const struct adp_adapter *ad, const char *token, const char *url,
-    CURL *curl, const char *user_id, const char *text,
-    const struct adp_button *buttons, int nbuttons,
-    struct adp_send_result *res);
+enum core_status adp_meta_messaging_send(const struct adp_meta_dest *dest,
+                                         CURL *curl, const char *user_id,
+                                         const char *text,
+                                         const struct adp_button *buttons,
+                                         int nbuttons,
+                                         struct adp_send_result *res);
 enum core_status adp_meta_messaging_mark_read(const char *token,
                                               const char *url, CURL *curl,
                                               const char *user_id);

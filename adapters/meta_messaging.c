@@ -120,8 +120,8 @@ mm_content(struct adp_batch *b, struct adp_event *ev, const cJSON *msg)
     lat = cJSON_GetObjectItemCaseSensitive(co, "lat");
     lon = cJSON_GetObjectItemCaseSensitive(co, "long");
     if (!ev->text && cJSON_IsNumber(lat) && cJSON_IsNumber(lon)) {
-        ev->text =
-            adp_batch_strf(b, "(%.6f, %.6f)", lat->valuedouble, lon->valuedouble);
+        ev->text = adp_batch_strf(b, "(%.6f, %.6f)", lat->valuedouble,
+                                  lon->valuedouble);
         if (!ev->text)
             return CORE_ERR_NOMEM;
     }
@@ -219,7 +219,10 @@ mm_referral(struct mm_ctx *c, const struct mm_item *m, const cJSON *r)
     struct adp_event *ev;
 
     key = adp_meta_key(c->b, "referral:%s:%s:%lld:%s", m->recipient, m->sender,
-                       (long long)m->ts, ref ? ref : ad ? ad : "");
+                       (long long)m->ts,
+                       ref  ? ref
+                       : ad ? ad
+                            : "");
     if (!key)
         return CORE_ERR_NOMEM;
     ev = mm_event(c, m, ADP_EV_REFERRAL, key);
@@ -266,9 +269,12 @@ mm_reaction(struct mm_ctx *c, const struct mm_item *m, const cJSON *r)
     removed = strcmp(action, "unreact") == 0;
     if (!emoji)
         emoji = mm_reaction_emoji(name);
-    key = adp_meta_key(c->b, "reaction:%s:%s:%s:%s:%lld", mid, m->sender,
-                       action, emoji ? emoji : name ? name : "",
-                       (long long)m->ts);
+    key =
+        adp_meta_key(c->b, "reaction:%s:%s:%s:%s:%lld", mid, m->sender, action,
+                     emoji  ? emoji
+                     : name ? name
+                            : "",
+                     (long long)m->ts);
     if (!key)
         return CORE_ERR_NOMEM;
     ev = mm_event(c, m, ADP_EV_REACTION, key);
@@ -288,7 +294,8 @@ mm_receipt(struct mm_ctx *c, const struct mm_item *m, const cJSON *o,
     const char *kind = status == ADP_STATUS_READ ? "read" : "delivery";
     const cJSON *mids = adp_json_arr(o, "mids");
     const char *mid = adp_json_id(o, "mid"), *key;
-    int64_t wm = adp_meta_ts_ms(cJSON_GetObjectItemCaseSensitive(o, "watermark"));
+    int64_t wm =
+        adp_meta_ts_ms(cJSON_GetObjectItemCaseSensitive(o, "watermark"));
     struct adp_event *ev;
     size_t i;
 
@@ -303,8 +310,8 @@ mm_receipt(struct mm_ctx *c, const struct mm_item *m, const cJSON *o,
     if (!wm && !mid)
         return mm_unknown(c, m, NULL);
     if (wm)
-        key = adp_meta_key(c->b, "%s:%s:%s:%lld", kind, m->recipient,
-                           m->sender, (long long)wm);
+        key = adp_meta_key(c->b, "%s:%s:%s:%lld", kind, m->recipient, m->sender,
+                           (long long)wm);
     else
         key = adp_meta_key(c->b, "%s:%s:%s", kind, mid, m->sender);
     if (!key)
@@ -330,7 +337,10 @@ mm_optin(struct mm_ctx *c, const struct mm_item *m, const cJSON *o)
     if (status && strcmp(status, "STOP_NOTIFICATIONS") == 0)
         kind = ADP_EV_OPT_OUT;
     key = adp_meta_key(c->b, "optin:%s:%s:%lld:%s", m->recipient, m->sender,
-                       (long long)m->ts, status ? status : type ? type : "");
+                       (long long)m->ts,
+                       status ? status
+                       : type ? type
+                              : "");
     if (!key)
         return CORE_ERR_NOMEM;
     ev = mm_event(c, m, kind, key);
@@ -420,9 +430,9 @@ adp_meta_messaging_parse(const char *body, size_t len, struct adp_batch *out,
     c.platform = platform;
     cJSON_ArrayForEach(e, entries)
     {
-        st = cJSON_IsObject(e) ? mm_entry(&c, e)
-                               : adp_meta_unknown(out, platform, NULL, NULL, e,
-                                                  NULL);
+        st = cJSON_IsObject(e)
+                 ? mm_entry(&c, e)
+                 : adp_meta_unknown(out, platform, NULL, NULL, e, NULL);
         if (st != CORE_OK)
             goto fail;
     }
@@ -504,13 +514,12 @@ mm_body(const char *user_id, const char *text, const char *action,
 
 static bool
 mm_args_valid(const struct adp_limits *lim, const char *user_id,
-              const char *text, const struct adp_button *buttons,
-              int nbuttons)
+              const char *text, const struct adp_button *buttons, int nbuttons)
 {
     int i;
 
-    if (!user_id || !user_id[0] || strlen(user_id) > ADP_META_ID_MAX ||
-        !text || !text[0] || nbuttons < 0 || nbuttons > lim->max_buttons ||
+    if (!user_id || !user_id[0] || strlen(user_id) > ADP_META_ID_MAX || !text ||
+        !text[0] || nbuttons < 0 || nbuttons > lim->max_buttons ||
         (nbuttons > 0 && !buttons))
         return false;
     for (i = 0; i < nbuttons; i++)
@@ -522,26 +531,26 @@ mm_args_valid(const struct adp_limits *lim, const char *user_id,
 }
 
 enum core_status
-adp_meta_messaging_send(const struct adp_adapter *ad, const char *token,
-                        const char *url, CURL *curl, const char *user_id,
-                        const char *text, const struct adp_button *buttons,
-                        int nbuttons, struct adp_send_result *res)
+adp_meta_messaging_send(const struct adp_meta_dest *dest, CURL *curl,
+                        const char *user_id, const char *text,
+                        const struct adp_button *buttons, int nbuttons,
+                        struct adp_send_result *res)
 {
     cJSON *body = NULL, *resp = NULL;
     const char *mid;
     enum core_status st;
 
     adp_send_result_init(res);
-    if (!mm_args_valid(&ad->limits, user_id, text, buttons, nbuttons))
+    if (!mm_args_valid(dest->limits, user_id, text, buttons, nbuttons))
         return CORE_ERR_INVALID;
-    if (mm_text_units(text, ad->limits.unit) > ad->limits.max_text)
+    if (mm_text_units(text, dest->limits->unit) > dest->limits->max_text)
         return CORE_ERR_TOO_LARGE;
-    body = mm_body(user_id, text, NULL, &ad->limits, buttons, nbuttons);
+    body = mm_body(user_id, text, NULL, dest->limits, buttons, nbuttons);
     if (!body) {
         res->cls = ADP_SEND_TRANSIENT;
         return CORE_ERR_NOMEM;
     }
-    st = adp_meta_post(curl, url, token, body, res, &resp);
+    st = adp_meta_post(curl, dest->url, dest->token, body, res, &resp);
     if (st == CORE_OK) {
         mid = adp_json_id(resp, "message_id");
         snprintf(res->message_id, sizeof(res->message_id), "%s",

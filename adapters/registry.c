@@ -7,9 +7,9 @@
 
 #include "adapters/adapter.h"
 
-#define ADP_REGISTRY(X)                                                        \
-    X(whatsapp)                                                                \
-    X(messenger)                                                               \
+#define ADP_REGISTRY(X) \
+    X(whatsapp)         \
+    X(messenger)        \
     X(instagram)
 
 #define ADP_DECLARE(n) extern const struct adp_adapter adp_##n##_adapter;
@@ -17,9 +17,11 @@
 
 ADP_REGISTRY(ADP_DECLARE)
 
+/* clang-format off */
 static const struct adp_adapter *const adp_registry[] = {
     ADP_REGISTRY(ADP_ENTRY)
 };
+/* clang-format on */
 
 const struct adp_adapter *
 adp_find(const char *name)

@@ -11,14 +11,14 @@
 
 #define WA_PLATFORM       "whatsapp"
 #define WA_OBJECT         "whatsapp_business_account"
-#define WA_CONTACTS_SCAN  8    /* contacts[] entries searched for a BSUID */
+#define WA_CONTACTS_SCAN  8 /* contacts[] entries searched for a BSUID */
 #define WA_BUTTON_ID_MAX  256
 #define WA_BODY_MAX_CHARS 1024 /* interactive body.text */
 
-#define WA_LIMITS                                                              \
-    {                                                                          \
-        .max_text = 4096, .unit = ADP_UNIT_CHARS, .max_buttons = 3,            \
-        .max_button_title = 20, .max_text_buttons = WA_BODY_MAX_CHARS          \
+#define WA_LIMITS                                                     \
+    {                                                                 \
+        .max_text = 4096, .unit = ADP_UNIT_CHARS, .max_buttons = 3,   \
+        .max_button_title = 20, .max_text_buttons = WA_BODY_MAX_CHARS \
     }
 
 static const struct adp_limits wa_limits = WA_LIMITS;
@@ -106,10 +106,10 @@ wa_location(struct adp_batch *b, struct adp_event *ev, const cJSON *loc)
 
     ev->msg_type = ADP_MSG_LOCATION;
     if (cJSON_IsNumber(lat) && cJSON_IsNumber(lon))
-        ev->text = adp_batch_strf(b, "%s%s%s%s(%.6f, %.6f)", name ? name : "",
-                                  name ? " " : "", addr ? addr : "",
-                                  addr ? " " : "", lat->valuedouble,
-                                  lon->valuedouble);
+        ev->text =
+            adp_batch_strf(b, "%s%s%s%s(%.6f, %.6f)", name ? name : "",
+                           name ? " " : "", addr ? addr : "", addr ? " " : "",
+                           lat->valuedouble, lon->valuedouble);
     else if (name || addr)
         ev->text = adp_batch_strf(b, "%s%s%s", name ? name : "",
                                   name && addr ? " " : "", addr ? addr : "");
@@ -190,7 +190,8 @@ wa_content(struct adp_batch *b, struct adp_event *ev, const cJSON *m,
         o = adp_json_obj(m, "button");
         ev->payload = adp_json_str(o, "payload");
         ev->text = adp_json_str(o, "text");
-        ev->kind = ev->payload || ev->text ? ADP_EV_INTERACTIVE : ADP_EV_UNKNOWN;
+        ev->kind =
+            ev->payload || ev->text ? ADP_EV_INTERACTIVE : ADP_EV_UNKNOWN;
     } else if (strcmp(type, "reaction") == 0) {
         o = adp_json_obj(m, "reaction");
         ev->context_id = adp_json_id(o, "message_id");
@@ -223,8 +224,7 @@ wa_message(struct wa_ctx *c, const cJSON *m)
     if (!user)
         user = phone;
     if (!id || !type || !user)
-        return adp_meta_unknown(c->b, WA_PLATFORM, c->channel, user, m,
-                                NULL);
+        return adp_meta_unknown(c->b, WA_PLATFORM, c->channel, user, m, NULL);
     key = adp_meta_key(c->b, "%s", id);
     if (!key)
         return CORE_ERR_NOMEM;
@@ -313,7 +313,8 @@ wa_pref(struct wa_ctx *c, const cJSON *p)
     const char *key;
     struct adp_event *ev;
     enum adp_event_kind kind = ADP_EV_UNKNOWN;
-    int64_t ts = adp_meta_ts_ms(cJSON_GetObjectItemCaseSensitive(p, "timestamp"));
+    int64_t ts =
+        adp_meta_ts_ms(cJSON_GetObjectItemCaseSensitive(p, "timestamp"));
 
     if (!user)
         user = wa_contact_bsuid(c->contacts, phone);
@@ -325,8 +326,8 @@ wa_pref(struct wa_ctx *c, const cJSON *p)
         kind = ADP_EV_OPT_IN;
     if (!user || kind == ADP_EV_UNKNOWN)
         return adp_meta_unknown(c->b, WA_PLATFORM, c->channel, user, p, NULL);
-    key = adp_meta_key(c->b, "pref:%s:%s:%s:%lld", user, cat ? cat : "",
-                       value, (long long)ts);
+    key = adp_meta_key(c->b, "pref:%s:%s:%s:%lld", user, cat ? cat : "", value,
+                       (long long)ts);
     if (!key)
         return CORE_ERR_NOMEM;
     ev = adp_batch_add(c->b);
@@ -420,9 +421,9 @@ wa_parse(const char *body, size_t len, struct adp_batch *out)
         }
         cJSON_ArrayForEach(ch, changes)
         {
-            st = cJSON_IsObject(ch) ? wa_change(out, ch)
-                                    : adp_meta_unknown(out, WA_PLATFORM, NULL,
-                                                       NULL, ch, NULL);
+            st = cJSON_IsObject(ch)
+                     ? wa_change(out, ch)
+                     : adp_meta_unknown(out, WA_PLATFORM, NULL, NULL, ch, NULL);
             if (st != CORE_OK)
                 goto fail;
         }
@@ -475,7 +476,8 @@ wa_add_buttons(cJSON *body, const char *text, const struct adp_button *buttons,
     if (!arr)
         return false;
     for (i = 0; i < nbuttons; i++) {
-        n = adp_utf8_prefix(buttons[i].title, (size_t)wa_limits.max_button_title);
+        n = adp_utf8_prefix(buttons[i].title,
+                            (size_t)wa_limits.max_button_title);
         memcpy(title, buttons[i].title, n);
         title[n] = '\0';
         btn = cJSON_CreateObject();
@@ -488,8 +490,7 @@ wa_add_buttons(cJSON *body, const char *text, const struct adp_button *buttons,
         if (!cJSON_AddStringToObject(btn, "type", "reply"))
             return false;
         reply = cJSON_AddObjectToObject(btn, "reply");
-        if (!reply ||
-            !cJSON_AddStringToObject(reply, "id", buttons[i].id) ||
+        if (!reply || !cJSON_AddStringToObject(reply, "id", buttons[i].id) ||
             !cJSON_AddStringToObject(reply, "title", title))
             return false;
     }
@@ -503,7 +504,8 @@ wa_build_text(const char *user_id, const char *text, const char *reply_to,
     cJSON *body = cJSON_CreateObject(), *t, *ctx;
     bool ok;
 
-    ok = body && cJSON_AddStringToObject(body, "messaging_product", "whatsapp") &&
+    ok = body &&
+         cJSON_AddStringToObject(body, "messaging_product", "whatsapp") &&
          cJSON_AddStringToObject(body, "recipient_type", "individual") &&
          wa_add_recipient(body, user_id);
     if (ok && nbuttons > 0) {
@@ -543,6 +545,7 @@ wa_buttons_valid(const struct adp_button *buttons, int nbuttons)
     return true;
 }
 
+/* NOLINTNEXTLINE(readability-function-size): signature from adapter.h */
 static enum core_status
 wa_send_text(const struct core_config *cfg, CURL *curl, const char *channel,
              const char *user_id, const char *text, const char *reply_to,
@@ -603,8 +606,7 @@ wa_mark_read(const struct core_config *cfg, CURL *curl, const char *channel,
     if (!adp_meta_path_safe(channel) || !message_id || !message_id[0] ||
         strlen(message_id) > ADP_META_ID_MAX)
         return CORE_ERR_INVALID;
-    if (adp_meta_url(url, sizeof(url), cfg->graph_api_base, channel) !=
-        CORE_OK)
+    if (adp_meta_url(url, sizeof(url), cfg->graph_api_base, channel) != CORE_OK)
         return CORE_ERR_CONFIG;
     body = cJSON_CreateObject();
     ti = NULL;

@@ -192,6 +192,7 @@ struct lex_entry {
 #define WI(t, c, f)    {t, c, C_NONE, 10, f}
 #define MI(t, c, f)    {t, c, C_NONE, 6, f}
 #define LI(t, c, f)    {t, c, C_NONE, 4, f}
+#define N(t)           {t, C_NONE, C_NONE, 0, 0}
 
 #include "analytics/lexicon.inc"
 
@@ -587,8 +588,8 @@ lex_build(void)
 
 /* ---- classification ----------------------------------------------------- */
 
-#define MIN_WEIGHT 0.6           /* storable categories: one medium word */
-#define MIN_WEIGHT_SENSITIVE 0.4 /* sensitive: flag even on a weak word */
+/* A category needs one medium word, or two weak ones. */
+#define MIN_WEIGHT 0.6
 
 static void
 fill_out(struct ana_interest *o, enum cat c, double score)
@@ -688,8 +689,7 @@ ana_interest_classify(const char *text, struct ana_interest *out, int maxout,
     if (nm.price)
         intents |= ANA_INTENT_PRICE;
     for (unsigned c = 1; c < C__COUNT; c++) {
-        double min = cats[c].sensitive ? MIN_WEIGHT_SENSITIVE : MIN_WEIGHT;
-        if (w[c] + 1e-9 < min)
+        if (w[c] + 1e-9 < MIN_WEIGHT)
             continue;
         r[nr].c = (enum cat)c;
         r[nr].score = 1.0 - exp(-w[c]);

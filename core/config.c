@@ -304,6 +304,64 @@ load_urls(struct core_config *cfg, const struct cfg_file *f, char *err,
     return CORE_OK;
 }
 
+static int
+policy_parse(const char *v, size_t n)
+{
+    if (n == 3 && strncmp(v, "off", 3) == 0)
+        return CORE_AD_OFF;
+    if (n == 9 && strncmp(v, "aggregate", 9) == 0)
+        return CORE_AD_AGGREGATE;
+    if (n == 4 && strncmp(v, "user", 4) == 0)
+        return CORE_AD_USER;
+    return -1;
+}
+
+/* "platform=policy,..." with policy off, aggregate or user. */
+static enum core_status
+check_ad_signals(const char *spec, char *err, size_t errlen)
+{
+    const char *p = spec;
+
+    while (*p) {
+        const char *eq = strchr(p, '='), *end = strchr(p, ',');
+
+        if (!end)
+            end = p + strlen(p);
+        if (!eq || eq > end || eq == p ||
+            policy_parse(eq + 1, (size_t)(end - eq - 1)) < 0) {
+            snprintf(err, errlen,
+                     "PARLEY_AD_SIGNALS: expected platform=off|aggregate|user"
+                     "[,...]");
+            return CORE_ERR_CONFIG;
+        }
+        p = *end ? end + 1 : end;
+    }
+    return CORE_OK;
+}
+
+enum core_ad_policy
+core_config_ad_policy(const struct core_config *cfg, const char *platform)
+{
+    size_t pl = strlen(platform);
+    const char *p = cfg->ad_signals;
+
+    while (p && *p) {
+        const char *eq = strchr(p, '='), *end = strchr(p, ',');
+
+        if (!end)
+            end = p + strlen(p);
+        if (eq && (size_t)(eq - p) == pl && strncmp(p, platform, pl) == 0)
+            return (enum core_ad_policy)policy_parse(eq + 1,
+                                                     (size_t)(end - eq - 1));
+        p = *end ? end + 1 : end;
+    }
+    if (strcmp(platform, "whatsapp") == 0)
+        return CORE_AD_AGGREGATE;
+    if (strcmp(platform, "slack") == 0)
+        return CORE_AD_OFF;
+    return CORE_AD_USER;
+}
+
 enum core_status
 core_config_load(struct core_config *cfg, const char *path, char *err,
                  size_t errlen)
@@ -348,6 +406,11 @@ core_config_load(struct core_config *cfg, const char *path, char *err,
     cfg->slack_bot_token = dup_or(f, "PARLEY_SLACK_BOT_TOKEN", NULL);
     cfg->operator_token = dup_or(f, "PARLEY_OPERATOR_TOKEN", NULL);
     cfg->pseudonym_key = dup_or(f, "PARLEY_PSEUDONYM_KEY", NULL);
+    cfg->feedback_emoji = dup_or(f, "PARLEY_FEEDBACK_EMOJI", NULL);
+    cfg->ad_signals = dup_or(f, "PARLEY_AD_SIGNALS", NULL);
+    if (cfg->ad_signals && check_ad_signals(cfg->ad_signals, err, errlen) !=
+                               CORE_OK)
+        goto out;
     if (!cfg->llm_model || !cfg->system_prompt || !cfg->apology_text) {
         snprintf(err, errlen, "out of memory");
         goto out;
@@ -373,6 +436,7 @@ core_config_free(struct core_config *cfg)
         &cfg->telegram_secret_token, &cfg->telegram_api_base,
         &cfg->slack_signing_secret, &cfg->slack_bot_token,
         &cfg->slack_api_base, &cfg->operator_token, &cfg->pseudonym_key,
+        &cfg->feedback_emoji, &cfg->ad_signals,
     };
     size_t i;
 

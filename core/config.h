@@ -18,6 +18,12 @@ enum core_feedback_mode {
     CORE_FEEDBACK_SAMPLED
 };
 
+enum core_ad_policy {
+    CORE_AD_OFF = 0,       /* no ad signals at all */
+    CORE_AD_AGGREGATE,     /* user-less daily counts only */
+    CORE_AD_USER           /* per-user signals and profile (never sensitive) */
+};
+
 struct core_config {
     char *database_url;         /* PARLEY_DATABASE_URL; NULL: local cluster */
     char *listen_host;          /* from PARLEY_LISTEN */
@@ -62,7 +68,15 @@ struct core_config {
     enum core_feedback_mode feedback_mode; /* PARLEY_FEEDBACK */
     double feedback_sample;                /* PARLEY_FEEDBACK_SAMPLE */
     int retention_days;                    /* PARLEY_RETENTION_DAYS */
+    char *feedback_emoji;  /* PARLEY_FEEDBACK_EMOJI: "👍=+1,👎=-1,..." */
+    char *ad_signals;      /* PARLEY_AD_SIGNALS: "whatsapp=aggregate,..." */
 };
+
+/* Ad-signal policy of a platform (PARLEY_AD_SIGNALS, else the default:
+ * WhatsApp aggregate (its terms forbid per-user profiles), Slack off, the
+ * others user). */
+enum core_ad_policy core_config_ad_policy(const struct core_config *cfg,
+                                          const char *platform);
 
 /*
  * Load from the environment (and the file named by PARLEY_CONFIG_FILE or

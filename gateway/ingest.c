@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "analytics/feedback.h"
 #include "analytics/pseudonym.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -39,6 +40,7 @@ struct gw_ingest {
     int key_loaded;
     struct ana_pseudonym_key key;
 
+    struct ana_feedback_map fbmap; /* reaction emoji -> polarity */
     struct core_metric *m_batch;
     struct core_metric *m_commit;
     struct core_metric *m_events;
@@ -108,12 +110,15 @@ referral_json(const struct adp_referral *r)
 
 /* Event details that have no column of their own. */
 static cJSON *
-data_json(const struct adp_event *ev)
+data_json(const struct adp_event *ev, const struct ana_feedback_map *fb)
 {
     cJSON *d = cJSON_CreateObject();
 
     if (!d)
         return NULL;
+    if (ev->kind == ADP_EV_REACTION && ev->emoji && !ev->removed && fb)
+        cJSON_AddNumberToObject(d, "polarity",
+                                ana_feedback_polarity(fb, ev->emoji));
     add_str(d, "payload", ev->payload);
     add_str(d, "emoji", ev->emoji);
     add_str(d, "title", ev->kind == ADP_EV_INTERACTIVE ? ev->text : NULL);
@@ -136,7 +141,7 @@ data_json(const struct adp_event *ev)
 enum core_status
 gw_ingest_item_json(struct core_buf *out, int idx, const struct adp_event *ev,
                     const char *pseudonym, int key_version,
-                    const char *request_id)
+                    const char *request_id, const struct ana_feedback_map *fb)
 {
     cJSON *o = cJSON_CreateObject();
     const char *store;
@@ -183,7 +188,7 @@ gw_ingest_item_json(struct core_buf *out, int idx, const struct adp_event *ev,
     }
     if (ev->kind == ADP_EV_REFERRAL && ev->has_referral)
         cJSON_AddItemToObject(o, "ref", referral_json(&ev->referral));
-    cJSON_AddItemToObject(o, "data", data_json(ev));
+    cJSON_AddItemToObject(o, "data", data_json(ev, fb));
     add_str(o, "rid", request_id);
     s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
@@ -201,7 +206,8 @@ gw_ingest_item_json(struct core_buf *out, int idx, const struct adp_event *ev,
  */
 static enum core_status
 referral_item_json(struct core_buf *out, int idx, const struct adp_event *ev,
-                   const char *pseudonym, int key_version, const char *rid)
+                   const char *pseudonym, int key_version, const char *rid,
+                   const struct ana_feedback_map *fb)
 {
     struct adp_event r = *ev;
     char key[512];
@@ -210,7 +216,8 @@ referral_item_json(struct core_buf *out, int idx, const struct adp_event *ev,
     snprintf(key, sizeof(key), "%s#referral", ev->dedupe_key);
     r.dedupe_key = key;
     r.context_id = ev->event_id;
-    return gw_ingest_item_json(out, idx, &r, pseudonym, key_version, rid);
+    return gw_ingest_item_json(out, idx, &r, pseudonym, key_version, rid,
+                               fb);
 }
 
 static enum core_status
@@ -260,7 +267,7 @@ build_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs,
                 st = core_buf_adds(json, ",");
             if (st == CORE_OK)
                 st = gw_ingest_item_json(json, n, ev, pseudo, in->key.version,
-                                         jobs[j]->request_id);
+                                         jobs[j]->request_id, &in->fbmap);
             own[n++] = j;
             if (st == CORE_OK && ev->has_referral &&
                 ev->kind == ADP_EV_MESSAGE) {
@@ -268,7 +275,7 @@ build_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs,
                 if (st == CORE_OK)
                     st = referral_item_json(json, n, ev, pseudo,
                                             in->key.version,
-                                            jobs[j]->request_id);
+                                            jobs[j]->request_id, &in->fbmap);
                 own[n++] = j;
             }
         }
@@ -430,6 +437,13 @@ gw_ingest_new(const struct core_config *cfg, struct core_db *db,
     in->db = db;
     in->wake = wake;
     in->wake_arg = wake_arg;
+    ana_feedback_map_default(&in->fbmap);
+    if (cfg->feedback_emoji &&
+        ana_feedback_map_parse(&in->fbmap, cfg->feedback_emoji) != CORE_OK) {
+        log_error("invalid PARLEY_FEEDBACK_EMOJI", "%s", "");
+        free(in);
+        return NULL;
+    }
     pthread_mutex_init(&in->mu, NULL);
     pthread_cond_init(&in->cv, NULL);
     pthread_mutex_init(&in->key_mu, NULL);

@@ -16,6 +16,7 @@
 #define GATEWAY_INGEST_H
 
 #include "adapters/adapter.h"
+#include "analytics/feedback.h"
 #include "core/buf.h"
 #include "core/config.h"
 #include "core/db.h"
@@ -48,6 +49,7 @@ void gw_ingest_submit(struct gw_ingest *in, struct gw_ingest_job *job);
 enum core_status gw_ingest_item_json(struct core_buf *out, int idx,
                                      const struct adp_event *ev,
                                      const char *pseudonym, int key_version,
-                                     const char *request_id);
+                                     const char *request_id,
+                                     const struct ana_feedback_map *fb);
 
 #endif

@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "adapters/adapter.h"
+#include "analytics/interest.h"
 #include "core/log.h"
 #include "inference/context.h"
 
@@ -131,6 +132,33 @@ static const char SQL_RELEASE_DONE[] =
     " pending_since = (SELECT min(received_at) FROM messages"
     "  WHERE conversation_id = $1::bigint AND reply_state = 'pending')"
     " WHERE id = $1::bigint AND lease_owner = $2 AND lease_count = $3::int";
+/* Ad signals of this job's messages: per-user rows and the decayed profile
+ * only where the policy allows and never for a sensitive category; the
+ * user-less daily aggregate for everything. Half-life: 30 days. */
+static const char SQL_SIGNALS[] =
+    "WITH s AS (SELECT * FROM jsonb_to_recordset($2::jsonb) AS x("
+    "  message_id bigint, category text, name text, tier int, score real,"
+    "  intents text[], sensitive boolean, per_user boolean)),"
+    " c AS (SELECT id, user_id, platform FROM conversations"
+    "  WHERE id = $1::bigint),"
+    " ins AS (INSERT INTO interest_signals (user_id, conversation_id,"
+    "  message_id, platform, category, category_name, tier, score, intents)"
+    "  SELECT c.user_id, c.id, s.message_id, c.platform, s.category, s.name,"
+    "  s.tier, s.score, s.intents FROM s, c"
+    "  WHERE s.per_user AND NOT s.sensitive),"
+    " prof AS (INSERT INTO interest_profiles (user_id, category, score,"
+    "  last_seen_at) SELECT c.user_id, s.category, sum(s.score), now()"
+    "  FROM s, c WHERE s.per_user AND NOT s.sensitive"
+    "  GROUP BY c.user_id, s.category"
+    "  ON CONFLICT (user_id, category) DO UPDATE SET score ="
+    "  interest_profiles.score * power(0.5, extract(epoch FROM now() -"
+    "  interest_profiles.last_seen_at) / 2592000.0) + excluded.score,"
+    "  last_seen_at = now())"
+    " INSERT INTO interest_aggregates (day, platform, category, sensitive,"
+    "  count) SELECT current_date, c.platform, s.category, s.sensitive,"
+    "  count(*) FROM s, c GROUP BY 1, 2, 3, 4"
+    " ON CONFLICT (day, platform, category) DO UPDATE"
+    " SET count = interest_aggregates.count + excluded.count";
 static const char SQL_RELEASE[] =
     "UPDATE conversations SET lease_owner = NULL, lease_until = NULL"
     " WHERE id = $1::bigint AND lease_owner = $2 AND lease_count = $3::int";
@@ -167,6 +195,7 @@ struct job_state {
     char part_ids[JOB_MAX_PARTS][24];
     struct adp_send_result sent[JOB_MAX_PARTS];
     int nsent;                   /* parts the platform accepted */
+    char *signals_json;          /* ad signals to store, or NULL */
 };
 
 static void
@@ -184,6 +213,7 @@ state_free(struct job_state *s)
         free(s->parts[i]);
     free(s->reply);
     free(s->request_json);
+    free(s->signals_json);
     inf_llm_result_done(&s->llm);
 }
 
@@ -290,6 +320,63 @@ load(struct job_state *s, struct core_dbconn *c)
     st = inf_ctx_turns_from_result(r, &s->history, &s->nhistory);
     PQclear(r);
     return st;
+}
+
+/* ---- ad signals -------------------------------------------------------- */
+
+static void
+add_intents(cJSON *a, unsigned flags)
+{
+    if (flags & ANA_INTENT_SHOPPING)
+        cJSON_AddItemToArray(a, cJSON_CreateString("shopping"));
+    if (flags & ANA_INTENT_PRICE)
+        cJSON_AddItemToArray(a, cJSON_CreateString("price"));
+    if (flags & ANA_INTENT_LOCAL)
+        cJSON_AddItemToArray(a, cJSON_CreateString("local"));
+    if (flags & ANA_INTENT_BOOKING)
+        cJSON_AddItemToArray(a, cJSON_CreateString("booking"));
+}
+
+/* Classify the pending messages (no extra LLM call) under the platform's
+ * data-use policy. Opted-out users get no signals at all. */
+static void
+classify(struct job_state *s)
+{
+    enum core_ad_policy pol = core_config_ad_policy(s->w->cfg, s->platform);
+    struct ana_interest it[ANA_INTEREST_OUT_MAX];
+    cJSON *arr;
+    unsigned intents;
+    int i, k, n;
+
+    if (pol == CORE_AD_OFF || s->opted_out)
+        return;
+    arr = cJSON_CreateArray();
+    for (i = 0; i < s->npending && arr; i++) {
+        if (!s->pending[i].text)
+            continue;
+        intents = 0;
+        n = ana_interest_classify(s->pending[i].text, it,
+                                  ANA_INTEREST_OUT_MAX, &intents);
+        for (k = 0; k < n; k++) {
+            cJSON *o = cJSON_CreateObject(), *in = cJSON_CreateArray();
+
+            cJSON_AddStringToObject(o, "message_id", s->pending[i].id);
+            cJSON_AddStringToObject(o, "category", it[k].key);
+            if (it[k].name)
+                cJSON_AddStringToObject(o, "name", it[k].name);
+            cJSON_AddNumberToObject(o, "tier", it[k].tier);
+            cJSON_AddNumberToObject(o, "score", it[k].score);
+            add_intents(in, intents);
+            cJSON_AddItemToObject(o, "intents", in);
+            cJSON_AddBoolToObject(o, "sensitive",
+                                  ana_interest_is_sensitive(&it[k]));
+            cJSON_AddBoolToObject(o, "per_user", pol == CORE_AD_USER);
+            cJSON_AddItemToArray(arr, o);
+        }
+    }
+    if (arr && cJSON_GetArraySize(arr) > 0)
+        s->signals_json = cJSON_PrintUnformatted(arr);
+    cJSON_Delete(arr);
 }
 
 /* ---- think ------------------------------------------------------------- */
@@ -693,6 +780,10 @@ finish(struct job_state *s, struct core_dbconn *c)
     p[2] = s->response_id[0] ? s->response_id : NULL;
     if (st == CORE_OK)
         st = core_db_query(c, SQL_INBOUND_DONE, 3, p, NULL);
+    p[0] = s->job->conversation_id;
+    p[1] = s->signals_json;
+    if (st == CORE_OK && s->signals_json)
+        st = core_db_query(c, SQL_SIGNALS, 2, p, NULL);
     if (st == CORE_OK && cJSON_GetArraySize(ev) > 0) {
         st = add_events(s, c, s->response_id[0] ? s->response_id : NULL, ev);
         ev = NULL;
@@ -806,6 +897,7 @@ inf_job_run(struct inf_worker_ctx *w, struct inf_job *job)
                                     s->user_id,
                                     s->pending[s->npending - 1].platform_id);
     think(s);
+    classify(s);
     if (aborting(s) && s->kind && strcmp(s->kind, "apology") == 0) {
         /* Cancelled by shutdown, not a real failure: hand it back. */
         inf_job_release(w, NULL, job);

@@ -39,6 +39,7 @@
 #define LG_DUP_RING 4096
 #define LG_HIST_N (256 + 56 * 128)
 #define LG_BACKOFF_MAX_MS 1000
+#define LG_MAX_HEADERS 8
 
 enum lg_state { LG_DOWN, LG_CONNECTING, LG_IDLE, LG_BUSY };
 
@@ -81,6 +82,9 @@ struct lg_opts {
     long timeout_ms;
     long text_bytes;
     unsigned long long seed;
+    const char *body_file;
+    const char *headers[LG_MAX_HEADERS];
+    int nheaders;
 };
 
 struct lg_dup {
@@ -94,6 +98,8 @@ struct lg {
     char host_hdr[300];
     char target[1024];
     char run[32];
+    char extra_hdrs[4096];
+    struct core_buf fixed_body;
     int ep;
     struct lg_conn *c;
     int *idle;
@@ -275,15 +281,18 @@ lg_build(struct lg *g, struct lg_conn *c)
     c->req_off = 0;
     if (strcmp(g->o.method, "GET") == 0)
         return core_buf_printf(&c->req, "GET %s HTTP/1.1\r\nHost: %s\r\n"
-                               "User-Agent: parley-loadgen\r\n\r\n",
-                               g->target, g->host_hdr);
+                               "User-Agent: parley-loadgen\r\n%s\r\n",
+                               g->target, g->host_hdr, g->extra_hdrs);
     if (g->o.dup_ratio > 0 && g->ring_n > 0 && lg_rand01(g) < g->o.dup_ratio) {
         d = &g->ring[lg_rand(g) % g->ring_n];
         g->dups++;
         return core_buf_add(&c->req, d->data, d->len);
     }
     core_buf_init(&body, LG_REQ_MAX);
-    st = lg_body(g, g->issued + 1, &body);
+    if (g->o.body_file)
+        st = core_buf_add(&body, g->fixed_body.data, g->fixed_body.len);
+    else
+        st = lg_body(g, g->issued + 1, &body);
     if (st != CORE_OK)
         goto out;
     if (g->o.secret) {
@@ -298,9 +307,9 @@ lg_build(struct lg *g, struct lg_conn *c)
     st = core_buf_printf(&c->req, "POST %s HTTP/1.1\r\nHost: %s\r\n"
                          "User-Agent: parley-loadgen\r\n"
                          "Content-Type: application/json\r\n"
-                         "%s%s%s"
+                         "%s%s%s%s"
                          "Content-Length: %zu\r\n\r\n",
-                         g->target, g->host_hdr,
+                         g->target, g->host_hdr, g->extra_hdrs,
                          g->o.secret ? "X-Hub-Signature-256: sha256=" : "",
                          hex, g->o.secret ? "\r\n" : "", body.len);
     if (st == CORE_OK)
@@ -778,7 +787,8 @@ lg_usage(FILE *f)
         "       [--dup-ratio 0.0] [--users 1000] [--phone-id P] [--waba-id W]\n"
         "       [--platform whatsapp|messenger|instagram] [--text-bytes N]\n"
         "       [--path /healthz] [--method GET|POST] [--timeout-ms 10000]\n"
-        "       [--seed N] [--run-id ID]\n"
+        "       [--seed N] [--run-id ID] [--header 'Name: value']...\n"
+        "       [--body-file F  (POST F's bytes as they are, instead of webhooks)]\n"
         "Signed webhook load against a loopback server; prints one JSON line.\n");
 }
 
@@ -865,6 +875,13 @@ lg_parse_args(int argc, char **argv, struct lg_opts *o)
         } else if (strcmp(a, "--method") == 0) {
             o->method = v;
             ok = v && (strcmp(v, "GET") == 0 || strcmp(v, "POST") == 0);
+        } else if (strcmp(a, "--body-file") == 0) {
+            o->body_file = v;
+        } else if (strcmp(a, "--header") == 0) {
+            ok = v && o->nheaders < LG_MAX_HEADERS && strchr(v, ':')
+                 && !strpbrk(v, "\r\n");
+            if (ok)
+                o->headers[o->nheaders++] = v;
         } else if (strcmp(a, "--phone-id") == 0) {
             o->phone_id = v;
         } else if (strcmp(a, "--waba-id") == 0) {
@@ -921,6 +938,43 @@ lg_parse_args(int argc, char **argv, struct lg_opts *o)
     return 0;
 }
 
+/* Extra headers and the --body-file body, prepared once. */
+static int
+lg_prepare(struct lg *g)
+{
+    char buf[65536];
+    size_t n, used = 0;
+    FILE *f;
+    int i;
+
+    for (i = 0; i < g->o.nheaders; i++) {
+        n = (size_t)snprintf(g->extra_hdrs + used, sizeof(g->extra_hdrs) - used,
+                             "%s\r\n", g->o.headers[i]);
+        if (n >= sizeof(g->extra_hdrs) - used) {
+            fprintf(stderr, "loadgen: --header values too long\n");
+            return -1;
+        }
+        used += n;
+    }
+    core_buf_init(&g->fixed_body, LG_REQ_MAX);
+    if (!g->o.body_file)
+        return 0;
+    f = fopen(g->o.body_file, "rb");
+    if (!f) {
+        fprintf(stderr, "loadgen: could not open %s\n", g->o.body_file);
+        return -1;
+    }
+    while ((n = fread(buf, 1, sizeof(buf), f)) > 0) {
+        if (core_buf_add(&g->fixed_body, buf, n) != CORE_OK) {
+            fprintf(stderr, "loadgen: %s is too large\n", g->o.body_file);
+            fclose(f);
+            return -1;
+        }
+    }
+    fclose(f);
+    return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -939,7 +993,9 @@ main(int argc, char **argv)
     g.ep = -1;
     if (lg_parse_args(argc, argv, &g.o) != 0 || lg_parse_url(&g) != 0)
         return 2;
-    if (strcmp(g.o.method, "POST") == 0 && !g.o.secret)
+    if (lg_prepare(&g) != 0)
+        return 2;
+    if (strcmp(g.o.method, "POST") == 0 && !g.o.secret && !g.o.body_file)
         fprintf(stderr, "loadgen: no --secret: sending unsigned webhooks\n");
     g.rng = g.o.seed ? g.o.seed : (uint64_t)lg_now_us() ^ ((uint64_t)getpid() << 32);
     if (!g.rng)
@@ -972,6 +1028,7 @@ out:
     }
     for (i = 0; i < LG_DUP_RING; i++)
         free(g.ring[i].data);
+    core_buf_done(&g.fixed_body);
     free(g.c);
     free(g.idle);
     if (g.ep >= 0)

@@ -41,8 +41,8 @@ fuzz_check_batch(const struct adp_batch *b, const char *platform)
             abort();
         if (e->kind == ADP_EV_UNKNOWN)
             unknown++;
-        else if (!e->channel || !e->user_id)
-            abort();
+        else if (!e->channel || (!e->user_id && e->kind != ADP_EV_STATUS))
+            abort(); /* a WhatsApp status may lack its recipient */
         if (e->kind == ADP_EV_MESSAGE && e->msg_type == ADP_MSG_TEXT &&
             !e->text)
             abort();

@@ -3,14 +3,13 @@
  * (incl. the escaped-unicode fallback), the GET handshake, Graph error
  * classification, Retry-After parsing and small helpers.
  */
+#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-
-#include <cmocka.h>
 
 #include "adapters/adapter.h"
 #include "adapters/meta.h"
@@ -42,7 +41,8 @@ test_hmac_vector(void **state)
     /* RFC 4231 test case 2 */
     adp_hmac_sha256_hex("Jefe", "what do ya want for nothing?", 28, hex);
     assert_string_equal(
-        hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+        hex,
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
 }
 
 static void
@@ -92,12 +92,12 @@ test_signature(void **state)
     memcpy(bad, "SHA256", 6);
     assert_int_equal(verify(bad, body, NULL), CORE_OK);
     /* no secret configured */
-    assert_int_equal(adp_meta_verify_signature(NULL, sig, body, strlen(body),
-                                               NULL),
-                     CORE_ERR_AUTH);
-    assert_int_equal(adp_meta_verify_signature("", sig, body, strlen(body),
-                                               NULL),
-                     CORE_ERR_AUTH);
+    assert_int_equal(
+        adp_meta_verify_signature(NULL, sig, body, strlen(body), NULL),
+        CORE_ERR_AUTH);
+    assert_int_equal(
+        adp_meta_verify_signature("", sig, body, strlen(body), NULL),
+        CORE_ERR_AUTH);
     /* empty body */
     sig_of(SECRET, "", sig);
     assert_int_equal(adp_meta_verify_signature(SECRET, sig, NULL, 0, NULL),
@@ -220,9 +220,8 @@ test_handshake(void **state)
     cfg.meta_verify_token = tok;
     assert_int_equal(ad->handshake(&cfg, &req, out, sizeof(out)), 200);
     assert_string_equal(out, "1158201444");
-    assert_int_equal(adp_find("instagram")->handshake(&cfg, &req, out,
-                                                      sizeof(out)),
-                     200);
+    assert_int_equal(
+        adp_find("instagram")->handshake(&cfg, &req, out, sizeof(out)), 200);
     /* challenge does not fit */
     assert_int_equal(ad->handshake(&cfg, &req, out, 5), 403);
     q.values[1] = "my-verify-tokeN";
@@ -343,19 +342,16 @@ test_retry_after(void **state)
     assert_int_equal(adp_meta_retry_after_ms("5\r\n", now), 5000);
     assert_int_equal(adp_meta_retry_after_ms("99999999999", now),
                      ADP_META_RETRY_AFTER_MAX_MS);
-    assert_int_equal(adp_meta_retry_after_ms("Sun, 06 Nov 1994 08:50:37 GMT",
-                                             now),
-                     60000);
-    assert_int_equal(adp_meta_retry_after_ms("Sun, 06 Nov 1994 08:49:00 GMT",
-                                             now),
-                     0);
+    assert_int_equal(
+        adp_meta_retry_after_ms("Sun, 06 Nov 1994 08:50:37 GMT", now), 60000);
+    assert_int_equal(
+        adp_meta_retry_after_ms("Sun, 06 Nov 1994 08:49:00 GMT", now), 0);
     assert_int_equal(adp_meta_retry_after_ms("soon", now), -1);
     assert_int_equal(adp_meta_retry_after_ms("12abc", now), -1);
     assert_int_equal(adp_meta_retry_after_ms("", now), -1);
     assert_int_equal(adp_meta_retry_after_ms(NULL, now), -1);
-    assert_int_equal(adp_meta_retry_after_ms("Sun, 06 Foo 1994 08:50:37 GMT",
-                                             now),
-                     -1);
+    assert_int_equal(
+        adp_meta_retry_after_ms("Sun, 06 Foo 1994 08:50:37 GMT", now), -1);
 }
 
 static void

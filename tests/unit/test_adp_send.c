@@ -3,6 +3,8 @@
  * a tiny in-process Graph API (libmicrohttpd on a free loopback port) that
  * records each request and answers with canned success or error bodies.
  */
+#include <cmocka.h>
+#include <microhttpd.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,9 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <cmocka.h>
-#include <microhttpd.h>
 
 #include "adapters/adapter.h"
 #include "adapters/meta.h"
@@ -178,11 +177,10 @@ srv_setup(void **state)
     srv.big[200 * 1024 - 2] = '"';
     srv.big[200 * 1024 - 1] = '}';
     srv.big[200 * 1024] = '\0';
-    srv.d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD |
-                                 MHD_USE_ERROR_LOG,
-                             0, NULL, NULL, srv_handler, NULL,
-                             MHD_OPTION_NOTIFY_COMPLETED, srv_completed, NULL,
-                             MHD_OPTION_END);
+    srv.d = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+        srv_handler, NULL, MHD_OPTION_NOTIFY_COMPLETED, srv_completed, NULL,
+        MHD_OPTION_END);
     if (!srv.d)
         return -1;
     info = MHD_get_daemon_info(srv.d, MHD_DAEMON_INFO_BIND_PORT);
@@ -287,9 +285,9 @@ assert_jstr(const cJSON *j, const char *path, const char *want)
         fail_msg("%s: got '%s' want '%s'", path, got ? got : "(null)", want);
 }
 
-#define WA_OK                                                                  \
-    "{\"messaging_product\":\"whatsapp\",\"contacts\":[{\"input\":"            \
-    "\"15551234567\",\"wa_id\":\"15551234567\"}],\"messages\":[{\"id\":"       \
+#define WA_OK                                                            \
+    "{\"messaging_product\":\"whatsapp\",\"contacts\":[{\"input\":"      \
+    "\"15551234567\",\"wa_id\":\"15551234567\"}],\"messages\":[{\"id\":" \
     "\"wamid.OUT1\"}]}"
 
 static void
@@ -321,8 +319,8 @@ test_wa_send_text(void **state)
     assert_jstr(j, "to", "15551234567");
     assert_jstr(j, "type", "text");
     assert_jstr(j, "text.body", "Yes, we ship to Lisbon.");
-    assert_true(cJSON_IsFalse(cJSON_GetObjectItem(
-        cJSON_GetObjectItem(j, "text"), "preview_url")));
+    assert_true(cJSON_IsFalse(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(j, "text"), "preview_url")));
     assert_jstr(j, "context.message_id", "wamid.HBgLFAKE001");
     cJSON_Delete(j);
 
@@ -484,8 +482,8 @@ test_wa_send_errors(void **state)
         assert_string_equal(res.message_id, "");
     }
     srv_expect(1, &cases[0].resp);
-    ad->send_text(&c->cfg, c->curl, "106540352242922", "15551234567", "x",
-                  NULL, NULL, 0, &res);
+    ad->send_text(&c->cfg, c->curl, "106540352242922", "15551234567", "x", NULL,
+                  NULL, 0, &res);
     assert_string_equal(res.trace_id, "Azq9fakeTrace");
     assert_string_equal(res.error_title, "(#130429) Rate limit hit");
 }
@@ -509,9 +507,9 @@ test_wa_mark_read(void **state)
     assert_jstr(j, "message_id", "wamid.HBgLFAKE001");
     assert_jstr(j, "typing_indicator.type", "text");
     cJSON_Delete(j);
-    assert_int_equal(ad->mark_read(&c->cfg, c->curl, "106540352242922",
-                                   "15551234567", NULL),
-                     CORE_ERR_INVALID);
+    assert_int_equal(
+        ad->mark_read(&c->cfg, c->curl, "106540352242922", "15551234567", NULL),
+        CORE_ERR_INVALID);
 }
 
 static void
@@ -541,11 +539,10 @@ test_ms_send(void **state)
     cJSON *j;
 
     srv_expect(1, &ok);
-    assert_int_equal(ad->send_text(&c->cfg, c->curl, "104200000000001",
-                                   "2468013579024680",
-                                   "Your order ships tomorrow.", "m_FAKE001",
-                                   qr, 2, &res),
-                     CORE_OK);
+    assert_int_equal(
+        ad->send_text(&c->cfg, c->curl, "104200000000001", "2468013579024680",
+                      "Your order ships tomorrow.", "m_FAKE001", qr, 2, &res),
+        CORE_OK);
     assert_string_equal(res.message_id, "m_BOT001");
     assert_string_equal(srv.req[0].url, "/v21.0/me/messages");
     assert_string_equal(srv.req[0].auth, "Bearer ms-token");
@@ -553,8 +550,8 @@ test_ms_send(void **state)
     assert_jstr(j, "recipient.id", "2468013579024680");
     assert_jstr(j, "messaging_type", "RESPONSE");
     assert_jstr(j, "message.text", "Your order ships tomorrow.");
-    arr = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "message"),
-                              "quick_replies");
+    arr =
+        cJSON_GetObjectItem(cJSON_GetObjectItem(j, "message"), "quick_replies");
     assert_int_equal(cJSON_GetArraySize(arr), 2);
     assert_jstr(cJSON_GetArrayItem(arr, 1), "content_type", "text");
     assert_jstr(cJSON_GetArrayItem(arr, 1), "title", "Talk to a human");
@@ -569,8 +566,8 @@ test_ms_send(void **state)
     assert_int_equal(res.cls, ADP_SEND_WINDOW_CLOSED);
     assert_int_equal(res.error_subcode, 2018278);
     srv_expect(1, &gone);
-    ad->send_text(&c->cfg, c->curl, "104200000000001", "2468013579024680",
-                  "x", NULL, NULL, 0, &res);
+    ad->send_text(&c->cfg, c->curl, "104200000000001", "2468013579024680", "x",
+                  NULL, NULL, 0, &res);
     assert_int_equal(res.cls, ADP_SEND_UNREACHABLE);
 
     /* mark_read: mark_seen, then typing_on */
@@ -648,10 +645,10 @@ test_big_response(void **state)
 
     /* accepted (200) but the body is not read past the cap */
     srv_expect(1, &big);
-    assert_int_equal(adp_find("messenger")->send_text(&c->cfg, c->curl, "p",
-                                                      "u", "x", NULL, NULL, 0,
-                                                      &res),
-                     CORE_OK);
+    assert_int_equal(
+        adp_find("messenger")
+            ->send_text(&c->cfg, c->curl, "p", "u", "x", NULL, NULL, 0, &res),
+        CORE_OK);
     assert_int_equal(res.cls, ADP_SEND_OK);
     assert_string_equal(res.message_id, "");
 }
@@ -666,9 +663,10 @@ test_config_and_connect_errors(void **state)
 
     cfg.whatsapp_token = NULL;
     srv_expect(1, &(struct canned){ 200, WA_OK, NULL });
-    assert_int_equal(adp_find("whatsapp")->send_text(&cfg, c->curl, "1", "2",
-                                                     "x", NULL, NULL, 0, &res),
-                     CORE_ERR_CONFIG);
+    assert_int_equal(
+        adp_find("whatsapp")
+            ->send_text(&cfg, c->curl, "1", "2", "x", NULL, NULL, 0, &res),
+        CORE_ERR_CONFIG);
     assert_int_equal(res.cls, ADP_SEND_PERMANENT);
     assert_int_equal(srv_count(), 0);
 
@@ -676,19 +674,20 @@ test_config_and_connect_errors(void **state)
     cfg = c->cfg;
     snprintf(dead, sizeof(dead), "http://127.0.0.1:1/v21.0");
     cfg.graph_api_base = dead;
-    assert_int_equal(adp_find("whatsapp")->send_text(&cfg, c->curl, "1", "2",
-                                                     "x", NULL, NULL, 0, &res),
-                     CORE_ERR_UNAVAILABLE);
+    assert_int_equal(
+        adp_find("whatsapp")
+            ->send_text(&cfg, c->curl, "1", "2", "x", NULL, NULL, 0, &res),
+        CORE_ERR_UNAVAILABLE);
     assert_int_equal(res.cls, ADP_SEND_TRANSIENT);
     assert_int_equal(res.http_status, 0);
     assert_true(res.error_title[0] != '\0');
 
     /* the handle is reusable afterwards */
     srv_expect(1, &(struct canned){ 200, WA_OK, NULL });
-    assert_int_equal(adp_find("whatsapp")->send_text(&c->cfg, c->curl, "1",
-                                                     "2", "x", NULL, NULL, 0,
-                                                     &res),
-                     CORE_OK);
+    assert_int_equal(
+        adp_find("whatsapp")
+            ->send_text(&c->cfg, c->curl, "1", "2", "x", NULL, NULL, 0, &res),
+        CORE_OK);
 }
 
 int

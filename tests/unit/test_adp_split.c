@@ -4,6 +4,7 @@
  * piece fits, is valid UTF-8, and the pieces rebuild the original text up to
  * the whitespace at the cuts).
  */
+#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,8 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <cmocka.h>
 
 #include "adapters/adapter.h"
 #include "adapters/meta.h"
@@ -150,7 +149,8 @@ test_multibyte(void **state)
                       "\xbd\xa0\xe5\xa5\xbd\xe4\xb8\x96";
     /* 👩‍👩‍👧 (ZWJ sequence, 18 bytes) repeated, no spaces */
     const char *fam = "ab\xf0\x9f\x91\xa9\xe2\x80\x8d\xf0\x9f\x91\xa9\xe2\x80"
-                      "\x8d\xf0\x9f\x91\xa7" "cd";
+                      "\x8d\xf0\x9f\x91\xa7"
+                      "cd";
     char *p[MAXP];
     int n, i;
 
@@ -173,11 +173,12 @@ test_multibyte(void **state)
                     "fgh",
                     5, ADP_UNIT_CHARS, p);
     assert_string_equal(p[0], "abcd");
-    assert_string_equal(p[1], "e\xcc\x81" "fgh");
+    assert_string_equal(p[1], "e\xcc\x81"
+                              "fgh");
     free_pieces(p, n);
     /* a 4-byte char never split even when max < its length */
-    n = adp_split_text("\xf0\x9f\x98\x80\xf0\x9f\x98\x80", 2, ADP_UNIT_BYTES,
-                       p, MAXP);
+    n = adp_split_text("\xf0\x9f\x98\x80\xf0\x9f\x98\x80", 2, ADP_UNIT_BYTES, p,
+                       MAXP);
     assert_int_equal(n, 2);
     assert_string_equal(p[0], "\xf0\x9f\x98\x80");
     free_pieces(p, n);
@@ -200,10 +201,24 @@ static void
 test_random(void **state)
 {
     static const char *const tok[] = {
-        "word",  "longerword", "caf\xc3\xa9", "\xe4\xbd\xa0\xe5\xa5\xbd",
-        "\xf0\x9f\x91\x8b\xf0\x9f\x8f\xbd", ".", "!", "?", " ", " ", " ",
-        "\n",    "\n\n",       "\xe3\x80\x82", "x", "\xd0\xbf\xd1\x80\xd0\xb8",
-        "\t",    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        "word",
+        "longerword",
+        "caf\xc3\xa9",
+        "\xe4\xbd\xa0\xe5\xa5\xbd",
+        "\xf0\x9f\x91\x8b\xf0\x9f\x8f\xbd",
+        ".",
+        "!",
+        "?",
+        " ",
+        " ",
+        " ",
+        "\n",
+        "\n\n",
+        "\xe3\x80\x82",
+        "x",
+        "\xd0\xbf\xd1\x80\xd0\xb8",
+        "\t",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
     };
     char text[4096], *p[MAXP];
     unsigned seed = 12345;
