@@ -21,12 +21,12 @@
 static const struct ana_feedback_map default_map = {
     6,
     {
-        {EMOJI_THUMBS_UP, 1},
-        {EMOJI_HEART, 1},
-        {EMOJI_FOLDED, 1},
-        {EMOJI_HEART_EYES, 1},
-        {EMOJI_THUMBS_DOWN, -1},
-        {EMOJI_POUTING, -1},
+        { EMOJI_THUMBS_UP, 1 },
+        { EMOJI_HEART, 1 },
+        { EMOJI_FOLDED, 1 },
+        { EMOJI_HEART_EYES, 1 },
+        { EMOJI_THUMBS_DOWN, -1 },
+        { EMOJI_POUTING, -1 },
     },
 };
 
@@ -252,8 +252,7 @@ ana_feedback_button_polarity(const char *payload, int64_t *response_id)
     int pol;
     int64_t id = 0;
 
-    if (payload == NULL ||
-        strncmp(payload, prefix, sizeof(prefix) - 1) != 0)
+    if (payload == NULL || strncmp(payload, prefix, sizeof(prefix) - 1) != 0)
         return 0;
     p = payload + sizeof(prefix) - 1;
     if (strncmp(p, "up:", 3) == 0) {

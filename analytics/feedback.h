@@ -13,10 +13,11 @@
 
 /* The default map: only unambiguous reactions carry a label (research
  * §2.2/§2.3); every other emoji is neutral (0) but still logged raw. */
-#define ANA_FEEDBACK_DEFAULT_MAP                                              \
-    "\xF0\x9F\x91\x8D=+1,\xE2\x9D\xA4\xEF\xB8\x8F=+1,\xF0\x9F\x99\x8F=+1,"   \
+#define ANA_FEEDBACK_DEFAULT_MAP                                           \
+    "\xF0\x9F\x91\x8D=+1,\xE2\x9D\xA4\xEF\xB8\x8F=+1,\xF0\x9F\x99\x8F=+1," \
     "\xF0\x9F\x98\x8D=+1,\xF0\x9F\x91\x8E=-1,\xF0\x9F\x98\xA1=-1"
-/* i.e. "👍=+1,❤️=+1,🙏=+1,😍=+1,👎=-1,😡=-1" */
+/* thumbs up, red heart, folded hands, heart eyes = +1; thumbs down,
+ * pouting face = -1 */
 
 #define ANA_FEEDBACK_MAP_MAX   64 /* entries */
 #define ANA_FEEDBACK_EMOJI_MAX 32 /* bytes of one normalised emoji + NUL */
@@ -52,8 +53,9 @@ enum core_status ana_feedback_map_parse(struct ana_feedback_map *m,
  * Polarity of one reaction emoji under `m` (NULL = default map): the value
  * from the map, else 0. Variation selectors (U+FE0E, U+FE0F) and skin-tone
  * modifiers (U+1F3FB..U+1F3FF) are removed and surrounding whitespace is
- * ignored before lookup, so "👍🏽" counts as "👍" and "❤" as "❤️". An empty
- * or NULL emoji (a WhatsApp reaction removal) and invalid UTF-8 give 0.
+ * ignored before lookup, so a thumbs-up with a skin tone counts as the plain
+ * thumbs-up, and U+2764 as U+2764 U+FE0F. An empty or NULL emoji (a WhatsApp
+ * reaction removal) and invalid UTF-8 give 0.
  */
 int ana_feedback_polarity(const struct ana_feedback_map *m, const char *emoji);
 
@@ -85,7 +87,6 @@ int ana_feedback_button_polarity(const char *payload, int64_t *response_id);
  * CORE_ERR_TOO_LARGE (buffer too small).
  */
 enum core_status ana_feedback_button_payload(char *buf, size_t size,
-                                             int polarity,
-                                             int64_t response_id);
+                                             int polarity, int64_t response_id);
 
 #endif

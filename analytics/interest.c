@@ -23,19 +23,78 @@
 
 enum cat {
     C_NONE = 0,
-    C_AUTO, C_BOOKS, C_BUSINESS, C_CAREERS, C_EDUCATION, C_EVENTS,
-    C_ATTRACTIONS, C_ENTERTAINMENT, C_MOVIES, C_MUSIC, C_TV, C_FAMILY,
-    C_PARENTING, C_FINE_ART, C_FOOD, C_ALCOHOL, C_DINING, C_COOKING,
-    C_HEALTHY, C_FITNESS, C_HOBBIES, C_HOLIDAYS, C_HOME, C_GARDENING,
-    C_PERSFIN, C_BANKING, C_INSURANCE, C_INVESTING, C_TAXES, C_PETS, C_CATS,
-    C_DOGS, C_POPCULTURE, C_REALESTATE, C_SCIENCE, C_SHOPPING, C_COUPONS,
-    C_GROCERY, C_GAMBLING, C_SPORTS, C_SOCCER, C_BASKETBALL, C_TENNIS,
-    C_STYLE, C_BEAUTY, C_TECH, C_COMPUTING, C_ELECTRONICS, C_AI, C_TRAVEL,
-    C_TRAVEL_LOC, C_GAMING,
+    C_AUTO,
+    C_BOOKS,
+    C_BUSINESS,
+    C_CAREERS,
+    C_EDUCATION,
+    C_EVENTS,
+    C_ATTRACTIONS,
+    C_ENTERTAINMENT,
+    C_MOVIES,
+    C_MUSIC,
+    C_TV,
+    C_FAMILY,
+    C_PARENTING,
+    C_FINE_ART,
+    C_FOOD,
+    C_ALCOHOL,
+    C_DINING,
+    C_COOKING,
+    C_HEALTHY,
+    C_FITNESS,
+    C_HOBBIES,
+    C_HOLIDAYS,
+    C_HOME,
+    C_GARDENING,
+    C_PERSFIN,
+    C_BANKING,
+    C_INSURANCE,
+    C_INVESTING,
+    C_TAXES,
+    C_PETS,
+    C_CATS,
+    C_DOGS,
+    C_POPCULTURE,
+    C_REALESTATE,
+    C_SCIENCE,
+    C_SHOPPING,
+    C_COUPONS,
+    C_GROCERY,
+    C_GAMBLING,
+    C_SPORTS,
+    C_SOCCER,
+    C_BASKETBALL,
+    C_TENNIS,
+    C_STYLE,
+    C_BEAUTY,
+    C_TECH,
+    C_COMPUTING,
+    C_ELECTRONICS,
+    C_AI,
+    C_TRAVEL,
+    C_TRAVEL_LOC,
+    C_GAMING,
     /* sensitive */
-    S_HEALTH, S_RELIGION, S_POLITICS, S_ORIENTATION, S_DATING, S_ADULT,
-    S_ETHNICITY, S_UNION, S_CRIME, S_LAW, S_GENETIC, S_DISABILITY, S_DEBT,
-    S_ASSIST, S_DIVORCE, S_BEREAVEMENT, S_DRUGS, S_WEAPONS, S_WAR,
+    S_HEALTH,
+    S_RELIGION,
+    S_POLITICS,
+    S_ORIENTATION,
+    S_DATING,
+    S_ADULT,
+    S_ETHNICITY,
+    S_UNION,
+    S_CRIME,
+    S_LAW,
+    S_GENETIC,
+    S_DISABILITY,
+    S_DEBT,
+    S_ASSIST,
+    S_DIVORCE,
+    S_BEREAVEMENT,
+    S_DRUGS,
+    S_WEAPONS,
+    S_WAR,
     S_DISASTERS,
     C__COUNT
 };
@@ -52,15 +111,30 @@ struct cat_def {
     unsigned char flags;
 };
 
-#define T1(k, id, name)               {"iab:" k, id, name, C_NONE, 1, 0, 0}
-#define T1F(k, id, name, f)           {"iab:" k, id, name, C_NONE, 1, 0, f}
-#define T2(k, id, name, p)            {"iab:" k, id, name, p, 2, 0, 0}
-#define T2F(k, id, name, p, f)        {"iab:" k, id, name, p, 2, 0, f}
-#define SN(k, id, name, tier)         {"sensitive:" k, id, name, C_NONE, tier, 1, 0}
+#define T1(k, id, name)                     \
+    {                                       \
+        "iab:" k, id, name, C_NONE, 1, 0, 0 \
+    }
+#define T1F(k, id, name, f)                 \
+    {                                       \
+        "iab:" k, id, name, C_NONE, 1, 0, f \
+    }
+#define T2(k, id, name, p)             \
+    {                                  \
+        "iab:" k, id, name, p, 2, 0, 0 \
+    }
+#define T2F(k, id, name, p, f)         \
+    {                                  \
+        "iab:" k, id, name, p, 2, 0, f \
+    }
+#define SN(k, id, name, tier)                        \
+    {                                                \
+        "sensitive:" k, id, name, C_NONE, tier, 1, 0 \
+    }
 
 /* Unique IDs and names from IAB Tech Lab "Content Taxonomy 3.1.tsv". */
 static const struct cat_def cats[C__COUNT] = {
-    [C_NONE] = {NULL, NULL, NULL, C_NONE, 0, 0, 0},
+    [C_NONE] = { NULL, NULL, NULL, C_NONE, 0, 0, 0 },
     [C_AUTO] = T1("1", "1", "Automotive"),
     [C_BOOKS] = T1("42", "42", "Books and Literature"),
     [C_BUSINESS] = T1("52", "52", "Business and Finance"),
@@ -76,8 +150,8 @@ static const struct cat_def cats[C__COUNT] = {
     [C_PARENTING] = T2("192", "192", "Parenting", C_FAMILY),
     [C_FINE_ART] = T1("201", "201", "Fine Art"),
     [C_FOOD] = T1("210", "210", "Food & Drink"),
-    [C_ALCOHOL] = T2F("211", "211", "Alcoholic Beverages", C_FOOD,
-                      ANA_CAT_AGE_GATED),
+    [C_ALCOHOL] =
+        T2F("211", "211", "Alcoholic Beverages", C_FOOD, ANA_CAT_AGE_GATED),
     [C_DINING] = T2("218", "218", "Dining Out", C_FOOD),
     [C_COOKING] = T2("216", "216", "Cooking", C_FOOD),
     [C_HEALTHY] = T1("223", "223", "Healthy Living"),
@@ -89,8 +163,8 @@ static const struct cat_def cats[C__COUNT] = {
     [C_PERSFIN] = T1("391", "391", "Personal Finance"),
     [C_BANKING] = T2F("392", "392", "Consumer Banking", C_PERSFIN,
                       ANA_CAT_CONTEXTUAL_ONLY),
-    [C_INSURANCE] = T2F("398", "398", "Insurance", C_PERSFIN,
-                        ANA_CAT_CONTEXTUAL_ONLY),
+    [C_INSURANCE] =
+        T2F("398", "398", "Insurance", C_PERSFIN, ANA_CAT_CONTEXTUAL_ONLY),
     [C_INVESTING] = T2F("410", "410", "Personal Investing", C_PERSFIN,
                         ANA_CAT_CONTEXTUAL_ONLY),
     [C_TAXES] = T2("415", "415", "Personal Taxes", C_PERSFIN),
@@ -98,8 +172,7 @@ static const struct cat_def cats[C__COUNT] = {
     [C_CATS] = T2("424", "424", "Cats", C_PETS),
     [C_DOGS] = T2("425", "425", "Dogs", C_PETS),
     [C_POPCULTURE] = T1("432", "432", "Pop Culture"),
-    [C_REALESTATE] = T1F("441", "441", "Real Estate",
-                         ANA_CAT_CONTEXTUAL_ONLY),
+    [C_REALESTATE] = T1F("441", "441", "Real Estate", ANA_CAT_CONTEXTUAL_ONLY),
     [C_SCIENCE] = T1("464", "464", "Science"),
     [C_SHOPPING] = T1("473", "473", "Shopping"),
     [C_COUPONS] = T2("474", "474", "Coupons and Discounts", C_SHOPPING),
@@ -182,17 +255,50 @@ struct lex_entry {
 #define LO ANA_INTENT_LOCAL
 #define BK ANA_INTENT_BOOKING
 
-#define W(t, c)        {t, c, C_NONE, 10, 0}
-#define M(t, c)        {t, c, C_NONE, 6, 0}
-#define L(t, c)        {t, c, C_NONE, 4, 0}
-#define W2(t, c, d)    {t, c, d, 10, 0}
-#define M2(t, c, d)    {t, c, d, 6, 0}
-#define L2(t, c, d)    {t, c, d, 4, 0}
-#define I(t, f)        {t, C_NONE, C_NONE, 0, f}
-#define WI(t, c, f)    {t, c, C_NONE, 10, f}
-#define MI(t, c, f)    {t, c, C_NONE, 6, f}
-#define LI(t, c, f)    {t, c, C_NONE, 4, f}
-#define N(t)           {t, C_NONE, C_NONE, 0, 0}
+#define W(t, c)             \
+    {                       \
+        t, c, C_NONE, 10, 0 \
+    }
+#define M(t, c)            \
+    {                      \
+        t, c, C_NONE, 6, 0 \
+    }
+#define L(t, c)            \
+    {                      \
+        t, c, C_NONE, 4, 0 \
+    }
+#define W2(t, c, d)    \
+    {                  \
+        t, c, d, 10, 0 \
+    }
+#define M2(t, c, d)   \
+    {                 \
+        t, c, d, 6, 0 \
+    }
+#define L2(t, c, d)   \
+    {                 \
+        t, c, d, 4, 0 \
+    }
+#define I(t, f)                 \
+    {                           \
+        t, C_NONE, C_NONE, 0, f \
+    }
+#define WI(t, c, f)         \
+    {                       \
+        t, c, C_NONE, 10, f \
+    }
+#define MI(t, c, f)        \
+    {                      \
+        t, c, C_NONE, 6, f \
+    }
+#define LI(t, c, f)        \
+    {                      \
+        t, c, C_NONE, 4, f \
+    }
+#define N(t)                    \
+    {                           \
+        t, C_NONE, C_NONE, 0, 0 \
+    }
 
 #include "analytics/lexicon.inc"
 
@@ -200,17 +306,17 @@ static const struct {
     const struct lex_entry *rows;
     size_t n;
 } lex_langs[4] = {
-    {lex_en, sizeof(lex_en) / sizeof(lex_en[0])},
-    {lex_es, sizeof(lex_es) / sizeof(lex_es[0])},
-    {lex_pt, sizeof(lex_pt) / sizeof(lex_pt[0])},
-    {lex_any, sizeof(lex_any) / sizeof(lex_any[0])},
+    { lex_en, sizeof(lex_en) / sizeof(lex_en[0]) },
+    { lex_es, sizeof(lex_es) / sizeof(lex_es[0]) },
+    { lex_pt, sizeof(lex_pt) / sizeof(lex_pt[0]) },
+    { lex_any, sizeof(lex_any) / sizeof(lex_any[0]) },
 };
 
 /* ---- normalisation ------------------------------------------------------ */
 
 #define PHRASE_MAX_TOKENS 5
-#define NORM_MAX (ANA_INTEREST_TEXT_MAX + 8)
-#define TOK_MAX 1024
+#define NORM_MAX          (ANA_INTEREST_TEXT_MAX + 8)
+#define TOK_MAX           1024
 
 struct tok {
     uint16_t off;
@@ -219,15 +325,20 @@ struct tok {
 
 /* Base letters for U+00C0..U+00FF ('\0' = not a letter; '1' = "ae",
  * '2' = "th", '3' = "ss"). */
-static const char latin1_fold[64] =
-    "aaaaaa1ceeeeiiii" "dnooooo\0ouuuuy23"
-    "aaaaaa1ceeeeiiii" "dnooooo\0ouuuuy2y";
+static const char latin1_fold[64] = "aaaaaa1ceeeeiiii"
+                                    "dnooooo\0ouuuuy23"
+                                    "aaaaaa1ceeeeiiii"
+                                    "dnooooo\0ouuuuy2y";
 
 /* Base letters for U+0100..U+017F ('4' = "ij", '5' = "oe"). */
-static const char latin_ext_a_fold[128] =
-    "aaaaaaccccccccdd" "ddeeeeeeeeeegggg" "gggghhhhiiiiiiii"
-    "ii44jjkkklllllll" "lllnnnnnnnnnoooo" "oo55rrrrrrssssss"
-    "ssttttttuuuuuuuu" "uuuuwwyyyzzzzzzs";
+static const char latin_ext_a_fold[128] = "aaaaaaccccccccdd"
+                                          "ddeeeeeeeeeegggg"
+                                          "gggghhhhiiiiiiii"
+                                          "ii44jjkkklllllll"
+                                          "lllnnnnnnnnnoooo"
+                                          "oo55rrrrrrssssss"
+                                          "ssttttttuuuuuuuu"
+                                          "uuuuwwyyyzzzzzzs";
 
 static const char *
 fold_expand(char c)
@@ -305,7 +416,7 @@ struct norm {
     size_t tok_start;
     int in_tok;
     /* price detection: a currency sign next to a digit */
-    int last_digit;      /* last non-space code point was a digit */
+    int last_digit;       /* last non-space code point was a digit */
     int pending_currency; /* currency seen; a digit next means price */
     int price;
 };
@@ -355,7 +466,7 @@ norm_add(struct norm *nm, const char *chars)
 static void
 norm_cp(struct norm *nm, uint32_t cp)
 {
-    char one[2] = {0, 0};
+    char one[2] = { 0, 0 };
     const char *ex;
 
     if (cp == ' ' || cp == '\t' || cp == '\n' || cp == '\r') {
@@ -414,7 +525,7 @@ normalize(const char *text, size_t n, struct norm *nm)
 /* ---- hash tables (built once) ------------------------------------------- */
 
 #define HASH_SLOTS 8192 /* power of two, > 2 * entries */
-#define POOL_MAX (64 * 1024)
+#define POOL_MAX   (64 * 1024)
 
 struct slot {
     uint32_t hash;
@@ -516,8 +627,8 @@ first_note(uint32_t off, size_t n, unsigned ntok)
 static int
 same_meaning(const struct lex_entry *a, const struct lex_entry *b)
 {
-    return a->cat == b->cat && a->cat2 == b->cat2 &&
-           a->weight == b->weight && a->intent == b->intent;
+    return a->cat == b->cat && a->cat2 == b->cat2 && a->weight == b->weight &&
+           a->intent == b->intent;
 }
 
 /* Normalise one lexicon row and insert it. Returns -1 when full. */
@@ -526,8 +637,8 @@ lex_insert(const struct lex_entry *e)
 {
     char buf[256];
     struct tok toks[PHRASE_MAX_TOKENS + 1];
-    struct norm nm = {buf, 0, sizeof(buf), toks, 0, PHRASE_MAX_TOKENS + 1,
-                      0, 0, 0, 0, 0};
+    struct norm nm = { buf, 0, sizeof(buf), toks, 0, PHRASE_MAX_TOKENS + 1,
+                       0,   0, 0,           0,    0 };
     const struct lex_key *old;
     struct lex_key *key;
     size_t n;
@@ -670,8 +781,8 @@ ana_interest_classify(const char *text, struct ana_interest *out, int maxout,
 {
     char buf[NORM_MAX];
     struct tok toks[TOK_MAX];
-    struct norm nm = {buf, 0, sizeof(buf), toks, 0, TOK_MAX, 0, 0, 0, 0, 0};
-    double w[C__COUNT] = {0};
+    struct norm nm = { buf, 0, sizeof(buf), toks, 0, TOK_MAX, 0, 0, 0, 0, 0 };
+    double w[C__COUNT] = { 0 };
     struct ranked r[C__COUNT];
     size_t n, nr = 0;
     unsigned intents;

@@ -9,18 +9,19 @@
 #define ANALYTICS_INTEREST_H
 
 /* Intent flags (research §3.4). */
-#define ANA_INTENT_SHOPPING  0x01u /* buy, comprar, add to cart, in stock */
-#define ANA_INTENT_PRICE     0x02u /* price, precio, preço, cheap, "€20" */
-#define ANA_INTENT_LOCAL     0x04u /* near me, cerca de mí, perto de mim */
-#define ANA_INTENT_BOOKING   0x08u /* book a, reservar, appointment */
+#define ANA_INTENT_SHOPPING 0x01u /* buy, comprar, add to cart, in stock */
+#define ANA_INTENT_PRICE    0x02u /* price, precio, preço, cheap, "€20" */
+#define ANA_INTENT_LOCAL    0x04u /* near me, cerca de mí, perto de mim */
+#define ANA_INTENT_BOOKING  0x08u /* book a, reservar, appointment */
 /* Not an intent: the message matched a sensitive category. Callers that
  * want to be strict skip per-user storage of the whole message then. */
 #define ANA_INTENT_SENSITIVE 0x100u
 
 /* Category flags (research §3.2 denylist tiers other than "never"). */
-#define ANA_CAT_CONTEXTUAL_ONLY 0x01u /* careers, housing, credit, insurance:
-                                         no demographic targeting */
-#define ANA_CAT_AGE_GATED       0x02u /* alcohol, gambling */
+#define ANA_CAT_CONTEXTUAL_ONLY                                         \
+    0x01u                       /* careers, housing, credit, insurance: \
+                                   no demographic targeting */
+#define ANA_CAT_AGE_GATED 0x02u /* alcohol, gambling */
 
 /* Bytes of a message that are classified; the rest is ignored. */
 #define ANA_INTEREST_TEXT_MAX 4096
@@ -67,11 +68,11 @@ int ana_interest_categories(struct ana_interest *out, int maxout);
 
 /* Lexicon statistics, for tests and the README. */
 struct ana_interest_lexinfo {
-    unsigned entries;   /* distinct normalised keys */
-    unsigned per_lang[4]; /* rows written for en, es, pt, shared */
-    unsigned duplicates; /* same key, same meaning (harmless) */
-    unsigned conflicts;  /* same key, different meaning: a lexicon bug */
-    unsigned rejected;   /* rows that normalise to nothing or too long */
+    unsigned entries;           /* distinct normalised keys */
+    unsigned per_lang[4];       /* rows written for en, es, pt, shared */
+    unsigned duplicates;        /* same key, same meaning (harmless) */
+    unsigned conflicts;         /* same key, different meaning: a lexicon bug */
+    unsigned rejected;          /* rows that normalise to nothing or too long */
     const char *first_conflict; /* text of the first conflicting row */
     unsigned max_phrase_tokens;
 };

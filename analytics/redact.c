@@ -8,6 +8,7 @@
 #include "analytics/redact.h"
 
 #include <arpa/inet.h>
+
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,21 +137,24 @@ static const struct {
     char cc[3];
     unsigned char len;
 } iban_lengths[] = {
-    {"AD", 24}, {"AE", 23}, {"AL", 28}, {"AT", 20}, {"AZ", 28}, {"BA", 20},
-    {"BE", 16}, {"BG", 22}, {"BH", 22}, {"BI", 27}, {"BR", 29}, {"BY", 28},
-    {"CH", 21}, {"CR", 22}, {"CY", 28}, {"CZ", 24}, {"DE", 22}, {"DJ", 27},
-    {"DK", 18}, {"DO", 28}, {"EE", 20}, {"EG", 29}, {"ES", 24}, {"FI", 18},
-    {"FK", 18}, {"FO", 18}, {"FR", 27}, {"GB", 22}, {"GE", 22}, {"GI", 23},
-    {"GL", 18}, {"GR", 27}, {"GT", 28}, {"HR", 21}, {"HU", 28}, {"IE", 22},
-    {"IL", 23}, {"IQ", 23}, {"IS", 26}, {"IT", 27}, {"JO", 30}, {"KW", 30},
-    {"KZ", 20}, {"LB", 28}, {"LC", 32}, {"LI", 21}, {"LT", 20}, {"LU", 20},
-    {"LV", 21}, {"LY", 25}, {"MC", 27}, {"MD", 24}, {"ME", 22}, {"MK", 19},
-    {"MN", 20}, {"MR", 27}, {"MT", 31}, {"MU", 30}, {"NI", 28}, {"NL", 18},
-    {"NO", 15}, {"OM", 23}, {"PK", 24}, {"PL", 28}, {"PS", 29}, {"PT", 25},
-    {"QA", 29}, {"RO", 24}, {"RS", 22}, {"RU", 33}, {"SA", 24}, {"SC", 31},
-    {"SD", 18}, {"SE", 24}, {"SI", 19}, {"SK", 24}, {"SM", 27}, {"SO", 23},
-    {"ST", 25}, {"SV", 28}, {"TL", 23}, {"TN", 24}, {"TR", 26}, {"UA", 29},
-    {"VA", 22}, {"VG", 24}, {"XK", 20}, {"YE", 30},
+    { "AD", 24 }, { "AE", 23 }, { "AL", 28 }, { "AT", 20 }, { "AZ", 28 },
+    { "BA", 20 }, { "BE", 16 }, { "BG", 22 }, { "BH", 22 }, { "BI", 27 },
+    { "BR", 29 }, { "BY", 28 }, { "CH", 21 }, { "CR", 22 }, { "CY", 28 },
+    { "CZ", 24 }, { "DE", 22 }, { "DJ", 27 }, { "DK", 18 }, { "DO", 28 },
+    { "EE", 20 }, { "EG", 29 }, { "ES", 24 }, { "FI", 18 }, { "FK", 18 },
+    { "FO", 18 }, { "FR", 27 }, { "GB", 22 }, { "GE", 22 }, { "GI", 23 },
+    { "GL", 18 }, { "GR", 27 }, { "GT", 28 }, { "HR", 21 }, { "HU", 28 },
+    { "IE", 22 }, { "IL", 23 }, { "IQ", 23 }, { "IS", 26 }, { "IT", 27 },
+    { "JO", 30 }, { "KW", 30 }, { "KZ", 20 }, { "LB", 28 }, { "LC", 32 },
+    { "LI", 21 }, { "LT", 20 }, { "LU", 20 }, { "LV", 21 }, { "LY", 25 },
+    { "MC", 27 }, { "MD", 24 }, { "ME", 22 }, { "MK", 19 }, { "MN", 20 },
+    { "MR", 27 }, { "MT", 31 }, { "MU", 30 }, { "NI", 28 }, { "NL", 18 },
+    { "NO", 15 }, { "OM", 23 }, { "PK", 24 }, { "PL", 28 }, { "PS", 29 },
+    { "PT", 25 }, { "QA", 29 }, { "RO", 24 }, { "RS", 22 }, { "RU", 33 },
+    { "SA", 24 }, { "SC", 31 }, { "SD", 18 }, { "SE", 24 }, { "SI", 19 },
+    { "SK", 24 }, { "SM", 27 }, { "SO", 23 }, { "ST", 25 }, { "SV", 28 },
+    { "TL", 23 }, { "TN", 24 }, { "TR", 26 }, { "UA", 29 }, { "VA", 22 },
+    { "VG", 24 }, { "XK", 20 }, { "YE", 30 },
 };
 
 #define IBAN_MAX_LEN 34
@@ -160,8 +164,7 @@ iban_country_len(int a, int b)
 {
     a = to_upper(a);
     b = to_upper(b);
-    for (size_t k = 0; k < sizeof(iban_lengths) / sizeof(iban_lengths[0]);
-         k++)
+    for (size_t k = 0; k < sizeof(iban_lengths) / sizeof(iban_lengths[0]); k++)
         if (iban_lengths[k].cc[0] == a && iban_lengths[k].cc[1] == b)
             return iban_lengths[k].len;
     return 0;
@@ -547,8 +550,7 @@ pass_ipv4(struct scan *sc)
         size_t e;
         if (sc->claimed[i] || !is_digit(s[i]))
             continue;
-        if (i > 0 && (is_alnum(s[i - 1]) || s[i - 1] == '.' ||
-                      s[i - 1] == '_'))
+        if (i > 0 && (is_alnum(s[i - 1]) || s[i - 1] == '.' || s[i - 1] == '_'))
             continue;
         e = ipv4_end(s, i);
         if (e && claim(sc, i, e, SPAN_IP))
@@ -677,10 +679,21 @@ currency_sign_at(const unsigned char *s, size_t j)
 }
 
 static const char *const currency_words[] = {
-    "eur", "euro", "euros", "usd", "dollar", "dollars", "dolar", "dolares",
-    "d\xc3\xb3lar", "d\xc3\xb3lares", "reais", "real", "brl", "gbp", "pesos",
-    "mxn", "ars", "clp", "cop", "libras", "chf", "francs", "cent", "cents",
-    "centavos", "c\xc3\xa9ntimos", "k\xe2\x82\xac", NULL};
+    "eur",           "euro",
+    "euros",         "usd",
+    "dollar",        "dollars",
+    "dolar",         "dolares",
+    "d\xc3\xb3lar",  "d\xc3\xb3lares",
+    "reais",         "real",
+    "brl",           "gbp",
+    "pesos",         "mxn",
+    "ars",           "clp",
+    "cop",           "libras",
+    "chf",           "francs",
+    "cent",          "cents",
+    "centavos",      "c\xc3\xa9ntimos",
+    "k\xe2\x82\xac", NULL
+};
 
 static int
 currency_near(const unsigned char *s, size_t start, size_t end)
@@ -747,19 +760,62 @@ pass_protect(struct scan *sc)
 
 /* ---- phone numbers ------------------------------------------------------ */
 
-static const char *const order_words[] = {
-    "order", "orden", "pedido", "encomenda", "bestellung", "auftrag",
-    "bestellnummer", "auftragsnummer", "kundennummer", "rechnungsnummer",
-    "sendungsnummer", "vorgangsnummer", "bestellnr", "rechnungsnr",
-    "commande", "invoice", "factura", "fatura", "facture", "rechnung", "ref",
-    "reference", "referencia", "refer\xc3\xaancia", "r\xc3\xa9" "f\xc3\xa9rence",
-    "tracking", "seguimiento", "rastreio", "ticket", "booking", "reserva",
-    "reservation", "localizador", "sku", "iccid", "imei", "serial", NULL};
+static const char *const order_words[] = { "order",
+                                           "orden",
+                                           "pedido",
+                                           "encomenda",
+                                           "bestellung",
+                                           "auftrag",
+                                           "bestellnummer",
+                                           "auftragsnummer",
+                                           "kundennummer",
+                                           "rechnungsnummer",
+                                           "sendungsnummer",
+                                           "vorgangsnummer",
+                                           "bestellnr",
+                                           "rechnungsnr",
+                                           "commande",
+                                           "invoice",
+                                           "factura",
+                                           "fatura",
+                                           "facture",
+                                           "rechnung",
+                                           "ref",
+                                           "reference",
+                                           "referencia",
+                                           "refer\xc3\xaancia",
+                                           "r\xc3\xa9"
+                                           "f\xc3\xa9rence",
+                                           "tracking",
+                                           "seguimiento",
+                                           "rastreio",
+                                           "ticket",
+                                           "booking",
+                                           "reserva",
+                                           "reservation",
+                                           "localizador",
+                                           "sku",
+                                           "iccid",
+                                           "imei",
+                                           "serial",
+                                           NULL };
 
-static const char *const number_words[] = {
-    "number", "no", "nr", "num", "numero", "n\xc3\xbamero", "n\xc3\xbam",
-    "nummer", "num\xc3\xa9ro", "n", "id", "code", "c\xc3\xb3" "digo",
-    "codigo", NULL};
+static const char *const number_words[] = { "number",
+                                            "no",
+                                            "nr",
+                                            "num",
+                                            "numero",
+                                            "n\xc3\xbamero",
+                                            "n\xc3\xbam",
+                                            "nummer",
+                                            "num\xc3\xa9ro",
+                                            "n",
+                                            "id",
+                                            "code",
+                                            "c\xc3\xb3"
+                                            "digo",
+                                            "codigo",
+                                            NULL };
 
 /* Read the word ending before s[j] (skipping separators); returns its start
  * and sets *len, or returns j with *len == 0. */
@@ -794,8 +850,10 @@ order_context(const unsigned char *s, size_t i)
 }
 
 static const char *const unit_words[] = {
-    "km", "kg", "cm", "mm", "mg", "ml", "kb", "mb", "gb", "tb", "mah", "kw",
-    "kwh", "bytes", "pts", "points", "puntos", "pontos", "visits", NULL};
+    "km",  "kg",     "cm",     "mm",     "mg",     "ml",  "kb",
+    "mb",  "gb",     "tb",     "mah",    "kw",     "kwh", "bytes",
+    "pts", "points", "puntos", "pontos", "visits", NULL
+};
 
 static int
 phone_start_ok(const unsigned char *s, size_t i)
@@ -824,13 +882,13 @@ phone_start_ok(const unsigned char *s, size_t i)
 /* A run of digit groups joined by single separators ( . - / or " - ")
  * and parenthesised area codes: "+44 (0)20 7946 0958". */
 struct phone_chain {
-    int intl;         /* started with '+' */
-    unsigned m;       /* groups */
-    size_t gs[PHONE_MAX_GROUPS]; /* first digit (or '(') of each group */
-    size_t ge[PHONE_MAX_GROUPS]; /* after the last digit (or ')') */
-    unsigned glen[PHONE_MAX_GROUPS]; /* digits in the group */
+    int intl;                          /* started with '+' */
+    unsigned m;                        /* groups */
+    size_t gs[PHONE_MAX_GROUPS];       /* first digit (or '(') of each group */
+    size_t ge[PHONE_MAX_GROUPS];       /* after the last digit (or ')') */
+    unsigned glen[PHONE_MAX_GROUPS];   /* digits in the group */
     int space_after[PHONE_MAX_GROUPS]; /* the separator after is ' ' */
-    size_t stop;      /* where scanning stopped: resume here on rejection */
+    size_t stop; /* where scanning stopped: resume here on rejection */
 };
 
 static void
@@ -866,8 +924,9 @@ phone_scan(const struct scan *sc, size_t i, struct phone_chain *ch)
         ch->ge[g] = j;
         ch->m++;
         k = j;
-        if (s[k] == ' ' && (s[k + 1] == '-' || s[k + 1] == '/' ||
-                            s[k + 1] == '.') && s[k + 2] == ' ')
+        if (s[k] == ' ' &&
+            (s[k + 1] == '-' || s[k + 1] == '/' || s[k + 1] == '.') &&
+            s[k + 2] == ' ')
             k += 3;
         else if (s[k] == ' ' || s[k] == '-' || s[k] == '.' || s[k] == '/')
             k++;
@@ -893,8 +952,8 @@ is_year_at(const unsigned char *s, size_t at)
 /* Groups a..b of the chain as a phone number: digit counts per format,
  * no thousands grouping, no postal codes, not only years. */
 static int
-phone_range_ok(const unsigned char *s, const struct phone_chain *ch,
-               unsigned a, unsigned b)
+phone_range_ok(const unsigned char *s, const struct phone_chain *ch, unsigned a,
+               unsigned b)
 {
     unsigned digits = 0, ones = 0, years = 0, threes = 0;
     size_t f = ch->gs[a];
@@ -1105,8 +1164,8 @@ assemble(const struct scan *sc, unsigned flags, struct ana_redact_stats *st)
     memcpy(out + o, sc->s + pos, sc->n - pos);
     o += sc->n - pos;
     out[o] = '\0';
-    st->total = st->email + st->phone + st->card + st->iban + st->ip +
-                st->credentials;
+    st->total =
+        st->email + st->phone + st->card + st->iban + st->ip + st->credentials;
     return out;
 }
 

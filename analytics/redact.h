@@ -9,13 +9,14 @@
 #include <stddef.h>
 
 /* Which entity types to replace (bit mask). */
-#define ANA_REDACT_EMAIL           0x01u /* -> "[EMAIL]" */
-#define ANA_REDACT_PHONE           0x02u /* -> "[PHONE]" */
-#define ANA_REDACT_CARD            0x04u /* -> "[CARD]" */
-#define ANA_REDACT_IBAN            0x08u /* -> "[IBAN]" */
-#define ANA_REDACT_IP              0x10u /* -> "[IP]" */
-#define ANA_REDACT_URL_CREDENTIALS 0x20u /* user:pass@ in URLs -> "[CREDENTIALS]@" */
-#define ANA_REDACT_ALL             0x3fu
+#define ANA_REDACT_EMAIL 0x01u /* -> "[EMAIL]" */
+#define ANA_REDACT_PHONE 0x02u /* -> "[PHONE]" */
+#define ANA_REDACT_CARD  0x04u /* -> "[CARD]" */
+#define ANA_REDACT_IBAN  0x08u /* -> "[IBAN]" */
+#define ANA_REDACT_IP    0x10u /* -> "[IP]" */
+#define ANA_REDACT_URL_CREDENTIALS \
+    0x20u /* user:pass@ in URLs -> "[CREDENTIALS]@" */
+#define ANA_REDACT_ALL 0x3fu
 
 /* Replacements made by one call, per type. */
 struct ana_redact_stats {

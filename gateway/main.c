@@ -9,6 +9,7 @@
 
 #include <curl/curl.h>
 
+#include "analytics/erase.h"
 #include "core/config.h"
 #include "core/db.h"
 #include "core/log.h"
@@ -29,6 +30,9 @@ static const char USAGE[] =
     "                      run the HTTP gateway and the inference workers\n"
     "  migrate             apply pending database migrations\n"
     "  migrate status      list migrations and whether they are applied\n"
+    "  erase --platform P --platform-user ID | --user PSEUDONYM\n"
+    "                      delete everything about one user (right to\n"
+    "                      erasure) and print what was removed\n"
     "  version             print the version\n"
     "  --help              this text\n"
     "\n"
@@ -79,6 +83,35 @@ cmd_migrate(const struct core_config *cfg, int status_only)
         st = gw_migrate_status(c, stdout, &pending, err, sizeof(err));
     else
         st = gw_migrate_apply(c, stdout, err, sizeof(err));
+    core_dbconn_close(c);
+    if (st != CORE_OK) {
+        fprintf(stderr, "parley: %s\n", err);
+        return 1;
+    }
+    return 0;
+}
+
+static int
+cmd_erase(const struct core_config *cfg, const char *platform,
+          const char *platform_user, const char *pseudonym)
+{
+    struct core_dbconn *c;
+    enum core_status st;
+    char err[512] = "";
+
+    if (!((platform && platform_user && !pseudonym) ||
+          (!platform && !platform_user && pseudonym))) {
+        fprintf(stderr, "parley: erase needs --platform and --platform-user,"
+                        " or --user\n");
+        return 2;
+    }
+    c = core_dbconn_open(db_url(cfg), &st);
+    if (!c) {
+        fprintf(stderr, "parley: could not connect to the database\n");
+        return 1;
+    }
+    st = ana_erase_user(c, platform, platform_user, pseudonym, stdout, err,
+                        sizeof(err));
     core_dbconn_close(c);
     if (st != CORE_OK) {
         fprintf(stderr, "parley: %s\n", err);
@@ -154,6 +187,7 @@ main(int argc, char **argv)
 {
     struct core_config cfg;
     const char *cmd = NULL, *sub = NULL, *config_path = NULL;
+    const char *e_platform = NULL, *e_puser = NULL, *e_user = NULL;
     int i, workers = 1, gateway = 1, rc;
     char err[512];
 
@@ -166,6 +200,12 @@ main(int argc, char **argv)
             return 0;
         } else if (strcmp(a, "--config") == 0 && i + 1 < argc) {
             config_path = argv[++i];
+        } else if (strcmp(a, "--platform") == 0 && i + 1 < argc) {
+            e_platform = argv[++i];
+        } else if (strcmp(a, "--platform-user") == 0 && i + 1 < argc) {
+            e_puser = argv[++i];
+        } else if (strcmp(a, "--user") == 0 && i + 1 < argc) {
+            e_user = argv[++i];
         } else if (strcmp(a, "--no-workers") == 0) {
             workers = 0;
         } else if (strcmp(a, "--workers-only") == 0) {
@@ -188,8 +228,12 @@ main(int argc, char **argv)
         printf("parley %s\n", PARLEY_VERSION);
         return 0;
     }
-    if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "migrate") != 0)
+    if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "migrate") != 0 &&
+        strcmp(cmd, "erase") != 0)
         die(2, "unknown command (see parley --help): ", cmd);
+    if ((e_platform || e_puser || e_user) && strcmp(cmd, "erase") != 0)
+        die(2, "--platform, --platform-user and --user apply to erase only",
+            "");
     if (sub && !(strcmp(cmd, "migrate") == 0 && strcmp(sub, "status") == 0))
         die(2, "unexpected argument (see parley --help): ", sub);
     if ((!workers || !gateway) && strcmp(cmd, "serve") != 0)
@@ -203,6 +247,8 @@ main(int argc, char **argv)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     if (strcmp(cmd, "migrate") == 0)
         rc = cmd_migrate(&cfg, sub != NULL);
+    else if (strcmp(cmd, "erase") == 0)
+        rc = cmd_erase(&cfg, e_platform, e_puser, e_user);
     else
         rc = cmd_serve(&cfg, workers, gateway);
     core_config_free(&cfg);

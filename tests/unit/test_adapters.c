@@ -3,12 +3,15 @@
  * hand-written fixtures in tests/fixtures (and their expected.json counts),
  * malformed and hostile bodies, batches and the registry.
  */
-#include <cmocka.h>
-#include <limits.h>
+/* clang-format off */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <cmocka.h>
+/* clang-format on */
+
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -3,11 +3,14 @@
  * (incl. the escaped-unicode fallback), the GET handshake, Graph error
  * classification, Retry-After parsing and small helpers.
  */
-#include <cmocka.h>
+/* clang-format off */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <cmocka.h>
+/* clang-format on */
+
 #include <stdio.h>
 #include <string.h>
 

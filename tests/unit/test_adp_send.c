@@ -3,13 +3,16 @@
  * a tiny in-process Graph API (libmicrohttpd on a free loopback port) that
  * records each request and answers with canned success or error bodies.
  */
-#include <cmocka.h>
-#include <microhttpd.h>
-#include <pthread.h>
+/* clang-format off */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <cmocka.h>
+/* clang-format on */
+
+#include <microhttpd.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -4,11 +4,14 @@
  * piece fits, is valid UTF-8, and the pieces rebuild the original text up to
  * the whitespace at the cuts).
  */
-#include <cmocka.h>
+/* clang-format off */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <cmocka.h>
+/* clang-format on */
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

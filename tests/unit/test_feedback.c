@@ -3,33 +3,32 @@
  * normalisation (variation selectors, skin tones), map parsing and its
  * errors, and Parley's feedback button payloads.
  */
+#include <cmocka.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
-#include <cmocka.h>
-
 #include "analytics/feedback.h"
 
-#define THUMBS_UP     "\xF0\x9F\x91\x8D"
-#define THUMBS_DOWN   "\xF0\x9F\x91\x8E"
-#define HEART         "\xE2\x9D\xA4"
-#define VS16          "\xEF\xB8\x8F"
-#define VS15          "\xEF\xB8\x8E"
-#define TONE_LIGHT    "\xF0\x9F\x8F\xBB"
-#define TONE_MEDIUM   "\xF0\x9F\x8F\xBD"
-#define TONE_DARK     "\xF0\x9F\x8F\xBF"
-#define FOLDED_HANDS  "\xF0\x9F\x99\x8F"
-#define HEART_EYES    "\xF0\x9F\x98\x8D"
-#define POUTING       "\xF0\x9F\x98\xA1"
-#define JOY           "\xF0\x9F\x98\x82"
-#define FIRE          "\xF0\x9F\x94\xA5"
-#define CRY           "\xF0\x9F\x98\xA2"
-#define ZWJ           "\xE2\x80\x8D"
+#define THUMBS_UP    "\xF0\x9F\x91\x8D"
+#define THUMBS_DOWN  "\xF0\x9F\x91\x8E"
+#define HEART        "\xE2\x9D\xA4"
+#define VS16         "\xEF\xB8\x8F"
+#define VS15         "\xEF\xB8\x8E"
+#define TONE_LIGHT   "\xF0\x9F\x8F\xBB"
+#define TONE_MEDIUM  "\xF0\x9F\x8F\xBD"
+#define TONE_DARK    "\xF0\x9F\x8F\xBF"
+#define FOLDED_HANDS "\xF0\x9F\x99\x8F"
+#define HEART_EYES   "\xF0\x9F\x98\x8D"
+#define POUTING      "\xF0\x9F\x98\xA1"
+#define JOY          "\xF0\x9F\x98\x82"
+#define FIRE         "\xF0\x9F\x94\xA5"
+#define CRY          "\xF0\x9F\x98\xA2"
+#define ZWJ          "\xE2\x80\x8D"
 
 static void
 test_default_map(void **state)
@@ -90,20 +89,20 @@ test_normalisation(void **state)
     /* two emoji are not one */
     assert_int_equal(ana_feedback_polarity(NULL, THUMBS_UP THUMBS_UP), 0);
 
-    assert_int_equal(ana_feedback_emoji_normalize(THUMBS_UP TONE_DARK VS16,
-                                                  buf, sizeof(buf)),
+    assert_int_equal(ana_feedback_emoji_normalize(THUMBS_UP TONE_DARK VS16, buf,
+                                                  sizeof(buf)),
                      CORE_OK);
     assert_string_equal(buf, THUMBS_UP);
     /* ZWJ sequences keep their joiners: heart on fire ❤️‍🔥 */
-    assert_int_equal(ana_feedback_emoji_normalize(HEART VS16 ZWJ FIRE, buf,
-                                                  sizeof(buf)),
-                     CORE_OK);
+    assert_int_equal(
+        ana_feedback_emoji_normalize(HEART VS16 ZWJ FIRE, buf, sizeof(buf)),
+        CORE_OK);
     assert_string_equal(buf, HEART ZWJ FIRE);
     assert_int_equal(ana_feedback_emoji_normalize(THUMBS_UP, buf, 4),
                      CORE_ERR_TOO_LARGE);
-    assert_int_equal(ana_feedback_emoji_normalize("\xED\xA0\x80", buf,
-                                                  sizeof(buf)),
-                     CORE_ERR_INVALID); /* surrogate */
+    assert_int_equal(
+        ana_feedback_emoji_normalize("\xED\xA0\x80", buf, sizeof(buf)),
+        CORE_ERR_INVALID); /* surrogate */
     assert_int_equal(ana_feedback_emoji_normalize(NULL, buf, sizeof(buf)),
                      CORE_ERR_INVALID);
 }
@@ -142,10 +141,10 @@ test_map_errors(void **state)
         "👍=+",        /* sign only */
         "👍=9",        /* out of range */
         "👍=1.5",      /* not an integer */
-        "=1",          /* no emoji */
-        "\xF0\x9F=1",  /* truncated UTF-8 */
-        "👍=1,😡",     /* second item broken */
-        "🏽=1",        /* only a skin tone: empty after normalising */
+        "=1",         /* no emoji */
+        "\xF0\x9F=1", /* truncated UTF-8 */
+        "👍=1,😡",      /* second item broken */
+        "🏽=1",     /* only a skin tone: empty after normalising */
         "a-very-long-label-that-does-not-fit-in-32-bytes=1",
     };
     struct ana_feedback_map m;
@@ -181,19 +180,30 @@ test_buttons(void **state)
     assert_int_equal(ana_feedback_button_polarity("parley_fb:down:9001", &id),
                      -1);
     assert_int_equal(id, 9001);
-    assert_int_equal(ana_feedback_button_polarity(
-                         "parley_fb:up:9223372036854775807", &id),
-                     1);
+    assert_int_equal(
+        ana_feedback_button_polarity("parley_fb:up:9223372036854775807", &id),
+        1);
     assert_int_equal(id, INT64_MAX);
     assert_int_equal(ana_feedback_button_polarity("parley_fb:up:1", NULL), 1);
 
     id = -7;
     static const char *const bad[] = {
-        NULL, "", "parley_fb:", "parley_fb:up:", "parley_fb:up:0",
-        "parley_fb:up:007", "parley_fb:up:-1", "parley_fb:up:+1",
-        "parley_fb:up:12a", "parley_fb:up:12 ", "parley_fb:sideways:1",
-        "parley_fb:UP:1", "Parley_fb:up:1", "other:up:1",
-        "parley_fb:up:9223372036854775808", "parley_fb:down:99999999999999999999",
+        NULL,
+        "",
+        "parley_fb:",
+        "parley_fb:up:",
+        "parley_fb:up:0",
+        "parley_fb:up:007",
+        "parley_fb:up:-1",
+        "parley_fb:up:+1",
+        "parley_fb:up:12a",
+        "parley_fb:up:12 ",
+        "parley_fb:sideways:1",
+        "parley_fb:UP:1",
+        "Parley_fb:up:1",
+        "other:up:1",
+        "parley_fb:up:9223372036854775808",
+        "parley_fb:down:99999999999999999999",
         "parley_fb:up:1:extra",
     };
     for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
@@ -205,9 +215,8 @@ test_buttons(void **state)
     assert_int_equal(ana_feedback_button_payload(buf, sizeof(buf), 1, 123),
                      CORE_OK);
     assert_string_equal(buf, "parley_fb:up:123");
-    assert_int_equal(ana_feedback_button_payload(buf, sizeof(buf), -1,
-                                                 INT64_MAX),
-                     CORE_OK);
+    assert_int_equal(
+        ana_feedback_button_payload(buf, sizeof(buf), -1, INT64_MAX), CORE_OK);
     assert_string_equal(buf, "parley_fb:down:9223372036854775807");
     assert_int_equal(ana_feedback_button_polarity(buf, &id), -1);
     assert_int_equal(id, INT64_MAX);
@@ -239,9 +248,8 @@ test_threads(void **state)
 {
     pthread_t th[4];
     (void)state;
-    assert_int_equal(ana_feedback_map_parse(&shared_map,
-                                            ANA_FEEDBACK_DEFAULT_MAP),
-                     CORE_OK);
+    assert_int_equal(
+        ana_feedback_map_parse(&shared_map, ANA_FEEDBACK_DEFAULT_MAP), CORE_OK);
     for (int k = 0; k < 4; k++)
         assert_int_equal(pthread_create(&th[k], NULL, reader, NULL), 0);
     for (int k = 0; k < 4; k++) {

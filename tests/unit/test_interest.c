@@ -4,6 +4,9 @@
  * accent/plural folding, phrase matching, lexicon integrity, decay,
  * concurrent use and a throughput figure.
  */
+#include <cmocka.h>
+#include <math.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,10 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <math.h>
-#include <pthread.h>
-
-#include <cmocka.h>
 
 #include "analytics/interest.h"
 
@@ -124,91 +123,210 @@ struct ccase {
 
 static const struct ccase cases[] = {
     /* English */
-    {"Where can I buy a cheap laptop for programming?",
-     {"iab:473", "iab:596", "iab:599"}, {NULL}, ANA_INTENT_SHOPPING |
-     ANA_INTENT_PRICE, ANA_INTENT_SENSITIVE},
-    {"book a table for two near me tonight", {"iab:218", "iab:210"},
-     {"iab:42"}, ANA_INTENT_BOOKING | ANA_INTENT_LOCAL, 0},
-    {"any good sci-fi novels or a book club in town?", {"iab:42"}, {NULL}, 0,
-     ANA_INTENT_BOOKING},
-    {"what's the best hotel in Paris for a honeymoon", {"iab:653", "iab:655"},
-     {NULL}, 0, ANA_INTENT_SENSITIVE},
-    {"Can I pay with credit card? Do you have free shipping?", {"iab:473"},
-     {"sensitive:debt"}, ANA_INTENT_SHOPPING | ANA_INTENT_PRICE,
-     ANA_INTENT_SENSITIVE},
-    {"I need a credit card to consolidate my debt", {"sensitive:debt"},
-     {"iab:473"}, ANA_INTENT_SENSITIVE, 0},
-    {"my dog needs a vet and dog food", {"iab:422", "iab:425"}, {NULL}, 0,
-     0},
-    {"Who won the Champions League match? Messi scored a goal",
-     {"iab:483", "iab:533"}, {NULL}, 0, 0},
-    {"Recommend a movie on Netflix", {"iab:JLBCU7", "iab:324", "iab:640"},
-     {NULL}, 0, 0},
-    {"Oh my god, of course!", {NULL}, {"iab:132", "sensitive:religion"}, 0,
-     ANA_INTENT_SENSITIVE},
-    {"I want to vote for the socialist party in the election",
-     {"sensitive:politics"}, {NULL}, ANA_INTENT_SENSITIVE, 0},
-    {"we go to church every sunday and pray", {"sensitive:religion"},
-     {NULL}, ANA_INTENT_SENSITIVE, 0},
-    {"any gay friendly bars near me?", {"sensitive:sexual_orientation"},
-     {NULL}, ANA_INTENT_SENSITIVE | ANA_INTENT_LOCAL, 0},
-    {"is the union member fee deductible? trade union question",
-     {"sensitive:trade_union"}, {NULL}, ANA_INTENT_SENSITIVE, 0},
-    {"I have a criminal record, can I still get a job?",
-     {"sensitive:criminal", "iab:123"}, {NULL}, ANA_INTENT_SENSITIVE, 0},
-    {"How much is the iPhone 15 Pro? Is it in stock?", {"iab:632"}, {NULL},
-     ANA_INTENT_PRICE | ANA_INTENT_SHOPPING, 0},
-    {"Is there a pharmacy open now nearby?", {NULL}, {NULL},
-     ANA_INTENT_LOCAL, 0},
-    {"I'd like to schedule an appointment for a haircut", {"iab:553"},
-     {NULL}, ANA_INTENT_BOOKING, 0},
+    { "Where can I buy a cheap laptop for programming?",
+      { "iab:473", "iab:596", "iab:599" },
+      { NULL },
+      ANA_INTENT_SHOPPING | ANA_INTENT_PRICE,
+      ANA_INTENT_SENSITIVE },
+    { "book a table for two near me tonight",
+      { "iab:218", "iab:210" },
+      { "iab:42" },
+      ANA_INTENT_BOOKING | ANA_INTENT_LOCAL,
+      0 },
+    { "any good sci-fi novels or a book club in town?",
+      { "iab:42" },
+      { NULL },
+      0,
+      ANA_INTENT_BOOKING },
+    { "what's the best hotel in Paris for a honeymoon",
+      { "iab:653", "iab:655" },
+      { NULL },
+      0,
+      ANA_INTENT_SENSITIVE },
+    { "Can I pay with credit card? Do you have free shipping?",
+      { "iab:473" },
+      { "sensitive:debt" },
+      ANA_INTENT_SHOPPING | ANA_INTENT_PRICE,
+      ANA_INTENT_SENSITIVE },
+    { "I need a credit card to consolidate my debt",
+      { "sensitive:debt" },
+      { "iab:473" },
+      ANA_INTENT_SENSITIVE,
+      0 },
+    { "my dog needs a vet and dog food",
+      { "iab:422", "iab:425" },
+      { NULL },
+      0,
+      0 },
+    { "Who won the Champions League match? Messi scored a goal",
+      { "iab:483", "iab:533" },
+      { NULL },
+      0,
+      0 },
+    { "Recommend a movie on Netflix",
+      { "iab:JLBCU7", "iab:324", "iab:640" },
+      { NULL },
+      0,
+      0 },
+    { "Oh my god, of course!",
+      { NULL },
+      { "iab:132", "sensitive:religion" },
+      0,
+      ANA_INTENT_SENSITIVE },
+    { "I want to vote for the socialist party in the election",
+      { "sensitive:politics" },
+      { NULL },
+      ANA_INTENT_SENSITIVE,
+      0 },
+    { "we go to church every sunday and pray",
+      { "sensitive:religion" },
+      { NULL },
+      ANA_INTENT_SENSITIVE,
+      0 },
+    { "any gay friendly bars near me?",
+      { "sensitive:sexual_orientation" },
+      { NULL },
+      ANA_INTENT_SENSITIVE | ANA_INTENT_LOCAL,
+      0 },
+    { "is the union member fee deductible? trade union question",
+      { "sensitive:trade_union" },
+      { NULL },
+      ANA_INTENT_SENSITIVE,
+      0 },
+    { "I have a criminal record, can I still get a job?",
+      { "sensitive:criminal", "iab:123" },
+      { NULL },
+      ANA_INTENT_SENSITIVE,
+      0 },
+    { "How much is the iPhone 15 Pro? Is it in stock?",
+      { "iab:632" },
+      { NULL },
+      ANA_INTENT_PRICE | ANA_INTENT_SHOPPING,
+      0 },
+    { "Is there a pharmacy open now nearby?",
+      { NULL },
+      { NULL },
+      ANA_INTENT_LOCAL,
+      0 },
+    { "I'd like to schedule an appointment for a haircut",
+      { "iab:553" },
+      { NULL },
+      ANA_INTENT_BOOKING,
+      0 },
     /* Spanish */
-    {"¿Hay algún gimnasio cerca de mí abierto ahora?", {"iab:225", "iab:223"},
-     {NULL}, ANA_INTENT_LOCAL, 0},
-    {"¿Cuánto cuesta el seguro de coche?", {"iab:1", "iab:398"}, {NULL},
-     ANA_INTENT_PRICE, 0},
-    {"Estoy buscando trabajo como programador, ¿me ayudas con el currículum?",
-     {"iab:123", "iab:599"}, {NULL}, 0, ANA_INTENT_SENSITIVE},
-    {"quiero reservar un vuelo a Madrid y un hotel", {"iab:653", "iab:655"},
-     {NULL}, ANA_INTENT_BOOKING, 0},
-    {"sin embargo, necesito un abogado", {"sensitive:legal"},
-     {"sensitive:debt"}, ANA_INTENT_SENSITIVE, 0},
-    {"receta de paella para cocinar este domingo", {"iab:216", "iab:210"},
-     {NULL}, 0, 0},
-    {"mi abuela tiene cáncer y está en el hospital", {"sensitive:health"},
-     {NULL}, ANA_INTENT_SENSITIVE, 0},
-    {"¿Dónde comprar entradas para el concierto de Shakira?",
-     {"iab:338", "iab:8VZQHL", "iab:473"}, {NULL},
-     ANA_INTENT_BOOKING | ANA_INTENT_SHOPPING, 0},
-    {"busco piso en alquiler en Valencia", {"iab:441"}, {NULL}, 0, 0},
-    {"tengo muchas deudas y no puedo pagar la hipoteca", {"sensitive:debt",
-     "iab:441"}, {NULL}, ANA_INTENT_SENSITIVE, 0},
-    {"el partido del Real Madrid en el estadio", {"iab:483", "iab:533"},
-     {"sensitive:politics"}, 0, ANA_INTENT_SENSITIVE},
-    {"código de descuento para la tienda online", {"iab:474", "iab:473"},
-     {NULL}, ANA_INTENT_PRICE | ANA_INTENT_SHOPPING, 0},
+    { "¿Hay algún gimnasio cerca de mí abierto ahora?",
+      { "iab:225", "iab:223" },
+      { NULL },
+      ANA_INTENT_LOCAL,
+      0 },
+    { "¿Cuánto cuesta el seguro de coche?",
+      { "iab:1", "iab:398" },
+      { NULL },
+      ANA_INTENT_PRICE,
+      0 },
+    { "Estoy buscando trabajo como programador, ¿me ayudas con el currículum?",
+      { "iab:123", "iab:599" },
+      { NULL },
+      0,
+      ANA_INTENT_SENSITIVE },
+    { "quiero reservar un vuelo a Madrid y un hotel",
+      { "iab:653", "iab:655" },
+      { NULL },
+      ANA_INTENT_BOOKING,
+      0 },
+    { "sin embargo, necesito un abogado",
+      { "sensitive:legal" },
+      { "sensitive:debt" },
+      ANA_INTENT_SENSITIVE,
+      0 },
+    { "receta de paella para cocinar este domingo",
+      { "iab:216", "iab:210" },
+      { NULL },
+      0,
+      0 },
+    { "mi abuela tiene cáncer y está en el hospital",
+      { "sensitive:health" },
+      { NULL },
+      ANA_INTENT_SENSITIVE,
+      0 },
+    { "¿Dónde comprar entradas para el concierto de Shakira?",
+      { "iab:338", "iab:8VZQHL", "iab:473" },
+      { NULL },
+      ANA_INTENT_BOOKING | ANA_INTENT_SHOPPING,
+      0 },
+    { "busco piso en alquiler en Valencia", { "iab:441" }, { NULL }, 0, 0 },
+    { "tengo muchas deudas y no puedo pagar la hipoteca",
+      { "sensitive:debt", "iab:441" },
+      { NULL },
+      ANA_INTENT_SENSITIVE,
+      0 },
+    { "el partido del Real Madrid en el estadio",
+      { "iab:483", "iab:533" },
+      { "sensitive:politics" },
+      0,
+      ANA_INTENT_SENSITIVE },
+    { "código de descuento para la tienda online",
+      { "iab:474", "iab:473" },
+      { NULL },
+      ANA_INTENT_PRICE | ANA_INTENT_SHOPPING,
+      0 },
     /* Portuguese */
-    {"Quero marcar consulta no dentista amanhã", {"sensitive:health"},
-     {NULL}, ANA_INTENT_BOOKING | ANA_INTENT_SENSITIVE, 0},
-    {"qual o preço do telemóvel Samsung? tem em stock?", {"iab:632"},
-     {NULL}, ANA_INTENT_PRICE | ANA_INTENT_SHOPPING, 0},
-    {"vamos ver o jogo do Benfica no estádio", {"iab:483", "iab:533"},
-     {NULL}, 0, 0},
-    {"receita de bolo de chocolate", {"iab:210"}, {NULL}, 0, 0},
-    {"meu cachorro precisa de ração", {"iab:425", "iab:422"}, {NULL}, 0, 0},
-    {"restaurante de sushi perto de mim aberto agora", {"iab:218"}, {NULL},
-     ANA_INTENT_LOCAL, 0},
-    {"procuro emprego, como faço o currículo?", {"iab:123"}, {NULL}, 0, 0},
-    {"passagens aéreas baratas para o Rio de Janeiro", {"iab:653"}, {NULL},
-     ANA_INTENT_PRICE, 0},
-    {"sou evangélica e vou à igreja", {"sensitive:religion"}, {"iab:453"},
-     ANA_INTENT_SENSITIVE, 0},
-    {"frete grátis na loja online?", {"iab:473"}, {NULL},
-     ANA_INTENT_SHOPPING | ANA_INTENT_PRICE, 0},
-    {"meu deus, que calor", {NULL}, {"sensitive:religion"}, 0,
-     ANA_INTENT_SENSITIVE},
-    {"ganhei ingressos para o show do Anitta", {"iab:8VZQHL", "iab:338"},
-     {NULL}, ANA_INTENT_BOOKING, 0},
+    { "Quero marcar consulta no dentista amanhã",
+      { "sensitive:health" },
+      { NULL },
+      ANA_INTENT_BOOKING | ANA_INTENT_SENSITIVE,
+      0 },
+    { "qual o preço do telemóvel Samsung? tem em stock?",
+      { "iab:632" },
+      { NULL },
+      ANA_INTENT_PRICE | ANA_INTENT_SHOPPING,
+      0 },
+    { "vamos ver o jogo do Benfica no estádio",
+      { "iab:483", "iab:533" },
+      { NULL },
+      0,
+      0 },
+    { "receita de bolo de chocolate", { "iab:210" }, { NULL }, 0, 0 },
+    { "meu cachorro precisa de ração",
+      { "iab:425", "iab:422" },
+      { NULL },
+      0,
+      0 },
+    { "restaurante de sushi perto de mim aberto agora",
+      { "iab:218" },
+      { NULL },
+      ANA_INTENT_LOCAL,
+      0 },
+    { "procuro emprego, como faço o currículo?",
+      { "iab:123" },
+      { NULL },
+      0,
+      0 },
+    { "passagens aéreas baratas para o Rio de Janeiro",
+      { "iab:653" },
+      { NULL },
+      ANA_INTENT_PRICE,
+      0 },
+    { "sou evangélica e vou à igreja",
+      { "sensitive:religion" },
+      { "iab:453" },
+      ANA_INTENT_SENSITIVE,
+      0 },
+    { "frete grátis na loja online?",
+      { "iab:473" },
+      { NULL },
+      ANA_INTENT_SHOPPING | ANA_INTENT_PRICE,
+      0 },
+    { "meu deus, que calor",
+      { NULL },
+      { "sensitive:religion" },
+      0,
+      ANA_INTENT_SENSITIVE },
+    { "ganhei ingressos para o show do Anitta",
+      { "iab:8VZQHL", "iab:338" },
+      { NULL },
+      ANA_INTENT_BOOKING,
+      0 },
 };
 
 static void
@@ -232,19 +350,29 @@ test_examples(void **state)
     }
 }
 
-/* ---- normalisation -------------------------------------------------------- */
+/* ---- normalisation --------------------------------------------------------
+ */
 
 static void
 test_accents_case_plural(void **state)
 {
     static const char *const price_forms[] = {
-        "preço", "PREÇO", "preco", "Precos", "pre\xC3\xA7os",
-        "pre" "c\xCC\xA7" "o", /* NFD: c + combining cedilla */
-        "precio", "PRECIOS", "cuánto cuesta", "CUANTO CUESTA",
+        "preço",
+        "PREÇO",
+        "preco",
+        "Precos",
+        "pre\xC3\xA7os",
+        "pre"
+        "c\xCC\xA7"
+        "o", /* NFD: c + combining cedilla */
+        "precio",
+        "PRECIOS",
+        "cuánto cuesta",
+        "CUANTO CUESTA",
     };
     static const char *const local_forms[] = {
-        "cerca de mí", "Cerca de mi", "CERCA DE MÍ", "perto de mim",
-        "PERTO DE MIM", "near me", "Near Me", "near  me",
+        "cerca de mí",  "Cerca de mi", "CERCA DE MÍ", "perto de mim",
+        "PERTO DE MIM", "near me",     "Near Me",     "near  me",
     };
     struct result r;
     (void)state;
@@ -268,10 +396,10 @@ test_accents_case_plural(void **state)
 static void
 test_currency_price(void **state)
 {
-    static const char *const yes[] = {"it is 50€", "R$ 100 ok", "$20?",
-                                      "£ 9", "¥500", "costs 3 €"};
-    static const char *const no[] = {"50 people", "€ sign", "I have $",
-                                     "version 2"};
+    static const char *const yes[] = { "it is 50€", "R$ 100 ok", "$20?",
+                                       "£ 9",       "¥500",      "costs 3 €" };
+    static const char *const no[] = { "50 people", "€ sign", "I have $",
+                                      "version 2" };
     struct result r;
     (void)state;
     for (size_t k = 0; k < sizeof(yes) / sizeof(yes[0]); k++) {
@@ -310,7 +438,8 @@ test_phrases_longest_match(void **state)
     assert_int_equal(r.n, 0);
 }
 
-/* ---- API contract ----------------------------------------------------------- */
+/* ---- API contract -----------------------------------------------------------
+ */
 
 static void
 test_api_contract(void **state)
@@ -424,7 +553,8 @@ test_decay(void **state)
     assert_true(ana_interest_decay(1.0, 1e12, 60) >= 0.0);
 }
 
-/* ---- threads and speed ---------------------------------------------------- */
+/* ---- threads and speed ----------------------------------------------------
+ */
 
 static const char *const corpus[] = {
     "quiero comprar unas zapatillas nike baratas",
@@ -519,12 +649,13 @@ test_throughput(void **state)
     t0 = now_s();
     for (int k = 0; k < n; k++) {
         unsigned f;
-        hits += ana_interest_classify(corpus[(size_t)k % NCORPUS], out,
-                                      OUT_MAX, &f);
+        hits += ana_interest_classify(corpus[(size_t)k % NCORPUS], out, OUT_MAX,
+                                      &f);
     }
     us = (now_s() - t0) * 1e6 / n;
     print_message("classify: %d short messages, %.2f us/message "
-                  "(%ld categories)\n", n, us, hits);
+                  "(%ld categories)\n",
+                  n, us, hits);
     /* generous bound that holds under ASan/TSan too */
     assert_true(us < 500.0);
 }
