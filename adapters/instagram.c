@@ -28,8 +28,8 @@ ig_parse(const char *body, size_t len, struct adp_batch *out)
     return adp_meta_messaging_parse(body, len, out, "instagram", IG_PLATFORM);
 }
 
-/* NOLINTNEXTLINE(readability-function-size): signature from adapter.h */
 static enum core_status
+/* NOLINTNEXTLINE(readability-function-size): 9 parameters, from adapter.h */
 ig_send_text(const struct core_config *cfg, CURL *curl, const char *channel,
              const char *user_id, const char *text, const char *reply_to,
              const struct adp_button *buttons, int nbuttons,

@@ -30,8 +30,8 @@ ms_parse(const char *body, size_t len, struct adp_batch *out)
 
 /* The Page token addresses one page, so "me" is the channel; quoting a user
  * message (reply_to) is not documented for the Page Send API. */
-/* NOLINTNEXTLINE(readability-function-size): signature from adapter.h */
 static enum core_status
+/* NOLINTNEXTLINE(readability-function-size): 9 parameters, from adapter.h */
 ms_send_text(const struct core_config *cfg, CURL *curl, const char *channel,
              const char *user_id, const char *text, const char *reply_to,
              const struct adp_button *buttons, int nbuttons,

@@ -20,7 +20,7 @@
 #define ADP_META_CONNECT_TIMEOUT_MS 5000L
 #define ADP_META_TIMEOUT_MS         15000L
 #define ADP_META_ID_MAX             256 /* longer ids are not ids */
-#define ADP_META_KEY_MAX            200 /* longer dedupe keys are hashed */
+#define ADP_META_KEY_MAX            255 /* longer dedupe keys are hashed */
 #define ADP_META_CHALLENGE_MAX      512
 #define ADP_META_RETRY_AFTER_MAX_MS (24L * 3600 * 1000)
 
@@ -79,7 +79,8 @@ int64_t adp_meta_ts_ms(const cJSON *v);
 /* ---- events (meta.c) ---- */
 
 /* printf into the batch pool; results longer than ADP_META_KEY_MAX become
- * "<first 16 bytes>~<sha256 hex>". NULL on allocation failure. */
+ * "<prefix up to the first ':'>h:<sha256 hex of the whole key>" (so a key
+ * stays below PostgreSQL's btree row limit). NULL on allocation failure. */
 const char *adp_meta_key(struct adp_batch *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Append an ADP_EV_UNKNOWN event for item (kept raw). key NULL: a hash of

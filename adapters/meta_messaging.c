@@ -486,25 +486,44 @@ mm_add_quick_replies(cJSON *msg, const struct adp_limits *lim,
     return true;
 }
 
+/* {"recipient": {"id": user_id}}: the start of every Send API body. */
 static cJSON *
-mm_body(const char *user_id, const char *text, const char *action,
-        const struct adp_limits *lim, const struct adp_button *buttons,
-        int nbuttons)
+mm_body_to(const char *user_id)
 {
-    cJSON *body = cJSON_CreateObject(), *rcpt = NULL, *msg = NULL;
+    cJSON *body = cJSON_CreateObject(), *rcpt;
+
+    rcpt = body ? cJSON_AddObjectToObject(body, "recipient") : NULL;
+    if (!rcpt || !cJSON_AddStringToObject(rcpt, "id", user_id)) {
+        cJSON_Delete(body);
+        return NULL;
+    }
+    return body;
+}
+
+static cJSON *
+mm_action_body(const char *user_id, const char *action)
+{
+    cJSON *body = mm_body_to(user_id);
+
+    if (body && !cJSON_AddStringToObject(body, "sender_action", action)) {
+        cJSON_Delete(body);
+        return NULL;
+    }
+    return body;
+}
+
+static cJSON *
+mm_text_body(const char *user_id, const char *text,
+             const struct adp_limits *lim, const struct adp_button *buttons,
+             int nbuttons)
+{
+    cJSON *body = mm_body_to(user_id), *msg = NULL;
     bool ok;
 
-    ok = body && (rcpt = cJSON_AddObjectToObject(body, "recipient")) &&
-         cJSON_AddStringToObject(rcpt, "id", user_id);
-    if (ok && action) {
-        ok = cJSON_AddStringToObject(body, "sender_action", action) != NULL;
-    } else if (ok) {
-        ok = cJSON_AddStringToObject(body, "messaging_type", "RESPONSE") &&
-             (msg = cJSON_AddObjectToObject(body, "message")) &&
-             cJSON_AddStringToObject(msg, "text", text) &&
-             (nbuttons == 0 ||
-              mm_add_quick_replies(msg, lim, buttons, nbuttons));
-    }
+    ok = body && cJSON_AddStringToObject(body, "messaging_type", "RESPONSE") &&
+         (msg = cJSON_AddObjectToObject(body, "message")) &&
+         cJSON_AddStringToObject(msg, "text", text) &&
+         (nbuttons == 0 || mm_add_quick_replies(msg, lim, buttons, nbuttons));
     if (!ok) {
         cJSON_Delete(body);
         return NULL;
@@ -545,7 +564,7 @@ adp_meta_messaging_send(const struct adp_meta_dest *dest, CURL *curl,
         return CORE_ERR_INVALID;
     if (mm_text_units(text, dest->limits->unit) > dest->limits->max_text)
         return CORE_ERR_TOO_LARGE;
-    body = mm_body(user_id, text, NULL, dest->limits, buttons, nbuttons);
+    body = mm_text_body(user_id, text, dest->limits, buttons, nbuttons);
     if (!body) {
         res->cls = ADP_SEND_TRANSIENT;
         return CORE_ERR_NOMEM;
@@ -574,7 +593,7 @@ adp_meta_messaging_mark_read(const char *token, const char *url, CURL *curl,
     if (!user_id || !user_id[0] || strlen(user_id) > ADP_META_ID_MAX)
         return CORE_ERR_INVALID;
     for (i = 0; i < 2; i++) {
-        body = mm_body(user_id, NULL, actions[i], NULL, NULL, 0);
+        body = mm_action_body(user_id, actions[i]);
         if (!body)
             return CORE_ERR_NOMEM;
         st = adp_meta_post(curl, url, token, body, &res, NULL);

@@ -545,8 +545,8 @@ wa_buttons_valid(const struct adp_button *buttons, int nbuttons)
     return true;
 }
 
-/* NOLINTNEXTLINE(readability-function-size): signature from adapter.h */
 static enum core_status
+/* NOLINTNEXTLINE(readability-function-size): 9 parameters, from adapter.h */
 wa_send_text(const struct core_config *cfg, CURL *curl, const char *channel,
              const char *user_id, const char *text, const char *reply_to,
              const struct adp_button *buttons, int nbuttons,

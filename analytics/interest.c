@@ -525,7 +525,7 @@ normalize(const char *text, size_t n, struct norm *nm)
 /* ---- hash tables (built once) ------------------------------------------- */
 
 #define HASH_SLOTS 8192 /* power of two, > 2 * entries */
-#define POOL_MAX   (64 * 1024)
+#define POOL_MAX   65536u
 
 struct slot {
     uint32_t hash;

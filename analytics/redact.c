@@ -177,7 +177,7 @@ iban_mod97(const char *buf, size_t len)
     unsigned rem = 0;
 
     for (size_t k = 0; k < len; k++) {
-        int c = buf[(k + 4) % len];
+        int c = (unsigned char)buf[(k + 4) % len];
         if (is_digit(c))
             rem = (rem * 10 + (unsigned)(c - '0')) % 97;
         else if (c >= 'A' && c <= 'Z')
@@ -471,13 +471,38 @@ ipv6_ok(const unsigned char *s, size_t i, size_t e)
     return inet_pton(AF_INET6, buf, &a6) == 1;
 }
 
+/* The IPv6 address in the hex/colon/dot run s[i..j), with an optional
+ * trailing ':' or '.' trimmed, zone and prefix; returns its end or 0. */
+static size_t
+ipv6_end(const unsigned char *s, size_t i, size_t j)
+{
+    size_t e = j;
+    int ok;
+
+    while (e > i && s[e - 1] == '.')
+        e--;
+    ok = ipv6_ok(s, i, e);
+    if (!ok && e - i > 2 && s[e - 1] == ':' && s[e - 2] != ':') {
+        e--;
+        ok = ipv6_ok(s, i, e);
+    }
+    if (!ok)
+        return 0;
+    if (e == j && s[e] == '%' && is_alnum(s[e + 1])) {
+        e++;
+        while (is_alnum(s[e]))
+            e++;
+    }
+    return ip_prefix_end(s, e, 128);
+}
+
 static void
 pass_ipv6(struct scan *sc)
 {
     const unsigned char *s = sc->s;
 
     for (size_t i = 0; i < sc->n; i++) {
-        size_t j = i, e;
+        size_t j = i, e = 0;
         unsigned colons = 0;
         if (sc->claimed[i] || !(is_hex(s[i]) || s[i] == ':'))
             continue;
@@ -489,29 +514,12 @@ pass_ipv6(struct scan *sc)
             colons += s[j] == ':';
             j++;
         }
-        e = j;
-        while (e > i && s[e - 1] == '.')
-            e--;
-        if (colons >= 2 && !is_alnum(s[j]) && s[j] != '_') {
-            int ok = ipv6_ok(s, i, e);
-            if (!ok && e - i > 2 && s[e - 1] == ':' && s[e - 2] != ':') {
-                e--;
-                ok = ipv6_ok(s, i, e);
-            }
-            if (ok) {
-                if (e == j && s[e] == '%' && is_alnum(s[e + 1])) {
-                    e++;
-                    while (is_alnum(s[e]))
-                        e++;
-                }
-                e = ip_prefix_end(s, e, 128);
-                if (claim(sc, i, e, SPAN_IP)) {
-                    i = e - 1;
-                    continue;
-                }
-            }
-        }
-        i = j > i ? j - 1 : i;
+        if (colons >= 2 && !is_alnum(s[j]) && s[j] != '_')
+            e = ipv6_end(s, i, j);
+        if (e > 0 && claim(sc, i, e, SPAN_IP))
+            i = e - 1;
+        else
+            i = j > i ? j - 1 : i;
     }
 }
 
@@ -784,8 +792,7 @@ static const char *const order_words[] = { "order",
                                            "reference",
                                            "referencia",
                                            "refer\xc3\xaancia",
-                                           "r\xc3\xa9"
-                                           "f\xc3\xa9rence",
+                                           "r\303\251f\303\251rence",
                                            "tracking",
                                            "seguimiento",
                                            "rastreio",
@@ -812,8 +819,7 @@ static const char *const number_words[] = { "number",
                                             "n",
                                             "id",
                                             "code",
-                                            "c\xc3\xb3"
-                                            "digo",
+                                            "c\303\263digo",
                                             "codigo",
                                             NULL };
 

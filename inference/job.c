@@ -370,7 +370,11 @@ classify(struct job_state *s)
             cJSON_AddItemToObject(o, "intents", in);
             cJSON_AddBoolToObject(o, "sensitive",
                                   ana_interest_is_sensitive(&it[k]));
-            cJSON_AddBoolToObject(o, "per_user", pol == CORE_AD_USER);
+            /* A message touching a sensitive topic gives no per-user
+             * signal at all, not even its harmless categories. */
+            cJSON_AddBoolToObject(o, "per_user",
+                                  pol == CORE_AD_USER &&
+                                      !(intents & ANA_INTENT_SENSITIVE));
             cJSON_AddItemToArray(arr, o);
         }
     }

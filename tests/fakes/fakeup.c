@@ -18,9 +18,16 @@
  * fakeup_control.h) because the Makefile builds one .c file per program.
  */
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <limits.h>
-#include <netinet/in.h>
+#include <microhttpd.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -29,24 +36,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <cjson/cJSON.h>
-#include <microhttpd.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include "core/buf.h"
 #include "core/log.h"
 
-#define FK_MAX_DELAY_MS 600000L
-#define FK_BODY_MAX_DEFAULT (8u * 1024u * 1024u)
-#define FK_OUT_MAX (1024u * 1024u * 1024u)
+#define FK_MAX_DELAY_MS       600000L
+#define FK_BODY_MAX_DEFAULT   ((size_t)8 * 1024 * 1024)
+#define FK_OUT_MAX            ((size_t)1024 * 1024 * 1024)
 #define FK_RECORD_MAX_DEFAULT 20000u
-#define FK_STREAM_PIECES 6
+#define FK_STREAM_PIECES      6
 
 enum fk_kind {
     FK_LLM = 0,
@@ -58,9 +58,9 @@ enum fk_kind {
     FK_NKINDS
 };
 
-static const char *const fk_kind_name[FK_NKINDS] = {
-    "llm", "graph", "telegram", "slack", "webhook", "other"
-};
+static const char *const fk_kind_name[FK_NKINDS] = { "llm",      "graph",
+                                                     "telegram", "slack",
+                                                     "webhook",  "other" };
 
 /* Keys a fault object may carry, per kind (typos are refused by /_control). */
 static const char *const fk_fault_keys[FK_NKINDS] = {
@@ -375,11 +375,12 @@ fk_conf_dup(const struct fk_conf *src)
     c->refs = 1;
     c->llm_reply = fk_strdup(src->llm_reply);
     c->llm_api_key = fk_strdup(src->llm_api_key);
-    c->llm_headers = src->llm_headers ? cJSON_Duplicate(src->llm_headers, 1)
-                                      : NULL;
+    c->llm_headers =
+        src->llm_headers ? cJSON_Duplicate(src->llm_headers, 1) : NULL;
     c->graph_token = fk_strdup(src->graph_token);
     c->graph_instagram_ids = src->graph_instagram_ids
-        ? cJSON_Duplicate(src->graph_instagram_ids, 1) : NULL;
+                                 ? cJSON_Duplicate(src->graph_instagram_ids, 1)
+                                 : NULL;
     c->telegram_token = fk_strdup(src->telegram_token);
     c->slack_token = fk_strdup(src->slack_token);
     c->webhook_secret = fk_strdup(src->webhook_secret);
@@ -649,7 +650,8 @@ fk_out_headers_from(struct fk_out *o, const cJSON *obj)
     const cJSON *h;
     char num[32];
 
-    cJSON_ArrayForEach(h, obj) {
+    cJSON_ArrayForEach(h, obj)
+    {
         if (cJSON_IsString(h)) {
             fk_out_header(o, h->string, h->valuestring);
         } else if (cJSON_IsNumber(h)) {
@@ -659,7 +661,8 @@ fk_out_headers_from(struct fk_out *o, const cJSON *obj)
     }
 }
 
-/* Common fault parts: delay and extra headers; the fault is kept for the record. */
+/* Common fault parts: delay and extra headers; the fault is kept for the
+ * record. */
 static void
 fk_out_take_fault(struct fk_out *o, cJSON *fault)
 {
@@ -768,15 +771,16 @@ fk_stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
         /* MHD 0.9.75 (epoll) leaves the socket open until the connection
          * timeout after END_WITH_ERROR; shut it down so the client sees the
          * abort at once. MHD still owns and closes the descriptor. */
-        ci = MHD_get_connection_info(s->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        ci =
+            MHD_get_connection_info(s->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         if (ci)
             shutdown(ci->connect_fd, SHUT_RDWR);
         return MHD_CONTENT_READER_END_WITH_ERROR;
     }
     if (s->ev >= s->nends)
         return MHD_CONTENT_READER_END_OF_STREAM;
-    if (s->chunk_delay_ms > 0 && s->ev > 0 && !s->no_delay
-        && s->pos == s->ends[s->ev - 1] && fk_mono_ms() < s->next_due_ms) {
+    if (s->chunk_delay_ms > 0 && s->ev > 0 && !s->no_delay &&
+        s->pos == s->ends[s->ev - 1] && fk_mono_ms() < s->next_due_ms) {
         if (fk_timer_stopping(&fk.timer)) {
             s->no_delay = true;
         } else {
@@ -816,7 +820,8 @@ fk_stream_free_cb(void *cls)
 /* recording */
 
 static enum MHD_Result
-fk_values_cb(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+fk_values_cb(void *cls, enum MHD_ValueKind kind, const char *key,
+             const char *value)
 {
     cJSON *obj = cls;
     char name[256];
@@ -824,7 +829,8 @@ fk_values_cb(void *cls, enum MHD_ValueKind kind, const char *key, const char *va
 
     if (kind == MHD_HEADER_KIND) {
         for (i = 0; key[i] && i < sizeof(name) - 1; i++)
-            name[i] = (char)((key[i] >= 'A' && key[i] <= 'Z') ? key[i] + 32 : key[i]);
+            name[i] =
+                (char)((key[i] >= 'A' && key[i] <= 'Z') ? key[i] + 32 : key[i]);
         name[i] = '\0';
     } else {
         snprintf(name, sizeof(name), "%s", key);
@@ -892,7 +898,8 @@ fk_record(const struct fk_call *c, const struct fk_out *o)
         fk.by_status[o->status]++;
     if (!tail)
         goto out;
-    if (core_buf_printf(&b, "{\"seq\":%llu,%s", fk.next_seq + 1, tail) != CORE_OK)
+    if (core_buf_printf(&b, "{\"seq\":%llu,%s", fk.next_seq + 1, tail) !=
+        CORE_OK)
         goto out;
     if (fk.ring_len == fk.ring_cap) {
         slot = &fk.ring[fk.ring_head];
@@ -972,9 +979,9 @@ fk_out_response(struct fk_out *o, struct MHD_Connection *conn)
 
     if (o->stream) {
         o->stream->conn = conn;
-        r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024,
-                                              fk_stream_reader, o->stream,
-                                              fk_stream_free_cb);
+        r = MHD_create_response_from_callback(
+            MHD_SIZE_UNKNOWN, (size_t)16 * 1024, fk_stream_reader, o->stream,
+            fk_stream_free_cb);
         if (r)
             o->stream = NULL;
     } else {
@@ -1031,7 +1038,8 @@ fk_completed_cb(void *cls, struct MHD_Connection *conn, void **req_cls,
 }
 
 static enum MHD_Result
-fk_queue(struct MHD_Connection *conn, unsigned int status, struct MHD_Response *r)
+fk_queue(struct MHD_Connection *conn, unsigned int status,
+         struct MHD_Response *r)
 {
     enum MHD_Result ret;
 
@@ -1074,13 +1082,24 @@ fk_dispatch(struct MHD_Connection *conn, struct fk_req *rq, const char *url,
     c.kind = fk_route(url);
     o.delay_ms = cf->latency_ms[c.kind];
     switch (c.kind) {
-    case FK_LLM: llm_handle(&c, &o); break;
-    case FK_GRAPH: graph_handle(&c, &o); break;
-    case FK_TELEGRAM: tg_handle(&c, &o); break;
-    case FK_SLACK: slack_handle(&c, &o); break;
-    case FK_WEBHOOK: hook_handle(&c, &o); break;
+    case FK_LLM:
+        llm_handle(&c, &o);
+        break;
+    case FK_GRAPH:
+        graph_handle(&c, &o);
+        break;
+    case FK_TELEGRAM:
+        tg_handle(&c, &o);
+        break;
+    case FK_SLACK:
+        slack_handle(&c, &o);
+        break;
+    case FK_WEBHOOK:
+        hook_handle(&c, &o);
+        break;
     default:
-        fk_out_text(&o, 404, "application/json", "{\"error\":{\"message\":"
+        fk_out_text(&o, 404, "application/json",
+                    "{\"error\":{\"message\":"
                     "\"fakeup: no such endpoint\",\"type\":\"not_found\"}}");
     }
     fk_record(&c, &o);
@@ -1118,28 +1137,30 @@ fk_access(void *cls, struct MHD_Connection *conn, const char *url,
     (void)version;
     if (!rq)
         return MHD_NO;
-    if (rq->resp) {            /* resumed after a delay */
+    if (rq->resp) { /* resumed after a delay */
         r = rq->resp;
         rq->resp = NULL;
         return fk_queue(conn, rq->status, r);
     }
     if (!rq->started) {
         rq->started = true;
-        cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+        cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                         "Content-Length");
         if (cl) {
             errno = 0;
             n = strtoull(cl, &end, 10);
             if (!errno && !*end && n > fk.body_max) {
                 r = MHD_create_response_from_buffer(
-                    25, (void *)"{\"error\":\"body too large\"}", MHD_RESPMEM_PERSISTENT);
+                    25, (void *)"{\"error\":\"body too large\"}",
+                    MHD_RESPMEM_PERSISTENT);
                 return fk_queue(conn, 413, r);
             }
         }
         return MHD_YES;
     }
     if (*upload_size) {
-        if (!rq->too_large
-            && core_buf_add(&rq->body, upload, *upload_size) != CORE_OK) {
+        if (!rq->too_large &&
+            core_buf_add(&rq->body, upload, *upload_size) != CORE_OK) {
             rq->too_large = true;
             core_buf_done(&rq->body);
         }
@@ -1148,7 +1169,8 @@ fk_access(void *cls, struct MHD_Connection *conn, const char *url,
     }
     if (rq->too_large) {
         r = MHD_create_response_from_buffer(
-            25, (void *)"{\"error\":\"body too large\"}", MHD_RESPMEM_PERSISTENT);
+            25, (void *)"{\"error\":\"body too large\"}",
+            MHD_RESPMEM_PERSISTENT);
         return fk_queue(conn, 413, r);
     }
     return fk_dispatch(conn, rq, url, method);
@@ -1169,7 +1191,8 @@ struct fk_opts {
 static void
 fk_usage(FILE *f)
 {
-    fprintf(f,
+    fprintf(
+        f,
         "usage: fakeup [--port N] [--host 127.0.0.1] [--threads N]\n"
         "              [--record-max N] [--no-record] [--body-max BYTES]\n"
         "              [--llm-latency-ms N] [--graph-latency-ms N]\n"
@@ -1205,10 +1228,9 @@ fk_parse_args(int argc, char **argv, struct fk_opts *op, struct fk_conf *dc)
     for (i = 1; i < argc; i++) {
         a = argv[i];
         v = i + 1 < argc ? argv[i + 1] : NULL;
-        ok = true;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             fk_usage(stdout);
-            exit(0);
+            return 1;
         } else if (strcmp(a, "--no-record") == 0) {
             dc->record = false;
             continue;
@@ -1260,13 +1282,12 @@ fk_conf_defaults(void)
         return NULL;
     c->refs = 1;
     c->record = true;
-    c->llm_headers = cJSON_Parse(
-        "{\"x-ratelimit-limit-requests\":\"14400\","
-        "\"x-ratelimit-limit-tokens\":\"6000\","
-        "\"x-ratelimit-remaining-requests\":\"14399\","
-        "\"x-ratelimit-remaining-tokens\":\"5900\","
-        "\"x-ratelimit-reset-requests\":\"6s\","
-        "\"x-ratelimit-reset-tokens\":\"1s\"}");
+    c->llm_headers = cJSON_Parse("{\"x-ratelimit-limit-requests\":\"14400\","
+                                 "\"x-ratelimit-limit-tokens\":\"6000\","
+                                 "\"x-ratelimit-remaining-requests\":\"14399\","
+                                 "\"x-ratelimit-remaining-tokens\":\"5900\","
+                                 "\"x-ratelimit-reset-requests\":\"6s\","
+                                 "\"x-ratelimit-reset-tokens\":\"1s\"}");
     return c;
 }
 
@@ -1276,6 +1297,7 @@ fk_listen(const char *host, long port, long *bound)
     struct sockaddr_in sa;
     socklen_t sl = sizeof(sa);
     int fd, one = 1;
+    char err[128];
 
     memset(&sa, 0, sizeof(sa));
     sa.sin_family = AF_INET;
@@ -1288,10 +1310,13 @@ fk_listen(const char *host, long port, long *bound)
     if (fd < 0)
         return -1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 4096) != 0
-        || getsockname(fd, (struct sockaddr *)&sa, &sl) != 0) {
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+        listen(fd, 4096) != 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &sl) != 0) {
+        if (strerror_r(errno, err, sizeof(err)) != 0)
+            snprintf(err, sizeof(err), "errno %d", errno);
         fprintf(stderr, "fakeup: could not listen on %s:%ld: %s\n", host, port,
-                strerror(errno));
+                err);
         close(fd);
         return -1;
     }
@@ -1315,8 +1340,12 @@ fk_stdin_main(void *arg)
 int
 main(int argc, char **argv)
 {
-    struct fk_opts op = { "127.0.0.1", 0, 2, FK_RECORD_MAX_DEFAULT,
-                          FK_BODY_MAX_DEFAULT, false };
+    struct fk_opts op = {
+        .host = "127.0.0.1",
+        .threads = 2,
+        .record_max = (long)FK_RECORD_MAX_DEFAULT,
+        .body_max = (long)FK_BODY_MAX_DEFAULT,
+    };
     struct MHD_Daemon *d = NULL;
     struct fk_conf *dc = fk_conf_defaults();
     sigset_t set;
@@ -1325,10 +1354,12 @@ main(int argc, char **argv)
     int fd = -1, sig = 0, rc = 1, i;
     unsigned int flags;
 
-    if (!dc || fk_parse_args(argc, argv, &op, dc) != 0) {
+    rc = dc ? fk_parse_args(argc, argv, &op, dc) : -1;
+    if (rc != 0) {
         fk_conf_free(dc);
-        return 2;
+        return rc < 0 ? 2 : 0; /* 1: --help */
     }
+    rc = 1;
     pthread_mutex_init(&fk.mu, NULL);
     fk.defaults = dc;
     fk.conf = fk_conf_dup(dc);
@@ -1349,23 +1380,22 @@ main(int argc, char **argv)
     fd = fk_listen(op.host, op.port, &bound);
     if (fd < 0)
         goto stop_timer;
-    flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL
-          | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO | MHD_USE_ERROR_LOG;
-    d = MHD_start_daemon(flags, 0, NULL, NULL, fk_access, NULL,
-                         MHD_OPTION_LISTEN_SOCKET, fd,
-                         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)op.threads,
-                         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)20000,
-                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)120,
-                         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024),
-                         MHD_OPTION_URI_LOG_CALLBACK, fk_uri_cb, NULL,
-                         MHD_OPTION_NOTIFY_COMPLETED, fk_completed_cb, NULL,
-                         MHD_OPTION_END);
+    flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+            MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO | MHD_USE_ERROR_LOG;
+    d = MHD_start_daemon(
+        flags, 0, NULL, NULL, fk_access, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)op.threads,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)20000,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)120,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024),
+        MHD_OPTION_URI_LOG_CALLBACK, fk_uri_cb, NULL,
+        MHD_OPTION_NOTIFY_COMPLETED, fk_completed_cb, NULL, MHD_OPTION_END);
     if (!d) {
         fprintf(stderr, "fakeup: could not start the HTTP server\n");
         close(fd);
         goto stop_timer;
     }
-    fd = -1; /* MHD owns and closes the listening socket now */
+    /* MHD owns and closes the listening socket from here on. */
     printf("port=%ld\n", bound);
     fflush(stdout);
     log_info("fakeup listening", "addr=%s:%ld threads=%ld record_max=%ld",

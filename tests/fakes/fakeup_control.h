@@ -40,8 +40,8 @@ ctl_bool(bool *dst, const cJSON *v, char *err, size_t esz)
 static bool
 ctl_ms(long *dst, const cJSON *v, char *err, size_t esz)
 {
-    if (!cJSON_IsNumber(v) || v->valuedouble < 0
-        || v->valuedouble > (double)FK_MAX_DELAY_MS) {
+    if (!cJSON_IsNumber(v) || v->valuedouble < 0 ||
+        v->valuedouble > (double)FK_MAX_DELAY_MS) {
         snprintf(err, esz, "%s must be a number of ms in 0..%ld", v->string,
                  FK_MAX_DELAY_MS);
         return false;
@@ -72,12 +72,14 @@ ctl_faults(cJSON **dst, enum fk_kind k, const cJSON *v, char *err, size_t esz)
         snprintf(err, esz, "%s must be an array of objects", v->string);
         return false;
     }
-    cJSON_ArrayForEach(f, v) {
+    cJSON_ArrayForEach(f, v)
+    {
         if (!cJSON_IsObject(f)) {
             snprintf(err, esz, "%s: every fault must be an object", v->string);
             return false;
         }
-        cJSON_ArrayForEach(key, f) {
+        cJSON_ArrayForEach(key, f)
+        {
             if (!fk_word_in(fk_fault_keys[k], key->string)) {
                 snprintf(err, esz, "%s: unknown fault key \"%s\" (allowed:%s)",
                          v->string, key->string, fk_fault_keys[k]);
@@ -91,8 +93,8 @@ ctl_faults(cJSON **dst, enum fk_kind k, const cJSON *v, char *err, size_t esz)
 
 /* Apply one control key to the new settings c / fault lists add[]. */
 static bool
-ctl_key(struct fk_conf *c, cJSON **add, bool *clear, const cJSON *v,
-        char *err, size_t esz)
+ctl_key(struct fk_conf *c, cJSON **add, bool *clear, const cJSON *v, char *err,
+        size_t esz)
 {
     const char *k = v->string;
     char name[64];
@@ -165,21 +167,26 @@ ctl_state(void)
     for (i = 0; i < FK_OTHER; i++) {
         snprintf(name, sizeof(name), "%s_latency_ms", fk_kind_name[i]);
         cJSON_AddNumberToObject(o, name, (double)c->latency_ms[i]);
-        cJSON_AddItemToObject(p, fk_kind_name[i], cJSON_Duplicate(fk.faults[i], 1));
+        cJSON_AddItemToObject(p, fk_kind_name[i],
+                              cJSON_Duplicate(fk.faults[i], 1));
     }
     ctl_add_str(o, "llm_reply", c->llm_reply);
     cJSON_AddBoolToObject(o, "llm_api_key_set", c->llm_api_key != NULL);
     cJSON_AddBoolToObject(o, "llm_down", c->llm_down);
-    cJSON_AddNumberToObject(o, "llm_chunk_delay_ms", (double)c->llm_chunk_delay_ms);
+    cJSON_AddNumberToObject(o, "llm_chunk_delay_ms",
+                            (double)c->llm_chunk_delay_ms);
     cJSON_AddBoolToObject(o, "llm_sse_comments", c->llm_sse_comments);
     cJSON_AddBoolToObject(o, "llm_sse_crlf", c->llm_sse_crlf);
-    cJSON_AddBoolToObject(o, "llm_enforce_max_tokens", c->llm_enforce_max_tokens);
-    cJSON_AddItemToObject(o, "llm_headers", c->llm_headers
-                          ? cJSON_Duplicate(c->llm_headers, 1) : cJSON_CreateNull());
+    cJSON_AddBoolToObject(o, "llm_enforce_max_tokens",
+                          c->llm_enforce_max_tokens);
+    cJSON_AddItemToObject(o, "llm_headers",
+                          c->llm_headers ? cJSON_Duplicate(c->llm_headers, 1)
+                                         : cJSON_CreateNull());
     cJSON_AddBoolToObject(o, "graph_token_set", c->graph_token != NULL);
-    cJSON_AddItemToObject(o, "graph_instagram_ids", c->graph_instagram_ids
-                          ? cJSON_Duplicate(c->graph_instagram_ids, 1)
-                          : cJSON_CreateNull());
+    cJSON_AddItemToObject(o, "graph_instagram_ids",
+                          c->graph_instagram_ids
+                              ? cJSON_Duplicate(c->graph_instagram_ids, 1)
+                              : cJSON_CreateNull());
     cJSON_AddBoolToObject(o, "telegram_token_set", c->telegram_token != NULL);
     cJSON_AddBoolToObject(o, "slack_token_set", c->slack_token != NULL);
     cJSON_AddBoolToObject(o, "webhook_secret_set", c->webhook_secret != NULL);
@@ -204,7 +211,8 @@ ctl_control(const cJSON *req, struct fk_out *o)
         ok = false;
     }
     items = ok ? req : NULL;
-    cJSON_ArrayForEach(v, items) {
+    cJSON_ArrayForEach(v, items)
+    {
         if (!ctl_key(nc, add, &clear, v, err, sizeof(err))) {
             if (!err[0])
                 snprintf(err, sizeof(err), "duplicate key \"%s\"", v->string);
@@ -226,7 +234,8 @@ ctl_control(const cJSON *req, struct fk_out *o)
             fk.faults[i] = cJSON_CreateArray();
         }
         while (add[i] && cJSON_GetArraySize(add[i]) > 0)
-            cJSON_AddItemToArray(fk.faults[i], cJSON_DetachItemFromArray(add[i], 0));
+            cJSON_AddItemToArray(fk.faults[i],
+                                 cJSON_DetachItemFromArray(add[i], 0));
     }
     fk_conf_swap_locked(nc);
     pthread_mutex_unlock(&fk.mu);
@@ -243,7 +252,8 @@ ctl_reset(struct fk_out *o)
     int i;
 
     if (!nc) {
-        fk_out_text(o, 500, "application/json", "{\"error\":\"out of memory\"}");
+        fk_out_text(o, 500, "application/json",
+                    "{\"error\":\"out of memory\"}");
         return;
     }
     pthread_mutex_lock(&fk.mu);
@@ -263,9 +273,11 @@ ctl_reset(struct fk_out *o)
 }
 
 static unsigned long long
-ctl_arg_ull(struct MHD_Connection *conn, const char *name, unsigned long long dflt)
+ctl_arg_ull(struct MHD_Connection *conn, const char *name,
+            unsigned long long dflt)
 {
-    const char *s = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, name);
+    const char *s =
+        MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, name);
     char *end;
     unsigned long long v;
 
@@ -280,7 +292,8 @@ ctl_arg_ull(struct MHD_Connection *conn, const char *name, unsigned long long df
 static void
 ctl_requests(struct MHD_Connection *conn, struct fk_out *o)
 {
-    const char *kind = MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "kind");
+    const char *kind =
+        MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, "kind");
     unsigned long long since = ctl_arg_ull(conn, "since", 0);
     unsigned long long limit = ctl_arg_ull(conn, "limit", ULLONG_MAX);
     unsigned long long n = 0;
@@ -293,9 +306,10 @@ ctl_requests(struct MHD_Connection *conn, struct fk_out *o)
             if (strcmp(kind, fk_kind_name[i]) == 0)
                 k = (int)i;
         if (k < 0) {
-            fk_out_text(o, 400, "application/json",
-                        "{\"error\":\"kind must be llm, graph, telegram, slack, "
-                        "webhook or other\"}");
+            fk_out_text(
+                o, 400, "application/json",
+                "{\"error\":\"kind must be llm, graph, telegram, slack, "
+                "webhook or other\"}");
             return;
         }
     }
@@ -376,7 +390,8 @@ ctl_handle(struct MHD_Connection *conn, const char *method, const char *path,
     } else if (strcmp(path, "/_stats") == 0 && get) {
         ctl_stats(o);
     } else {
-        fk_out_text(o, 404, "application/json", "{\"error\":\"no such control "
+        fk_out_text(o, 404, "application/json",
+                    "{\"error\":\"no such control "
                     "endpoint: GET /_ping /_requests /_stats /_control, POST "
                     "/_control /_reset\"}");
     }

@@ -14,7 +14,8 @@ static void
 llm_error(struct fk_out *o, unsigned int status, const char *message,
           const char *type, const char *param, const char *code)
 {
-    cJSON *root = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(root, "error");
+    cJSON *root = cJSON_CreateObject(),
+          *e = cJSON_AddObjectToObject(root, "error");
 
     cJSON_AddStringToObject(e, "message", message);
     cJSON_AddStringToObject(e, "type", type);
@@ -47,7 +48,8 @@ llm_fault_error(struct fk_out *o, const cJSON *fault, unsigned int status,
         return;
     snprintf(msg, sizeof(msg), "fake error %u", status);
     if (status == 429) {
-        snprintf(msg, sizeof(msg), "Rate limit reached for model `%s` in "
+        snprintf(msg, sizeof(msg),
+                 "Rate limit reached for model `%s` in "
                  "organization `org_fake` on tokens per minute (TPM): Limit "
                  "6000, Used 6000, Requested 100. Please try again in %ss.",
                  model, ra);
@@ -58,23 +60,28 @@ llm_fault_error(struct fk_out *o, const cJSON *fault, unsigned int status,
         type = "invalid_request_error";
         code = "invalid_api_key";
     } else if (status == 404) {
-        snprintf(msg, sizeof(msg), "The model `%s` does not exist or you do "
-                 "not have access to it.", model);
+        snprintf(msg, sizeof(msg),
+                 "The model `%s` does not exist or you do "
+                 "not have access to it.",
+                 model);
         type = "invalid_request_error";
         code = "model_not_found";
     } else if (status == 400 || status == 413 || status == 422) {
         type = "invalid_request_error";
     } else if (status == 503) {
-        snprintf(msg, sizeof(msg), "The server is overloaded or not ready yet.");
+        snprintf(msg, sizeof(msg),
+                 "The server is overloaded or not ready yet.");
         type = "unavailable_error";
     } else if (status >= 500) {
-        snprintf(msg, sizeof(msg), "The server had an error while processing "
+        snprintf(msg, sizeof(msg),
+                 "The server had an error while processing "
                  "your request. Sorry about that!");
         type = "server_error";
     }
-    llm_error(o, status, fk_jstr(fault, "message") ? fk_jstr(fault, "message")
-              : msg, fk_jstr(fault, "type") ? fk_jstr(fault, "type") : type,
-              NULL, fk_jstr(fault, "code") ? fk_jstr(fault, "code") : code);
+    llm_error(o, status,
+              fk_jstr(fault, "message") ? fk_jstr(fault, "message") : msg,
+              fk_jstr(fault, "type") ? fk_jstr(fault, "type") : type, NULL,
+              fk_jstr(fault, "code") ? fk_jstr(fault, "code") : code);
 }
 
 /* Validate a chat completion request; NULL when fine, else the message. */
@@ -98,21 +105,26 @@ llm_validate(const cJSON *req, char *msg, size_t size, const char **param)
     *param = "messages";
     if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) == 0)
         return "'messages' must be a non-empty array";
-    cJSON_ArrayForEach(m, msgs) {
+    cJSON_ArrayForEach(m, msgs)
+    {
         role = fk_jstr(m, "role");
         v = cJSON_GetObjectItemCaseSensitive(m, "content");
-        if (!cJSON_IsObject(m) || !role
-            || (strcmp(role, "system") && strcmp(role, "user")
-                && strcmp(role, "assistant") && strcmp(role, "tool")
-                && strcmp(role, "developer"))) {
-            snprintf(msg, size, "'messages.%d' : missing or invalid 'role' "
-                     "(system, user, assistant, tool, developer)", i);
+        if (!cJSON_IsObject(m) || !role ||
+            (strcmp(role, "system") != 0 && strcmp(role, "user") != 0 &&
+             strcmp(role, "assistant") != 0 && strcmp(role, "tool") != 0 &&
+             strcmp(role, "developer") != 0)) {
+            snprintf(msg, size,
+                     "'messages.%d' : missing or invalid 'role' "
+                     "(system, user, assistant, tool, developer)",
+                     i);
             return msg;
         }
-        if (!(cJSON_IsString(v) || cJSON_IsArray(v)
-              || (cJSON_IsNull(v) && strcmp(role, "assistant") == 0))) {
-            snprintf(msg, size, "'messages.%d' : 'content' must be a string "
-                     "or an array of content parts", i);
+        if (!(cJSON_IsString(v) || cJSON_IsArray(v) ||
+              (cJSON_IsNull(v) && strcmp(role, "assistant") == 0))) {
+            snprintf(msg, size,
+                     "'messages.%d' : 'content' must be a string "
+                     "or an array of content parts",
+                     i);
             return msg;
         }
         i++;
@@ -122,14 +134,14 @@ llm_validate(const cJSON *req, char *msg, size_t size, const char **param)
     if (v && !cJSON_IsBool(v) && !cJSON_IsNull(v))
         return "'stream' : value must be a boolean";
     v = cJSON_GetObjectItemCaseSensitive(req, "temperature");
-    if (v && !cJSON_IsNull(v)
-        && (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 2))
+    if (v && !cJSON_IsNull(v) &&
+        (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 2))
         return "'temperature' : number must be between 0 and 2";
     v = cJSON_GetObjectItemCaseSensitive(req, "n");
     if (v && !cJSON_IsNull(v) && (!cJSON_IsNumber(v) || v->valuedouble != 1))
         return "'n' : number must be at most 1";
-    if (fk_jlong(req, "max_tokens", 1) < 1
-        || fk_jlong(req, "max_completion_tokens", 1) < 1)
+    if (fk_jlong(req, "max_tokens", 1) < 1 ||
+        fk_jlong(req, "max_completion_tokens", 1) < 1)
         return "max tokens must be at least 1";
     return NULL;
 }
@@ -145,7 +157,8 @@ llm_content_text(const cJSON *content, struct core_buf *b)
         core_buf_adds(b, content->valuestring);
         return;
     }
-    cJSON_ArrayForEach(part, content) {
+    cJSON_ArrayForEach(part, content)
+    {
         t = fk_jstr(part, "text");
         if (t)
             core_buf_adds(b, t);
@@ -159,7 +172,8 @@ llm_prompt_chars(const cJSON *req)
     struct core_buf b;
     size_t n = 0;
 
-    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(req, "messages")) {
+    cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(req, "messages"))
+    {
         core_buf_init(&b, FK_OUT_MAX);
         llm_content_text(cJSON_GetObjectItemCaseSensitive(m, "content"), &b);
         n += b.len;
@@ -188,7 +202,8 @@ llm_reply_text(const cJSON *req, const cJSON *fault, const struct fk_conf *cf)
         m = cJSON_GetArrayItem(msgs, i);
         role = fk_jstr(m, "role");
         if (role && strcmp(role, "user") == 0) {
-            llm_content_text(cJSON_GetObjectItemCaseSensitive(m, "content"), &b);
+            llm_content_text(cJSON_GetObjectItemCaseSensitive(m, "content"),
+                             &b);
             break;
         }
     }
@@ -268,7 +283,8 @@ llm_stream(const cJSON *req, const cJSON *fault, const struct fk_conf *cf,
     struct fk_stream *s = fk_stream_new();
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(req, "stream_options");
     bool usage = fk_jbool(so, "include_usage"), crlf = cf->llm_sse_crlf;
-    bool cut = fk_jbool(fault, "stream_error") || fk_jbool(fault, "stream_abort");
+    bool cut =
+        fk_jbool(fault, "stream_error") || fk_jbool(fault, "stream_abort");
     const char *eol = crlf ? "\r\n\r\n" : "\n\n";
     char line[64];
     size_t len = strlen(a->content), step, at = 0, n;
@@ -282,11 +298,13 @@ llm_stream(const cJSON *req, const cJSON *fault, const struct fk_conf *cf,
         snprintf(line, sizeof(line), ": keep-alive%s", eol);
         fk_stream_event(s, line);
     }
-    fk_stream_data(s, llm_delta_chunk(a->id, a->created, a->model, usage,
-                                      "assistant", "", 0, NULL), crlf);
+    fk_stream_data(s,
+                   llm_delta_chunk(a->id, a->created, a->model, usage,
+                                   "assistant", "", 0, NULL),
+                   crlf);
     if (fk_jbool(fault, "malformed")) {
-        snprintf(line, sizeof(line), "data: {\"id\":\"%.20s\",\"choices\":[{\"de%s",
-                 a->id, eol);
+        snprintf(line, sizeof(line),
+                 "data: {\"id\":\"%.20s\",\"choices\":[{\"de%s", a->id, eol);
         fk_stream_event(s, line);
         goto done;
     }
@@ -297,8 +315,10 @@ llm_stream(const cJSON *req, const cJSON *fault, const struct fk_conf *cf,
         n = fk_utf8_cut(a->content + at, len - at, step);
         if (n == 0)
             n = len - at;
-        fk_stream_data(s, llm_delta_chunk(a->id, a->created, a->model, usage,
-                                          NULL, a->content + at, n, NULL), crlf);
+        fk_stream_data(s,
+                       llm_delta_chunk(a->id, a->created, a->model, usage, NULL,
+                                       a->content + at, n, NULL),
+                       crlf);
         at += n;
         pieces++;
         if (pieces == 1 && cf->llm_sse_comments) {
@@ -313,21 +333,24 @@ llm_stream(const cJSON *req, const cJSON *fault, const struct fk_conf *cf,
     if (fk_jbool(fault, "stream_error")) {
         e = cJSON_CreateObject();
         err = cJSON_AddObjectToObject(e, "error");
-        cJSON_AddStringToObject(err, "message", fk_jstr(fault, "message")
-                                ? fk_jstr(fault, "message")
-                                : "fake mid-stream failure");
+        cJSON_AddStringToObject(err, "message",
+                                fk_jstr(fault, "message")
+                                    ? fk_jstr(fault, "message")
+                                    : "fake mid-stream failure");
         cJSON_AddStringToObject(err, "type", "server_error");
         cJSON_AddNumberToObject(err, "code", 500);
         fk_stream_data(s, e, crlf);
         goto done;
     }
-    fk_stream_data(s, llm_delta_chunk(a->id, a->created, a->model, usage, NULL,
-                                      NULL, 0, a->finish), crlf);
+    fk_stream_data(s,
+                   llm_delta_chunk(a->id, a->created, a->model, usage, NULL,
+                                   NULL, 0, a->finish),
+                   crlf);
     if (usage) {
         e = llm_chunk(a->id, a->created, a->model, false);
         cJSON_AddArrayToObject(e, "choices");
-        cJSON_AddItemToObject(e, "usage", llm_usage(a->prompt_tokens,
-                                                    a->completion_tokens));
+        cJSON_AddItemToObject(
+            e, "usage", llm_usage(a->prompt_tokens, a->completion_tokens));
         fk_stream_data(s, e, crlf);
     }
     snprintf(line, sizeof(line), "data: [DONE]%s", eol);
@@ -357,8 +380,8 @@ llm_complete(const struct llm_answer *a, struct fk_out *o)
     cJSON_AddStringToObject(msg, "content", a->content);
     cJSON_AddNullToObject(ch, "logprobs");
     cJSON_AddStringToObject(ch, "finish_reason", a->finish);
-    cJSON_AddItemToObject(r, "usage", llm_usage(a->prompt_tokens,
-                                                a->completion_tokens));
+    cJSON_AddItemToObject(r, "usage",
+                          llm_usage(a->prompt_tokens, a->completion_tokens));
     cJSON_AddStringToObject(r, "system_fingerprint", "fp_fake");
     fk_out_json(o, 200, r);
 }
@@ -377,7 +400,8 @@ llm_handle(const struct fk_call *c, struct fk_out *o)
     if (cf->llm_headers)
         fk_out_headers_from(o, cf->llm_headers);
     if (strcmp(c->method, "POST") != 0) {
-        llm_error(o, 405, "Method not allowed", "invalid_request_error", NULL, NULL);
+        llm_error(o, 405, "Method not allowed", "invalid_request_error", NULL,
+                  NULL);
         return;
     }
     if (cf->llm_down) {
@@ -385,8 +409,10 @@ llm_handle(const struct fk_call *c, struct fk_out *o)
                   "unavailable_error", NULL, NULL);
         return;
     }
-    auth = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Authorization");
-    snprintf(want, sizeof(want), "Bearer %s", cf->llm_api_key ? cf->llm_api_key : "");
+    auth =
+        MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Authorization");
+    snprintf(want, sizeof(want), "Bearer %s",
+             cf->llm_api_key ? cf->llm_api_key : "");
     if (cf->llm_api_key && (!auth || strcmp(auth, want) != 0)) {
         llm_error(o, 401, "Invalid API Key", "invalid_request_error", NULL,
                   "invalid_api_key");
@@ -419,14 +445,16 @@ llm_handle(const struct fk_call *c, struct fk_out *o)
     a.id = id;
     a.created = fk_wall_ms() / 1000;
     a.model = model;
-    a.finish = fk_jstr(o->fault, "finish_reason") ? fk_jstr(o->fault, "finish_reason")
-                                                  : "stop";
+    a.finish = fk_jstr(o->fault, "finish_reason")
+                   ? fk_jstr(o->fault, "finish_reason")
+                   : "stop";
     a.prompt_tokens = (long)((llm_prompt_chars(c->json) + 3) / 4);
     if (a.prompt_tokens < 1)
         a.prompt_tokens = 1;
     limit = fk_jlong(c->json, "max_completion_tokens",
                      fk_jlong(c->json, "max_tokens", 0));
-    if (cf->llm_enforce_max_tokens && limit > 0 && (long)((len + 3) / 4) > limit) {
+    if (cf->llm_enforce_max_tokens && limit > 0 &&
+        (long)((len + 3) / 4) > limit) {
         len = fk_utf8_cut(content, len, (size_t)limit * 4);
         content[len] = '\0';
         a.finish = "length";

@@ -14,21 +14,35 @@ static const char *
 graph_default_message(long code)
 {
     switch (code) {
-    case 1: return "An unknown error occurred";
-    case 2: return "Service temporarily unavailable";
-    case 4: return "(#4) Application request limit reached";
-    case 10: return "(#10) This message is sent outside of allowed window.";
-    case 100: return "(#100) Invalid parameter";
-    case 190: return "Invalid OAuth access token - Cannot parse access token";
-    case 551: return "(#551) This person isn't available right now.";
-    case 613: return "(#613) Calls to this api have exceeded the rate limit.";
-    case 130429: return "(#130429) Rate limit hit";
-    case 131026: return "(#131026) Message undeliverable";
-    case 131047: return "(#131047) Re-engagement message";
-    case 131048: return "(#131048) Spam rate limit hit";
-    case 131056: return "(#131056) (Business Account, Consumer Account) pair "
-                        "rate limit hit";
-    default: return "(#fake) Fake Graph API error";
+    case 1:
+        return "An unknown error occurred";
+    case 2:
+        return "Service temporarily unavailable";
+    case 4:
+        return "(#4) Application request limit reached";
+    case 10:
+        return "(#10) This message is sent outside of allowed window.";
+    case 100:
+        return "(#100) Invalid parameter";
+    case 190:
+        return "Invalid OAuth access token - Cannot parse access token";
+    case 551:
+        return "(#551) This person isn't available right now.";
+    case 613:
+        return "(#613) Calls to this api have exceeded the rate limit.";
+    case 130429:
+        return "(#130429) Rate limit hit";
+    case 131026:
+        return "(#131026) Message undeliverable";
+    case 131047:
+        return "(#131047) Re-engagement message";
+    case 131048:
+        return "(#131048) Spam rate limit hit";
+    case 131056:
+        return "(#131056) (Business Account, Consumer Account) pair "
+               "rate limit hit";
+    default:
+        return "(#fake) Fake Graph API error";
     }
 }
 
@@ -37,12 +51,13 @@ static void
 graph_error(struct fk_out *o, unsigned int http, long code, long subcode,
             const char *message, const char *details, const char *type)
 {
-    cJSON *root = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(root, "error");
+    cJSON *root = cJSON_CreateObject(),
+          *e = cJSON_AddObjectToObject(root, "error");
     cJSON *data;
     char trace[48];
 
-    cJSON_AddStringToObject(e, "message", message ? message
-                                                  : graph_default_message(code));
+    cJSON_AddStringToObject(e, "message",
+                            message ? message : graph_default_message(code));
     cJSON_AddStringToObject(e, "type", type ? type : "OAuthException");
     cJSON_AddNumberToObject(e, "code", (double)code);
     if (subcode)
@@ -50,8 +65,8 @@ graph_error(struct fk_out *o, unsigned int http, long code, long subcode,
     if (code >= 130000 || details) {
         data = cJSON_AddObjectToObject(e, "error_data");
         cJSON_AddStringToObject(data, "messaging_product", "whatsapp");
-        cJSON_AddStringToObject(data, "details", details ? details
-                                : graph_default_message(code));
+        cJSON_AddStringToObject(
+            data, "details", details ? details : graph_default_message(code));
     }
     snprintf(trace, sizeof(trace), "AfakeTrace%llu", fk_next_id());
     cJSON_AddStringToObject(e, "fbtrace_id", trace);
@@ -67,16 +82,20 @@ graph_whatsapp(const cJSON *req, struct fk_out *o)
     cJSON *r, *arr, *it;
     char id[64];
 
-    if (!fk_jstr(req, "messaging_product")
-        || strcmp(fk_jstr(req, "messaging_product"), "whatsapp") != 0) {
-        graph_error(o, 400, 100, 0, "(#100) The parameter messaging_product is "
-                    "required.", NULL, NULL);
+    if (!fk_jstr(req, "messaging_product") ||
+        strcmp(fk_jstr(req, "messaging_product"), "whatsapp") != 0) {
+        graph_error(o, 400, 100, 0,
+                    "(#100) The parameter messaging_product is "
+                    "required.",
+                    NULL, NULL);
         return;
     }
     if (status && strcmp(status, "read") == 0) {
         if (!fk_jstr(req, "message_id")) {
-            graph_error(o, 400, 100, 0, "(#100) The parameter message_id is "
-                        "required.", NULL, NULL);
+            graph_error(o, 400, 100, 0,
+                        "(#100) The parameter message_id is "
+                        "required.",
+                        NULL, NULL);
             return;
         }
         r = cJSON_CreateObject();
@@ -94,13 +113,17 @@ graph_whatsapp(const cJSON *req, struct fk_out *o)
     if (!type || strcmp(type, "text") == 0) {
         body = fk_jstr(cJSON_GetObjectItemCaseSensitive(req, "text"), "body");
         if (!body || !body[0]) {
-            graph_error(o, 400, 100, 0, "(#100) The parameter text['body'] is "
-                        "required.", NULL, NULL);
+            graph_error(o, 400, 100, 0,
+                        "(#100) The parameter text['body'] is "
+                        "required.",
+                        NULL, NULL);
             return;
         }
         if (fk_utf8_chars(body) > 4096) {
-            graph_error(o, 400, 100, 0, "(#100) Param text['body'] must be at "
-                        "most 4096 characters long.", NULL, NULL);
+            graph_error(o, 400, 100, 0,
+                        "(#100) Param text['body'] must be at "
+                        "most 4096 characters long.",
+                        NULL, NULL);
             return;
         }
     }
@@ -124,9 +147,10 @@ graph_is_instagram(const struct fk_conf *cf, const char *id)
 {
     const cJSON *v;
 
-    cJSON_ArrayForEach(v, cf->graph_instagram_ids)
-        if (cJSON_IsString(v) && strcmp(v->valuestring, id) == 0)
-            return true;
+    cJSON_ArrayForEach(
+        v, cf->graph_instagram_ids) if (cJSON_IsString(v) &&
+                                        strcmp(v->valuestring, id) ==
+                                            0) return true;
     return false;
 }
 
@@ -135,7 +159,8 @@ static void
 graph_messenger(const cJSON *req, bool instagram, struct fk_out *o)
 {
     const cJSON *msg = cJSON_GetObjectItemCaseSensitive(req, "message");
-    const char *rid = fk_jstr(cJSON_GetObjectItemCaseSensitive(req, "recipient"), "id");
+    const char *rid =
+        fk_jstr(cJSON_GetObjectItemCaseSensitive(req, "recipient"), "id");
     const char *text;
     cJSON *r;
     char id[64];
@@ -158,13 +183,17 @@ graph_messenger(const cJSON *req, bool instagram, struct fk_out *o)
         return;
     }
     text = fk_jstr(msg, "text");
-    if (text && (instagram ? strlen(text) > 1000 : fk_utf8_chars(text) > 2000)) {
+    if (text &&
+        (instagram ? strlen(text) > 1000 : fk_utf8_chars(text) > 2000)) {
         cJSON_Delete(r);
-        graph_error(o, 400, 100, 0, instagram
-                    ? "(#100) Length of param message[text] must be less than "
-                      "or equal to 1000 bytes"
-                    : "(#100) Length of param message[text] must be less than "
-                      "or equal to 2000", NULL, NULL);
+        graph_error(
+            o, 400, 100, 0,
+            instagram
+                ? "(#100) Length of param message[text] must be less than "
+                  "or equal to 1000 bytes"
+                : "(#100) Length of param message[text] must be less than "
+                  "or equal to 2000",
+            NULL, NULL);
         return;
     }
     snprintf(id, sizeof(id), instagram ? "aWdfFAKE%llu" : "m_FAKE%llu",
@@ -182,20 +211,25 @@ graph_handle(const struct fk_call *c, struct fk_out *o)
     long http, code;
 
     if (strcmp(c->method, "POST") != 0) {
-        graph_error(o, 400, 100, 0, "Unsupported get request. Only POST is "
-                    "faked on /messages", NULL, "GraphMethodException");
+        graph_error(o, 400, 100, 0,
+                    "Unsupported get request. Only POST is "
+                    "faked on /messages",
+                    NULL, "GraphMethodException");
         return;
     }
     fk_out_take_fault(o, fk_fault_pop(FK_GRAPH));
-    auth = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Authorization");
+    auth =
+        MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Authorization");
     if (auth && strncasecmp(auth, "Bearer ", 7) == 0)
         token = auth + 7;
     if (!token)
         token = MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND,
                                             "access_token");
     if (!token || !token[0]) {
-        graph_error(o, 401, 190, 0, "An active access token must be used to "
-                    "query information about the current user.", NULL, NULL);
+        graph_error(o, 401, 190, 0,
+                    "An active access token must be used to "
+                    "query information about the current user.",
+                    NULL, NULL);
         return;
     }
     if (cf->graph_token && strcmp(token, cf->graph_token) != 0) {
@@ -210,9 +244,10 @@ graph_handle(const struct fk_call *c, struct fk_out *o)
         if (!code)
             code = http >= 500 ? 1 : 100;
         if (!fk_out_fault_body(o, o->fault, (unsigned int)http))
-            graph_error(o, (unsigned int)http, code, fk_jlong(o->fault, "subcode", 0),
-                        fk_jstr(o->fault, "message"), fk_jstr(o->fault, "details"),
-                        fk_jstr(o->fault, "type"));
+            graph_error(
+                o, (unsigned int)http, code, fk_jlong(o->fault, "subcode", 0),
+                fk_jstr(o->fault, "message"), fk_jstr(o->fault, "details"),
+                fk_jstr(o->fault, "type"));
         return;
     }
     if (fk_jbool(o->fault, "malformed")) {
@@ -220,8 +255,10 @@ graph_handle(const struct fk_call *c, struct fk_out *o)
         return;
     }
     if (!cJSON_IsObject(c->json)) {
-        graph_error(o, 400, 100, 0, "(#100) The request body must be a JSON "
-                    "object", NULL, NULL);
+        graph_error(o, 400, 100, 0,
+                    "(#100) The request body must be a JSON "
+                    "object",
+                    NULL, NULL);
         return;
     }
     /* path: /vNN.N/{id}/messages */
@@ -239,7 +276,8 @@ graph_handle(const struct fk_call *c, struct fk_out *o)
 /* the fake Telegram Bot API */
 
 static void
-tg_error(struct fk_out *o, long code, const char *description, const cJSON *fault)
+tg_error(struct fk_out *o, long code, const char *description,
+         const cJSON *fault)
 {
     cJSON *r = cJSON_CreateObject(), *p = NULL;
     char desc[160];
@@ -255,14 +293,17 @@ tg_error(struct fk_out *o, long code, const char *description, const cJSON *faul
                 ra = 1;
             break;
         case 403:
-            snprintf(desc, sizeof(desc), "Forbidden: bot was blocked by the user");
+            snprintf(desc, sizeof(desc),
+                     "Forbidden: bot was blocked by the user");
             break;
         case 401:
             snprintf(desc, sizeof(desc), "Unauthorized");
             break;
         case 400:
-            snprintf(desc, sizeof(desc), mig ? "Bad Request: group chat was "
-                     "upgraded to a supergroup chat" : "Bad Request: chat not found");
+            snprintf(desc, sizeof(desc),
+                     mig ? "Bad Request: group chat was "
+                           "upgraded to a supergroup chat"
+                         : "Bad Request: chat not found");
             break;
         default:
             snprintf(desc, sizeof(desc), "Internal Server Error");
@@ -287,6 +328,7 @@ tg_message(const cJSON *req)
 {
     cJSON *m = cJSON_CreateObject(), *from, *chat;
     const cJSON *cid = cJSON_GetObjectItemCaseSensitive(req, "chat_id");
+    long long now_s;
 
     cJSON_AddNumberToObject(m, "message_id", (double)fk_next_id());
     from = cJSON_AddObjectToObject(m, "from");
@@ -295,10 +337,11 @@ tg_message(const cJSON *req)
     cJSON_AddStringToObject(from, "first_name", "FakeBot");
     cJSON_AddStringToObject(from, "username", "fake_bot");
     chat = cJSON_AddObjectToObject(m, "chat");
-    cJSON_AddItemToObject(chat, "id", cid ? cJSON_Duplicate(cid, 1)
-                                          : cJSON_CreateNumber(0));
+    cJSON_AddItemToObject(
+        chat, "id", cid ? cJSON_Duplicate(cid, 1) : cJSON_CreateNumber(0));
     cJSON_AddStringToObject(chat, "type", "private");
-    cJSON_AddNumberToObject(m, "date", (double)(fk_wall_ms() / 1000));
+    now_s = fk_wall_ms() / 1000;
+    cJSON_AddNumberToObject(m, "date", (double)now_s);
     if (fk_jstr(req, "text"))
         cJSON_AddStringToObject(m, "text", fk_jstr(req, "text"));
     return m;
@@ -314,9 +357,10 @@ tg_handle(const struct fk_call *c, struct fk_out *o)
     long code;
 
     fk_out_take_fault(o, fk_fault_pop(FK_TELEGRAM));
-    if (!slash || slash == tok || (cf->telegram_token
-        && (strlen(cf->telegram_token) != (size_t)(slash - tok)
-            || memcmp(cf->telegram_token, tok, (size_t)(slash - tok)) != 0))) {
+    if (!slash || slash == tok ||
+        (cf->telegram_token &&
+         (strlen(cf->telegram_token) != (size_t)(slash - tok) ||
+          memcmp(cf->telegram_token, tok, (size_t)(slash - tok)) != 0))) {
         tg_error(o, 401, NULL, NULL);
         return;
     }
@@ -336,7 +380,8 @@ tg_handle(const struct fk_call *c, struct fk_out *o)
     }
     r = cJSON_CreateObject();
     cJSON_AddTrueToObject(r, "ok");
-    if (strcmp(method, "sendMessage") == 0 || strcmp(method, "editMessageText") == 0) {
+    if (strcmp(method, "sendMessage") == 0 ||
+        strcmp(method, "editMessageText") == 0) {
         text = fk_jstr(c->json, "text");
         if (!cJSON_GetObjectItemCaseSensitive(c->json, "chat_id")) {
             cJSON_Delete(r);
@@ -345,15 +390,19 @@ tg_handle(const struct fk_call *c, struct fk_out *o)
         }
         if (!text || !text[0] || fk_utf8_chars(text) > 4096) {
             cJSON_Delete(r);
-            tg_error(o, 400, text && text[0] ? "Bad Request: message is too long"
-                     : "Bad Request: message text is empty", NULL);
+            tg_error(o, 400,
+                     text && text[0] ? "Bad Request: message is too long"
+                                     : "Bad Request: message text is empty",
+                     NULL);
             return;
         }
         cJSON_AddItemToObject(r, "result", tg_message(c->json));
     } else if (strcmp(method, "getMe") == 0) {
-        cJSON_AddItemToObject(r, "result", cJSON_Parse(
-            "{\"id\":1000001,\"is_bot\":true,\"first_name\":\"FakeBot\","
-            "\"username\":\"fake_bot\"}"));
+        cJSON_AddItemToObject(
+            r, "result",
+            cJSON_Parse(
+                "{\"id\":1000001,\"is_bot\":true,\"first_name\":\"FakeBot\","
+                "\"username\":\"fake_bot\"}"));
     } else {
         cJSON_AddTrueToObject(r, "result");
     }
@@ -384,7 +433,8 @@ slack_post(const cJSON *req, struct fk_out *o)
         slack_error(o, 200, "channel_not_found");
         return;
     }
-    if ((!text || !text[0]) && !cJSON_GetObjectItemCaseSensitive(req, "blocks")) {
+    if ((!text || !text[0]) &&
+        !cJSON_GetObjectItemCaseSensitive(req, "blocks")) {
         slack_error(o, 200, "no_text");
         return;
     }
@@ -419,7 +469,8 @@ slack_handle(const struct fk_call *c, struct fk_out *o)
     cJSON *r;
 
     fk_out_take_fault(o, fk_fault_pop(FK_SLACK));
-    auth = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Authorization");
+    auth =
+        MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Authorization");
     if (!auth || strncasecmp(auth, "Bearer ", 7) != 0 || !auth[7]) {
         slack_error(o, 200, "not_authed");
         return;
@@ -439,7 +490,8 @@ slack_handle(const struct fk_call *c, struct fk_out *o)
     }
     if (http || err) {
         if (!fk_out_fault_body(o, o->fault, http ? (unsigned int)http : 200))
-            slack_error(o, http ? (unsigned int)http : 200, err ? err : "fatal_error");
+            slack_error(o, http ? (unsigned int)http : 200,
+                        err ? err : "fatal_error");
         return;
     }
     if (fk_jbool(o->fault, "malformed")) {
@@ -450,7 +502,8 @@ slack_handle(const struct fk_call *c, struct fk_out *o)
         slack_error(o, 200, "invalid_json");
         return;
     }
-    if (strcmp(method, "chat.postMessage") == 0 || strcmp(method, "chat.update") == 0) {
+    if (strcmp(method, "chat.postMessage") == 0 ||
+        strcmp(method, "chat.update") == 0) {
         slack_post(c->json, o);
         return;
     }
@@ -485,11 +538,12 @@ hook_signature_ok(const struct fk_call *c, const char *secret)
               (const unsigned char *)c->body, c->body_len, mac, &mlen))
         return false;
     for (i = 0; i < mlen; i++)
-        snprintf(hex + 2 * i, 3, "%02x", mac[i]);
+        snprintf(hex + (size_t)i * 2, 3, "%02x", mac[i]);
     if (glen != 2 * (size_t)mlen)
         return false;
     for (i = 0; i < glen; i++)
-        got[i] = (char)((sig[i] >= 'A' && sig[i] <= 'F') ? sig[i] + 32 : sig[i]);
+        got[i] =
+            (char)((sig[i] >= 'A' && sig[i] <= 'F') ? sig[i] + 32 : sig[i]);
     return CRYPTO_memcmp(hex, got, glen) == 0;
 }
 

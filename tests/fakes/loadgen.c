@@ -12,42 +12,48 @@
  * after --duration or --requests, and only ever connects to 127.0.0.0/8.
  */
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-
 #include "core/buf.h"
 
-#define LG_MAX_CONNS 20000
-#define LG_RBUF_MAX (128 * 1024)
-#define LG_REQ_MAX (4 * 1024 * 1024)
-#define LG_DUP_RING 4096
-#define LG_HIST_N (256 + 56 * 128)
+#define LG_MAX_CONNS      20000
+#define LG_RBUF_MAX       ((size_t)128 * 1024)
+#define LG_REQ_MAX        ((size_t)4 * 1024 * 1024)
+#define LG_DUP_RING       4096
+#define LG_HIST_N         (256 + 56 * 128)
 #define LG_BACKOFF_MAX_MS 1000
-#define LG_MAX_HEADERS 8
+#define LG_MAX_HEADERS    8
 
 enum lg_state { LG_DOWN, LG_CONNECTING, LG_IDLE, LG_BUSY };
 
-enum lg_err { LG_E_CONNECT, LG_E_CLOSED, LG_E_IO, LG_E_TIMEOUT, LG_E_PARSE, LG_E_N };
-
-static const char *const lg_err_name[LG_E_N] = {
-    "connect", "closed", "io", "timeout", "parse"
+enum lg_err {
+    LG_E_CONNECT,
+    LG_E_CLOSED,
+    LG_E_IO,
+    LG_E_TIMEOUT,
+    LG_E_PARSE,
+    LG_E_N
 };
+
+static const char *const lg_err_name[LG_E_N] = { "connect", "closed", "io",
+                                                 "timeout", "parse" };
 
 enum lg_platform { LG_WHATSAPP, LG_MESSENGER, LG_INSTAGRAM };
 
@@ -110,6 +116,7 @@ struct lg {
     unsigned long long inflight;
     unsigned long long reconnects;
     long ndown;
+    bool fatal;
     unsigned long long status[600];
     unsigned long long err[LG_E_N];
     unsigned long long hist[LG_HIST_N];
@@ -193,8 +200,7 @@ lg_hist_val(size_t idx)
     msb = (int)(k / 128) + 8;
     sub = k % 128;
     shift = msb - 7;
-    return ((128 + (unsigned long long)sub) << shift)
-           + ((1ULL << shift) >> 1);
+    return ((128 + (unsigned long long)sub) << shift) + ((1ULL << shift) >> 1);
 }
 
 static double
@@ -227,7 +233,8 @@ lg_text(struct lg *g, unsigned long long seq, long user, char *buf, size_t size)
     static const char filler[] = " lorem ipsum dolor sit amet consectetur";
     size_t n;
 
-    n = (size_t)snprintf(buf, size, "loadgen message %llu from user %ld", seq, user);
+    n = (size_t)snprintf(buf, size, "loadgen message %llu from user %ld", seq,
+                         user);
     while (g->o.text_bytes > 0 && n < (size_t)g->o.text_bytes && n + 1 < size) {
         buf[n] = filler[n % (sizeof(filler) - 1)];
         n++;
@@ -246,17 +253,22 @@ lg_body(struct lg *g, unsigned long long seq, struct core_buf *b)
 
     lg_text(g, seq, user, text, sizeof(text));
     if (g->o.platform == LG_WHATSAPP)
-        return core_buf_printf(b,
-            "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":\"%s\","
+        return core_buf_printf(
+            b,
+            "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":\"%"
+            "s\","
             "\"changes\":[{\"value\":{\"messaging_product\":\"whatsapp\","
             "\"metadata\":{\"display_phone_number\":\"15550001111\","
             "\"phone_number_id\":\"%s\"},\"contacts\":[{\"profile\":{\"name\":"
             "\"Load User %ld\"},\"wa_id\":\"%ld\"}],\"messages\":[{\"from\":"
-            "\"%ld\",\"id\":\"wamid.LG%s.%llu\",\"timestamp\":\"%lld\",\"text\":"
-            "{\"body\":\"%s\"},\"type\":\"text\"}]},\"field\":\"messages\"}]}]}",
+            "\"%ld\",\"id\":\"wamid.LG%s.%llu\",\"timestamp\":\"%lld\","
+            "\"text\":"
+            "{\"body\":\"%s\"},\"type\":\"text\"}]},\"field\":\"messages\"}]}]"
+            "}",
             g->o.waba_id, g->o.phone_id, user, 15550000000L + user,
             15550000000L + user, g->run, seq, now_s, text);
-    return core_buf_printf(b,
+    return core_buf_printf(
+        b,
         "{\"object\":\"%s\",\"entry\":[{\"id\":\"%s\",\"time\":%lld,"
         "\"messaging\":[{\"sender\":{\"id\":\"%ld\"},\"recipient\":{\"id\":"
         "\"%s\"},\"timestamp\":%lld,\"message\":{\"mid\":\"%s%s.%llu\","
@@ -280,7 +292,8 @@ lg_build(struct lg *g, struct lg_conn *c)
     core_buf_reset(&c->req);
     c->req_off = 0;
     if (strcmp(g->o.method, "GET") == 0)
-        return core_buf_printf(&c->req, "GET %s HTTP/1.1\r\nHost: %s\r\n"
+        return core_buf_printf(&c->req,
+                               "GET %s HTTP/1.1\r\nHost: %s\r\n"
                                "User-Agent: parley-loadgen\r\n%s\r\n",
                                g->target, g->host_hdr, g->extra_hdrs);
     if (g->o.dup_ratio > 0 && g->ring_n > 0 && lg_rand01(g) < g->o.dup_ratio) {
@@ -302,16 +315,17 @@ lg_build(struct lg *g, struct lg_conn *c)
             goto out;
         }
         for (i = 0; i < mlen; i++)
-            snprintf(hex + 2 * i, 3, "%02x", mac[i]);
+            snprintf(hex + (size_t)i * 2, 3, "%02x", mac[i]);
     }
-    st = core_buf_printf(&c->req, "POST %s HTTP/1.1\r\nHost: %s\r\n"
+    st = core_buf_printf(&c->req,
+                         "POST %s HTTP/1.1\r\nHost: %s\r\n"
                          "User-Agent: parley-loadgen\r\n"
                          "Content-Type: application/json\r\n"
                          "%s%s%s%s"
                          "Content-Length: %zu\r\n\r\n",
                          g->target, g->host_hdr, g->extra_hdrs,
-                         g->o.secret ? "X-Hub-Signature-256: sha256=" : "",
-                         hex, g->o.secret ? "\r\n" : "", body.len);
+                         g->o.secret ? "X-Hub-Signature-256: sha256=" : "", hex,
+                         g->o.secret ? "\r\n" : "", body.len);
     if (st == CORE_OK)
         st = core_buf_add(&c->req, body.data, body.len);
     if (st == CORE_OK && g->o.dup_ratio > 0) {
@@ -405,8 +419,8 @@ lg_parse(const char *b, size_t n, int *status, bool *close_after)
         else if (lg_hdr_is(line, (size_t)(eol - line), "transfer-encoding", &v))
             chunked = lg_memfind(v, (size_t)(eol - v), "chunked") != NULL;
         else if (lg_hdr_is(line, (size_t)(eol - line), "connection", &v))
-            *close_after = strncasecmp(v, "close", 5) == 0
-                || (http10 && strncasecmp(v, "keep-alive", 10) != 0);
+            *close_after = strncasecmp(v, "close", 5) == 0 ||
+                           (http10 && strncasecmp(v, "keep-alive", 10) != 0);
         line = eol + 2;
     }
     if (*status < 200 || *status == 204 || *status == 304)
@@ -415,7 +429,7 @@ lg_parse(const char *b, size_t n, int *status, bool *close_after)
         body = lg_chunked(b + hlen, n - hlen);
         return body <= 0 ? body : (long)hlen + body;
     }
-    if (cl < 0 || cl > LG_RBUF_MAX)
+    if (cl < 0 || cl > (long long)LG_RBUF_MAX)
         return -1;
     return n - hlen >= (size_t)cl ? (long)(hlen + (size_t)cl) : 0;
 }
@@ -541,7 +555,9 @@ lg_start(struct lg *g, int i, long long sched_us)
 
     if (lg_build(g, c) != CORE_OK) {
         fprintf(stderr, "loadgen: could not build a request\n");
-        exit(1);
+        g->fatal = true;
+        lg_set_idle(g, i);
+        return;
     }
     g->issued++;
     g->inflight++;
@@ -625,8 +641,8 @@ lg_event(struct lg *g, int i, uint32_t ev)
     socklen_t el = sizeof(err);
 
     if (c->state == LG_CONNECTING) {
-        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err != 0
-            || (ev & (EPOLLERR | EPOLLHUP))) {
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 ||
+            err != 0 || (ev & (EPOLLERR | EPOLLHUP))) {
             lg_fail(g, i, LG_E_CONNECT);
             return;
         }
@@ -650,11 +666,11 @@ lg_check_timeouts(struct lg *g, long long now)
     long i;
 
     for (i = 0; i < g->o.conns; i++) {
-        if (g->c[i].state == LG_BUSY
-            && now - g->c[i].start_us > g->o.timeout_ms * 1000LL)
+        if (g->c[i].state == LG_BUSY &&
+            now - g->c[i].start_us > g->o.timeout_ms * 1000LL)
             lg_fail(g, (int)i, LG_E_TIMEOUT);
-        else if (g->c[i].state == LG_CONNECTING
-                 && now - g->c[i].start_us > g->o.timeout_ms * 1000LL)
+        else if (g->c[i].state == LG_CONNECTING &&
+                 now - g->c[i].start_us > g->o.timeout_ms * 1000LL)
             lg_fail(g, (int)i, LG_E_CONNECT);
     }
 }
@@ -666,7 +682,7 @@ lg_issue(struct lg *g, long long now)
     long long slot;
     int i;
 
-    while (g->nidle > 0) {
+    while (g->nidle > 0 && !g->fatal) {
         if (g->o.requests > 0 && (long long)g->issued >= g->o.requests)
             return -1;
         slot = now;
@@ -700,8 +716,9 @@ lg_run(struct lg *g)
     }
     for (;;) {
         now = lg_now_us();
-        if (!stopping && (now >= deadline || (g->o.requests > 0
-                          && (long long)g->issued >= g->o.requests))) {
+        if (!stopping &&
+            (now >= deadline || g->fatal ||
+             (g->o.requests > 0 && (long long)g->issued >= g->o.requests))) {
             stopping = true;
             grace_end = now + g->o.timeout_ms * 1000LL;
         }
@@ -753,8 +770,10 @@ lg_report(const struct lg *g)
     printf("{\"url\":\"%s\",\"method\":\"%s\",\"platform\":\"%s\","
            "\"connections\":%ld,\"rate\":%g,\"requests\":%llu,"
            "\"completed\":%llu,\"duplicates\":%llu,\"responses\":{",
-           g->o.url, g->o.method, g->o.platform == LG_WHATSAPP ? "whatsapp"
-           : g->o.platform == LG_MESSENGER ? "messenger" : "instagram",
+           g->o.url, g->o.method,
+           g->o.platform == LG_WHATSAPP    ? "whatsapp"
+           : g->o.platform == LG_MESSENGER ? "messenger"
+                                           : "instagram",
            g->o.conns, g->o.rate, g->issued, g->completed, g->dups);
     for (i = 0; i < 600; i++) {
         if (g->status[i]) {
@@ -781,15 +800,19 @@ lg_report(const struct lg *g)
 static void
 lg_usage(FILE *f)
 {
-    fprintf(f,
-        "usage: loadgen --url http://127.0.0.1:8080/webhooks/whatsapp [--secret S]\n"
+    fprintf(
+        f,
+        "usage: loadgen --url http://127.0.0.1:8080/webhooks/whatsapp "
+        "[--secret S]\n"
         "       [--connections 64] [--duration 10] [--requests N] [--rate R]\n"
         "       [--dup-ratio 0.0] [--users 1000] [--phone-id P] [--waba-id W]\n"
         "       [--platform whatsapp|messenger|instagram] [--text-bytes N]\n"
         "       [--path /healthz] [--method GET|POST] [--timeout-ms 10000]\n"
         "       [--seed N] [--run-id ID] [--header 'Name: value']...\n"
-        "       [--body-file F  (POST F's bytes as they are, instead of webhooks)]\n"
-        "Signed webhook load against a loopback server; prints one JSON line.\n");
+        "       [--body-file F  (POST F's bytes as they are, instead of "
+        "webhooks)]\n"
+        "Signed webhook load against a loopback server; prints one JSON "
+        "line.\n");
 }
 
 static bool
@@ -839,15 +862,19 @@ lg_parse_url(struct lg *g)
     g->addr.sin_port = htons((uint16_t)port);
     if (strcmp(host, "localhost") == 0)
         inet_pton(AF_INET, "127.0.0.1", &g->addr.sin_addr);
-    else if (inet_pton(AF_INET, host, &g->addr.sin_addr) != 1
-             || (ntohl(g->addr.sin_addr.s_addr) >> 24) != 127) {
-        fprintf(stderr, "loadgen: refusing host %s: only 127.0.0.0/8 and "
-                "localhost are allowed\n", host);
+    else if (inet_pton(AF_INET, host, &g->addr.sin_addr) != 1 ||
+             (ntohl(g->addr.sin_addr.s_addr) >> 24) != 127) {
+        fprintf(stderr,
+                "loadgen: refusing host %s: only 127.0.0.0/8 and "
+                "localhost are allowed\n",
+                host);
         return -1;
     }
     snprintf(g->host_hdr, sizeof(g->host_hdr), "%s:%d", host, (int)port);
     snprintf(g->target, sizeof(g->target), "%s",
-             g->o.path ? g->o.path : slash ? slash : "/");
+             g->o.path ? g->o.path
+             : slash   ? slash
+                       : "/");
     return 0;
 }
 
@@ -855,7 +882,7 @@ static int
 lg_parse_args(int argc, char **argv, struct lg_opts *o)
 {
     const char *a, *v;
-    double d;
+    double d = 0;
     bool ok;
     int i;
 
@@ -865,7 +892,7 @@ lg_parse_args(int argc, char **argv, struct lg_opts *o)
         ok = v != NULL;
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             lg_usage(stdout);
-            exit(0);
+            return 1;
         } else if (strcmp(a, "--url") == 0) {
             o->url = v;
         } else if (strcmp(a, "--secret") == 0) {
@@ -878,8 +905,8 @@ lg_parse_args(int argc, char **argv, struct lg_opts *o)
         } else if (strcmp(a, "--body-file") == 0) {
             o->body_file = v;
         } else if (strcmp(a, "--header") == 0) {
-            ok = v && o->nheaders < LG_MAX_HEADERS && strchr(v, ':')
-                 && !strpbrk(v, "\r\n");
+            ok = v && o->nheaders < LG_MAX_HEADERS && strchr(v, ':') &&
+                 !strpbrk(v, "\r\n");
             if (ok)
                 o->headers[o->nheaders++] = v;
         } else if (strcmp(a, "--phone-id") == 0) {
@@ -888,14 +915,18 @@ lg_parse_args(int argc, char **argv, struct lg_opts *o)
             o->waba_id = v;
         } else if (strcmp(a, "--run-id") == 0) {
             o->run_id = v;
-            ok = v && strlen(v) < 24 && strspn(v, "abcdefghijklmnopqrstuvwxyz"
-                 "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") == strlen(v);
+            ok = v && strlen(v) < 24 &&
+                 strspn(v,
+                        "abcdefghijklmnopqrstuvwxyz"
+                        "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") == strlen(v);
         } else if (strcmp(a, "--platform") == 0) {
-            ok = v && (strcmp(v, "whatsapp") == 0 || strcmp(v, "messenger") == 0
-                       || strcmp(v, "instagram") == 0);
+            ok = v &&
+                 (strcmp(v, "whatsapp") == 0 || strcmp(v, "messenger") == 0 ||
+                  strcmp(v, "instagram") == 0);
             if (ok)
-                o->platform = v[0] == 'w' ? LG_WHATSAPP : v[0] == 'm'
-                            ? LG_MESSENGER : LG_INSTAGRAM;
+                o->platform = v[0] == 'w'   ? LG_WHATSAPP
+                              : v[0] == 'm' ? LG_MESSENGER
+                                            : LG_INSTAGRAM;
         } else if (strcmp(a, "--connections") == 0) {
             ok = lg_num(v, 1, LG_MAX_CONNS, &d);
             o->conns = (long)d;
@@ -991,13 +1022,18 @@ main(int argc, char **argv)
     g.o.timeout_ms = 10000;
     g.o.seed = 0;
     g.ep = -1;
-    if (lg_parse_args(argc, argv, &g.o) != 0 || lg_parse_url(&g) != 0)
+    rc = lg_parse_args(argc, argv, &g.o);
+    if (rc != 0)
+        return rc < 0 ? 2 : 0; /* 1: --help */
+    rc = 1;
+    if (lg_parse_url(&g) != 0)
         return 2;
     if (lg_prepare(&g) != 0)
         return 2;
     if (strcmp(g.o.method, "POST") == 0 && !g.o.secret && !g.o.body_file)
         fprintf(stderr, "loadgen: no --secret: sending unsigned webhooks\n");
-    g.rng = g.o.seed ? g.o.seed : (uint64_t)lg_now_us() ^ ((uint64_t)getpid() << 32);
+    g.rng = g.o.seed ? g.o.seed
+                     : (uint64_t)lg_now_us() ^ ((uint64_t)getpid() << 32);
     if (!g.rng)
         g.rng = 1;
     if (g.o.run_id)
@@ -1020,7 +1056,7 @@ main(int argc, char **argv)
     }
     lg_run(&g);
     lg_report(&g);
-    rc = 0;
+    rc = g.fatal ? 1 : 0;
 out:
     for (i = 0; g.c && i < g.o.conns; i++) {
         core_buf_done(&g.c[i].req);

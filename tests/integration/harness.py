@@ -323,34 +323,58 @@ def unregister_cleanup(fn):
 
 
 class Database:
-    """One database of the cluster, with a psycopg2 helper that opens a
-    short-lived autocommit connection per call (so it survives restarts)."""
+    """One database of the cluster, with a psycopg2 helper. It keeps one
+    autocommit connection and reconnects (once per call) when the server
+    dropped it, so it survives PostgreSQL restarts. Thread-safe."""
 
     def __init__(self, cluster, name):
         self.cluster = cluster
         self.name = name
+        self._conn = None
+        self._lock = threading.Lock()
 
     @property
     def url(self):
         return self.cluster.url(self.name)
 
     def connect(self, timeout=5):
+        """A new autocommit connection (the caller closes it)."""
         conn = psycopg2.connect(host="127.0.0.1", port=self.cluster.port,
                                 user="postgres", dbname=self.name,
-                                connect_timeout=timeout)
+                                connect_timeout=timeout, sslmode="disable",
+                                gssencmode="disable",
+                                options="-c statement_timeout=20000")
         conn.autocommit = True
         return conn
 
+    def close(self):
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                except Exception:  # noqa: BLE001
+                    pass
+                self._conn = None
+
     def query(self, sql, params=None):
         """All rows of a statement (empty list when it returns none)."""
-        conn = self.connect()
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SET statement_timeout = '20s'")
-                cur.execute(sql, params)
-                return cur.fetchall() if cur.description else []
-        finally:
-            conn.close()
+        with self._lock:
+            for attempt in (1, 2):
+                if self._conn is None or self._conn.closed:
+                    self._conn = self.connect()
+                try:
+                    with self._conn.cursor() as cur:
+                        cur.execute(sql, params)
+                        return cur.fetchall() if cur.description else []
+                except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                    try:
+                        self._conn.close()
+                    except Exception:  # noqa: BLE001
+                        pass
+                    self._conn = None
+                    if attempt == 2:
+                        raise
+        return []
 
     def scalar(self, sql, params=None):
         rows = self.query(sql, params)
@@ -376,6 +400,7 @@ class PgCluster:
         self.port = free_port()
         self.running = False
         self._dbseq = itertools.count(1)
+        self._admin = None
         self._cleanup = self.destroy
         register_cleanup(self._cleanup)
         if self.as_root:
@@ -432,7 +457,9 @@ class PgCluster:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
 
     def admin(self):
-        return Database(self, "postgres")
+        if self._admin is None:
+            self._admin = Database(self, "postgres")
+        return self._admin
 
     def create_db(self, prefix="t"):
         name = f"{prefix}_{next(self._dbseq)}"
@@ -440,6 +467,7 @@ class PgCluster:
         return Database(self, name)
 
     def drop_db(self, db):
+        db.close()
         if self.running:
             self.admin().execute(f'DROP DATABASE IF EXISTS "{db.name}" WITH (FORCE)')
 

@@ -3,12 +3,15 @@
  * normalisation (variation selectors, skin tones), map parsing and its
  * errors, and Parley's feedback button payloads.
  */
-#include <cmocka.h>
-#include <pthread.h>
+/* clang-format off */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <cmocka.h>
+/* clang-format on */
+
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 

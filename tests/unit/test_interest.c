@@ -4,13 +4,16 @@
  * accent/plural folding, phrase matching, lexicon integrity, decay,
  * concurrent use and a throughput figure.
  */
-#include <cmocka.h>
-#include <math.h>
-#include <pthread.h>
+/* clang-format off */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <cmocka.h>
+/* clang-format on */
+
+#include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -357,18 +360,9 @@ static void
 test_accents_case_plural(void **state)
 {
     static const char *const price_forms[] = {
-        "preço",
-        "PREÇO",
-        "preco",
-        "Precos",
-        "pre\xC3\xA7os",
-        "pre"
-        "c\xCC\xA7"
-        "o", /* NFD: c + combining cedilla */
-        "precio",
-        "PRECIOS",
-        "cuánto cuesta",
-        "CUANTO CUESTA",
+        "preço",         "PREÇO",         "preco",         "Precos",
+        "pre\xC3\xA7os", "prec\xCC\xA7o", /* NFD: c + combining cedilla */
+        "precio",        "PRECIOS",       "cuánto cuesta", "CUANTO CUESTA",
     };
     static const char *const local_forms[] = {
         "cerca de mí",  "Cerca de mi", "CERCA DE MÍ", "perto de mim",
@@ -468,7 +462,7 @@ test_api_contract(void **state)
 static void
 test_long_input(void **state)
 {
-    size_t n = 3 * ANA_INTEREST_TEXT_MAX;
+    size_t n = (size_t)3 * ANA_INTEREST_TEXT_MAX;
     char *big = malloc(n + 1);
     struct result r;
     (void)state;
