@@ -52,6 +52,10 @@ LIB_SRCS := $(wildcard core/*.c adapters/*.c inference/*.c analytics/*.c) \
 	$(filter-out gateway/main.c,$(wildcard gateway/*.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(B)/%.o) $(B)/gen/migrations.o
 MIGRATIONS := $(sort $(wildcard migrations/*.sql))
+# Renaming or removing a migration must regenerate the embedded list too.
+MIG_LIST := $(B)/gen/migrations.list
+$(shell mkdir -p $(B)/gen && (echo "$(MIGRATIONS)" | cmp -s - $(MIG_LIST) || \
+	echo "$(MIGRATIONS)" > $(MIG_LIST)))
 MAIN_OBJ := $(B)/gateway/main.o
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
@@ -74,7 +78,7 @@ $(B)/libparley.a: $(LIB_OBJS)
 	@rm -f $@
 	ar rcs $@ $^
 
-$(B)/gen/migrations.c: $(MIGRATIONS) scripts/embed-migrations.sh
+$(B)/gen/migrations.c: $(MIGRATIONS) $(MIG_LIST) scripts/embed-migrations.sh
 	@mkdir -p $(@D)
 	scripts/embed-migrations.sh $@ $(MIGRATIONS)
 
