@@ -270,7 +270,8 @@ build_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs,
                                          jobs[j]->request_id, &in->fbmap);
             own[n++] = j;
             if (st == CORE_OK && ev->has_referral &&
-                ev->kind == ADP_EV_MESSAGE) {
+                (ev->kind == ADP_EV_MESSAGE ||
+                 ev->kind == ADP_EV_INTERACTIVE)) {
                 st = core_buf_adds(json, ",");
                 if (st == CORE_OK)
                     st = referral_item_json(json, n, ev, pseudo,
@@ -326,8 +327,11 @@ store_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
         core_db_rollback(c);
         PQclear(r);
         r = NULL;
-        /* Retry once only for serialisation failures and deadlocks. */
-        if (strcmp(c->sqlstate, "40001") != 0 &&
+        /* Retry once for serialisation failures, deadlocks, and a pooled
+         * connection that died unnoticed (server restarted while idle):
+         * the next acquire opens a fresh one, or fails fast if the server
+         * is really down. */
+        if (st != CORE_ERR_UNAVAILABLE && strcmp(c->sqlstate, "40001") != 0 &&
             strcmp(c->sqlstate, "40P01") != 0)
             break;
         core_db_release(in->db, c);

@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -183,7 +184,18 @@ def test_fixture_stored_exactly_and_retry_changes_nothing(srv, path):
     got = Counter()
     for t, n in by_type.items():
         got[KIND_OF_TYPE[t]] += n
+    # A message carrying ad attribution also yields a "referral" event
+    # linked to that message (expected.json counts parser events: only the
+    # message); standalone referrals have no message of their own.
+    attached = db.scalar("SELECT count(*) FROM events e JOIN messages m ON m.id = e.message_id "
+                         "WHERE e.type = 'referral' AND m.direction = 'in'")
+    with_ref = db.scalar("SELECT count(*) FROM messages WHERE raw ? 'referral' "
+                         "OR raw->'message' ? 'referral' OR raw->'postback' ? 'referral'")
+    assert attached == with_ref, f"{with_ref} messages with a referral, {attached} linked events"
+    got["referral"] -= attached
+    got = +got
     assert got == want, f"events by kind: got {dict(got)} ({by_type}), expected {dict(want)}"
+    assert db.scalar("SELECT count(*) FROM referrals") == by_type.get("referral", 0)
     assert db.scalar("SELECT count(*) FROM events WHERE platform <> %s", (platform,)) == 0
 
     # Messages rows: inbound user messages and button clicks ('in', queued
@@ -304,33 +316,11 @@ def test_unknown_fields_are_stored_not_rejected(srv):
 
 
 # --------------------------------------------------------------------------
-# PostgreSQL outage
-
-def test_postgres_down_503_with_retry_after_then_recovers(parley, pg_restore):
-    pg = pg_restore
-    p = parley(args=("serve", "--no-workers"))
-    body = _wa_body("wamid.OUTAGE1", "during the outage")
-    assert p.post_webhook("whatsapp", _wa_body("wamid.BEFORE1")).status == 200
-    pg.stop()
-    r = p.post_webhook("whatsapp", body, timeout=30)
-    assert r.status == 503, r
-    ra = r.header("Retry-After")
-    assert ra is not None and ra.strip().isdigit(), f"Retry-After {ra!r}"
-    assert p.alive()
-    pg.start()
-    wait_until(lambda: p.get("/readyz", timeout=3).status == 200, 10, interval=0.1,
-               what="/readyz 200 after restart")
-    r = p.post_webhook("whatsapp", body)
-    assert r.status == 200, f"first POST after PostgreSQL came back: {r}"
-    ids = sorted(x[0] for x in parley.db.query("SELECT platform_message_id FROM messages"))
-    assert ids == ["wamid.BEFORE1", "wamid.OUTAGE1"], ids
-
-
-# --------------------------------------------------------------------------
 # Concurrency and dedupe
 
-def test_50_concurrent_posters_of_overlapping_duplicates(srv):
-    db = sdb(srv)
+def test_50_concurrent_posters_of_overlapping_duplicates(parley):
+    srv = parley(args=("serve", "--no-workers"))
+    db = parley.db
     n_msgs, n_threads, posts_per_thread, batch = 100, 50, 4, 5
     msgs = [harness.wa_message(f"wamid.CONC{i:03d}", f"1555200{i % 20:04d}", f"message {i}",
                                ts=1767225600 + i)
@@ -423,3 +413,54 @@ def test_late_delivered_never_overwrites_read(srv):
     unlinked = db.scalar("SELECT count(*) FROM events WHERE type IN ('delivered', 'read') "
                          "AND message_id IS NULL")
     assert unlinked == 0
+
+
+# --------------------------------------------------------------------------
+# PostgreSQL outage (last in the module: the shared server sees it too)
+
+def test_postgres_down_503_with_retry_after_then_recovers(parley, pg_restore):
+    pg = pg_restore
+    p = parley(args=("serve", "--no-workers"))
+    body = _wa_body("wamid.OUTAGE1", "during the outage")
+    assert p.post_webhook("whatsapp", _wa_body("wamid.BEFORE1")).status == 200
+    pg.stop()
+    r = p.post_webhook("whatsapp", body, timeout=30)
+    assert r.status == 503, r
+    ra = r.header("Retry-After")
+    assert ra is not None and ra.strip().isdigit(), f"Retry-After {ra!r}"
+    assert p.alive()
+    pg.start()
+    wait_until(lambda: p.get("/readyz", timeout=3).status == 200, 10, interval=0.1,
+               what="/readyz 200 after restart")
+    r = p.post_webhook("whatsapp", body)
+    assert r.status == 200, f"first POST after PostgreSQL came back: {r}"
+    # Concurrent POSTs use every pooled connection: none may fail on a
+    # connection that died with the old server.
+    bodies = [_wa_body(f"wamid.AFTER{i}", f"after {i}") for i in range(12)]
+    with ThreadPoolExecutor(max_workers=8) as ex:
+        statuses = list(ex.map(lambda b: p.post_webhook("whatsapp", b).status, bodies))
+    assert statuses == [200] * len(bodies), statuses
+    ids = sorted(x[0] for x in parley.db.query("SELECT platform_message_id FROM messages"))
+    assert ids == sorted(["wamid.BEFORE1", "wamid.OUTAGE1"] +
+                         [f"wamid.AFTER{i}" for i in range(12)]), ids
+
+
+
+
+def test_first_post_after_an_unobserved_restart_is_200(parley, pg_restore):
+    # PostgreSQL restarts while Parley is idle: every pooled connection is
+    # dead but nobody noticed. The next webhooks must still be stored.
+    pg = pg_restore
+    p = parley(args=("serve", "--no-workers"))
+    bodies = [_wa_body(f"wamid.WARM{i}", f"warm {i}") for i in range(8)]
+    with ThreadPoolExecutor(max_workers=8) as ex:   # fill the pool
+        assert list(ex.map(lambda b: p.post_webhook("whatsapp", b).status, bodies)) == [200] * 8
+    pg.stop()
+    pg.start()
+    r = p.post_webhook("whatsapp", _wa_body("wamid.COLD1", "after restart"))
+    assert r.status == 200, f"first POST after a PostgreSQL restart: {r}"
+    bodies = [_wa_body(f"wamid.COLD{i}", f"cold {i}") for i in range(2, 14)]
+    with ThreadPoolExecutor(max_workers=8) as ex:
+        statuses = list(ex.map(lambda b: p.post_webhook("whatsapp", b).status, bodies))
+    assert statuses == [200] * len(bodies), statuses
+    assert parley.db.scalar("SELECT count(*) FROM messages") == 8 + 13

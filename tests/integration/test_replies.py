@@ -385,7 +385,9 @@ def _last_msg_number(text):
 
 def test_kill_9_mid_way_then_restart_answers_everything_once_in_order(parley, fake):
     n_conv, rounds = 50, 4
-    fake.control(llm_latency_ms=300)
+    # A slow send widens the window between send and commit, so that the
+    # kill may also hit a job that sent but did not record it.
+    fake.control(llm_latency_ms=300, graph_latency_ms=150)
     p = start(parley, fake, env={"PARLEY_WORKERS": "8", "PARLEY_LEASE_MS": "2000",
                                  "PARLEY_COALESCE_MS": "50"})
     db = parley.db
@@ -394,14 +396,23 @@ def test_kill_9_mid_way_then_restart_answers_everything_once_in_order(parley, fa
     wait_until(lambda: db.scalar("SELECT count(*) FROM messages WHERE direction = 'in' "
                                  "AND reply_state = 'answered'") >= 15, 60, interval=0.05,
                what="some answers before the kill")
+    p.kill()
     answered_at_kill = db.scalar("SELECT count(*) FROM messages WHERE direction = 'in' "
                                  "AND reply_state = 'answered'")
-    p.kill()
-    assert answered_at_kill < rounds * n_conv
+    leased_at_kill = db.scalar("SELECT count(*) FROM conversations WHERE lease_owner IS NOT NULL "
+                               "AND lease_until > now()")
+    pending_at_kill = db.scalar("SELECT count(*) FROM messages WHERE direction = 'in' "
+                                "AND reply_state = 'pending'")
+    assert pending_at_kill > 0 and leased_at_kill > 0, \
+        f"the kill did not interrupt work in flight (pending {pending_at_kill}, " \
+        f"leased {leased_at_kill}, answered {answered_at_kill})"
     p.start()
     for k in (3, 4):
         _post_round(p, k, n_conv, "CR")
     wait_answered(db, n_conv * rounds, timeout=180)
+    print("crash test: answered at kill", answered_at_kill, "leased", leased_at_kill,
+          "possible duplicates", db.scalar("SELECT count(*) FROM events "
+                                           "WHERE type = 'possible_duplicate_send'"))
 
     states = dict(db.query("SELECT reply_state, count(*) FROM messages WHERE direction = 'in' "
                            "GROUP BY 1"))
