@@ -27,7 +27,15 @@ CREATE TYPE parley_ingest_item AS (
     ref      jsonb,   -- referral fields
     data     jsonb,   -- event details
     raw      jsonb,   -- the item as received
-    rid      text     -- request id
+    rid      text,    -- request id
+    -- resolved inside parley_ingest:
+    user_id  bigint,
+    upseudo  text,
+    conv_id  bigint,
+    own_id   bigint,  -- the messages row of this item
+    tgt_id   bigint,  -- the message ctx refers to
+    tgt_resp bigint,  -- ... and the response that message carried
+    tgt_out  boolean  -- ... and whether it is ours (outbound)
 );
 
 CREATE FUNCTION parley_ingest(batch jsonb)
@@ -69,6 +77,22 @@ BEGIN
     WHERE x.channel IS NOT NULL
     ON CONFLICT (platform, channel, user_id) DO NOTHING;
 
+    -- Resolve user and conversation once; later statements join by key.
+    -- (LATERAL lookups keep the plans on the unique indexes.)
+    SELECT array_agg(jsonb_populate_record(x, jsonb_build_object(
+               'user_id', l.user_id, 'upseudo', l.pseudonym,
+               'conv_id', l.conv_id)) ORDER BY x.i)
+    INTO items
+    FROM unnest(items) x
+    LEFT JOIN LATERAL (
+        SELECT u.id AS user_id, u.pseudonym,
+               (SELECT c.id FROM conversations c
+                WHERE c.user_id = u.id AND c.platform = x.platform
+                  AND c.channel = x.channel) AS conv_id
+        FROM users u
+        WHERE u.platform = x.platform AND u.platform_user_id = x.uid) l
+      ON true;
+
     -- 3. Opt-out / opt-in (before messages: a STOP is not answered by the LLM).
     UPDATE users u SET opted_out_at = CASE WHEN o.etype = 'opt_out'
                                            THEN coalesce(u.opted_out_at, now())
@@ -82,17 +106,29 @@ BEGIN
     INSERT INTO messages (conversation_id, direction, platform,
                           platform_message_id, kind, text, media_id,
                           context_id, reply_state, platform_ts, raw)
-    SELECT c.id, x.store, x.platform, x.eid, coalesce(x.msg, 'unknown'),
+    SELECT x.conv_id, x.store, x.platform, x.eid, coalesce(x.msg, 'unknown'),
            x.body, x.media, x.ctx,
            CASE WHEN x.queue THEN 'pending' END,
            CASE WHEN x.ts > 0 THEN to_timestamp(x.ts / 1000.0) END, x.raw
     FROM unnest(items) x
-    JOIN users u ON u.platform = x.platform AND u.platform_user_id = x.uid
-    JOIN conversations c ON c.user_id = u.id AND c.platform = x.platform
-                        AND c.channel = x.channel
-    WHERE x.store IS NOT NULL
+    WHERE x.store IS NOT NULL AND x.conv_id IS NOT NULL
     ORDER BY x.i
     ON CONFLICT (platform, platform_message_id) DO NOTHING;
+
+    -- Resolve the item's own message and the message it refers to.
+    SELECT array_agg(jsonb_populate_record(x, jsonb_build_object(
+               'own_id', (SELECT m.id FROM messages m
+                          WHERE x.store IS NOT NULL AND x.eid IS NOT NULL
+                            AND m.platform = x.platform
+                            AND m.platform_message_id = x.eid),
+               'tgt_id', t.id, 'tgt_resp', t.response_id,
+               'tgt_out', t.direction = 'out')) ORDER BY x.i)
+    INTO items
+    FROM unnest(items) x
+    LEFT JOIN LATERAL (
+        SELECT m.id, m.response_id, m.direction FROM messages m
+        WHERE x.ctx IS NOT NULL AND m.platform = x.platform
+          AND m.platform_message_id = x.ctx) t ON true;
 
     -- 5. The event log: one row per new item, linked to its user,
     --    conversation, own message, and the message/response it refers to.
@@ -101,17 +137,10 @@ BEGIN
                         response_id, platform_event_id,
                         ref_platform_message_id, request_id, data)
     SELECT CASE WHEN x.ts > 0 THEN to_timestamp(x.ts / 1000.0) END,
-           x.etype, x.platform, x.channel, u.id, u.pseudonym, c.id,
-           coalesce(own.id, tgt.id), tgt.response_id, x.eid, x.ctx, x.rid,
+           x.etype, x.platform, x.channel, x.user_id, x.upseudo, x.conv_id,
+           coalesce(x.own_id, x.tgt_id), x.tgt_resp, x.eid, x.ctx, x.rid,
            x.data
     FROM unnest(items) x
-    LEFT JOIN users u ON u.platform = x.platform AND u.platform_user_id = x.uid
-    LEFT JOIN conversations c ON c.user_id = u.id AND c.platform = x.platform
-                             AND c.channel = x.channel
-    LEFT JOIN messages own ON x.store IS NOT NULL AND own.platform = x.platform
-                          AND own.platform_message_id = x.eid
-    LEFT JOIN messages tgt ON x.ctx IS NOT NULL AND tgt.platform = x.platform
-                          AND tgt.platform_message_id = x.ctx
     ORDER BY x.i;
 
     -- 5b. Feedback. Our own thumbs buttons carry the response id in the
@@ -119,66 +148,49 @@ BEGIN
     --     user's conversation.
     INSERT INTO feedback (response_id, message_id, conversation_id, user_id,
                           source, polarity, occurred_at)
-    SELECT r.id, tgt.id, c.id, u.id, 'button',
+    SELECT r.id, x.tgt_id, x.conv_id, x.user_id, 'button',
            CASE split_part(x.data->>'payload', ':', 2)
                 WHEN 'up' THEN 1 WHEN 'down' THEN -1 ELSE 0 END,
            CASE WHEN x.ts > 0 THEN to_timestamp(x.ts / 1000.0) END
     FROM unnest(items) x
-    JOIN users u ON u.platform = x.platform AND u.platform_user_id = x.uid
-    JOIN conversations c ON c.user_id = u.id AND c.platform = x.platform
-                        AND c.channel = x.channel
-    JOIN responses r ON r.conversation_id = c.id
+    JOIN responses r ON r.conversation_id = x.conv_id
      AND r.id = CASE WHEN split_part(x.data->>'payload', ':', 3) ~ '^[0-9]{1,18}$'
                      THEN split_part(x.data->>'payload', ':', 3)::bigint END
-    LEFT JOIN messages tgt ON x.ctx IS NOT NULL AND tgt.platform = x.platform
-                          AND tgt.platform_message_id = x.ctx
     WHERE x.etype = 'feedback';
 
     -- A reaction on a bot message is feedback on its response; a new
     -- reaction replaces the user's previous one, a removal retracts it.
     UPDATE feedback f SET retracted_at = now()
     FROM unnest(items) x
-    JOIN users u ON u.platform = x.platform AND u.platform_user_id = x.uid
-    JOIN messages tgt ON tgt.platform = x.platform
-                     AND tgt.platform_message_id = x.ctx
     WHERE x.etype IN ('reaction_added', 'reaction_removed')
-      AND f.message_id = tgt.id AND f.user_id = u.id
+      AND x.tgt_id IS NOT NULL
+      AND f.message_id = x.tgt_id AND f.user_id = x.user_id
       AND f.source = 'reaction' AND f.retracted_at IS NULL;
 
     INSERT INTO feedback (response_id, message_id, conversation_id, user_id,
                           source, polarity, emoji, occurred_at)
-    SELECT tgt.response_id, tgt.id, c.id, u.id, 'reaction',
+    SELECT x.tgt_resp, x.tgt_id, x.conv_id, x.user_id, 'reaction',
            coalesce((x.data->>'polarity')::smallint, 0), x.data->>'emoji',
            CASE WHEN x.ts > 0 THEN to_timestamp(x.ts / 1000.0) END
     FROM unnest(items) x
-    JOIN users u ON u.platform = x.platform AND u.platform_user_id = x.uid
-    JOIN conversations c ON c.user_id = u.id AND c.platform = x.platform
-                        AND c.channel = x.channel
-    JOIN messages tgt ON tgt.platform = x.platform
-                     AND tgt.platform_message_id = x.ctx
-                     AND tgt.direction = 'out' AND tgt.response_id IS NOT NULL
-    WHERE x.etype = 'reaction_added';
+    WHERE x.etype = 'reaction_added' AND x.tgt_out AND x.tgt_resp IS NOT NULL
+      AND x.conv_id IS NOT NULL;
 
     -- Implicit signal (never a training label by default): the user wrote
     -- again within 10 minutes of our last reply.
     INSERT INTO events (type, platform, channel, user_id, user_pseudonym,
                         conversation_id, message_id, response_id, data)
-    SELECT 'user_replied', x.platform, x.channel, u.id, u.pseudonym, c.id,
-           own.id, lo.response_id,
+    SELECT 'user_replied', x.platform, x.channel, x.user_id, x.upseudo,
+           x.conv_id, x.own_id, lo.response_id,
            jsonb_build_object('seconds',
                               round(extract(epoch FROM now() - lo.sent_at)))
     FROM unnest(items) x
-    JOIN users u ON u.platform = x.platform AND u.platform_user_id = x.uid
-    JOIN conversations c ON c.user_id = u.id AND c.platform = x.platform
-                        AND c.channel = x.channel
-    JOIN messages own ON own.platform = x.platform
-                     AND own.platform_message_id = x.eid
     JOIN LATERAL (SELECT m.response_id, m.sent_at FROM messages m
-                  WHERE m.conversation_id = c.id AND m.direction = 'out'
+                  WHERE m.conversation_id = x.conv_id AND m.direction = 'out'
                     AND m.sent_at IS NOT NULL
                   ORDER BY m.id DESC LIMIT 1) lo
       ON lo.sent_at > now() - interval '10 minutes'
-    WHERE x.etype = 'message_received';
+    WHERE x.etype = 'message_received' AND x.own_id IS NOT NULL;
 
     -- 6. Delivery status of our messages: a later, lower rank never
     --    overwrites a higher one (late "delivered" after "read").
@@ -194,12 +206,10 @@ BEGIN
 
     -- Watermarks (Messenger/Instagram): everything we sent up to then.
     UPDATE messages m SET status = s.etype, status_rank = s.rank
-    FROM (SELECT c.id AS cid, max(x.wm) AS wm, x.etype, x.rank
+    FROM (SELECT x.conv_id AS cid, max(x.wm) AS wm, x.etype, x.rank
           FROM unnest(items) x
-          JOIN users u ON u.platform = x.platform AND u.platform_user_id = x.uid
-          JOIN conversations c ON c.user_id = u.id AND c.platform = x.platform
-                              AND c.channel = x.channel
-          WHERE x.wm > 0 GROUP BY c.id, x.etype, x.rank) s
+          WHERE x.wm > 0 AND x.conv_id IS NOT NULL
+          GROUP BY x.conv_id, x.etype, x.rank) s
     WHERE m.conversation_id = s.cid AND m.direction = 'out'
       AND m.sent_at <= to_timestamp(s.wm / 1000.0)
       AND m.status_rank < s.rank;
@@ -208,28 +218,21 @@ BEGIN
     INSERT INTO referrals (conversation_id, message_id, platform, source_type,
                            source_id, source_url, headline, body, media_type,
                            ctwa_clid, ad_id, ref, occurred_at)
-    SELECT c.id, own.id, x.platform, x.ref->>'source_type',
+    SELECT x.conv_id, x.tgt_id, x.platform, x.ref->>'source_type',
            x.ref->>'source_id', x.ref->>'source_url', x.ref->>'headline',
            x.ref->>'body', x.ref->>'media_type', x.ref->>'ctwa_clid',
            x.ref->>'ad_id', x.ref->>'ref',
            CASE WHEN x.ts > 0 THEN to_timestamp(x.ts / 1000.0) END
     FROM unnest(items) x
-    JOIN users u ON u.platform = x.platform AND u.platform_user_id = x.uid
-    JOIN conversations c ON c.user_id = u.id AND c.platform = x.platform
-                        AND c.channel = x.channel
-    LEFT JOIN messages own ON x.ctx IS NOT NULL AND own.platform = x.platform
-                          AND own.platform_message_id = x.ctx
-    WHERE x.ref IS NOT NULL AND jsonb_typeof(x.ref) = 'object';
+    WHERE x.ref IS NOT NULL AND jsonb_typeof(x.ref) = 'object'
+      AND x.conv_id IS NOT NULL;
 
     -- 8. Queue: conversations with new inbound work become ready.
     UPDATE conversations c SET pending_since = coalesce(c.pending_since, now()),
                                last_inbound_at = now()
-    FROM (SELECT DISTINCT c2.id
+    FROM (SELECT DISTINCT x.conv_id AS id
           FROM unnest(items) x
-          JOIN users u ON u.platform = x.platform AND u.platform_user_id = x.uid
-          JOIN conversations c2 ON c2.user_id = u.id AND c2.platform = x.platform
-                               AND c2.channel = x.channel
-          WHERE x.queue) q
+          WHERE x.queue AND x.own_id IS NOT NULL) q
     WHERE c.id = q.id;
     IF FOUND THEN
         -- Wakes `parley serve` processes blocked in LISTEN parley_work;
@@ -238,9 +241,6 @@ BEGIN
     END IF;
 
     RETURN QUERY
-    SELECT x.i, coalesce(x.queue, false), c.id
-    FROM unnest(items) x
-    LEFT JOIN users u ON u.platform = x.platform AND u.platform_user_id = x.uid
-    LEFT JOIN conversations c ON c.user_id = u.id AND c.platform = x.platform
-                             AND c.channel = x.channel;
+    SELECT x.i, coalesce(x.queue, false) AND x.own_id IS NOT NULL, x.conv_id
+    FROM unnest(items) x;
 END $$;

@@ -11,7 +11,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 VARIANT=${1:-asan}
-BUILD_DIR=build/$VARIANT
+BUILD_DIR=${PARLEY_BUILD_DIR:-build/$VARIANT}
 SUITES=${SUITES:-all}
 LOG_DIR=$BUILD_DIR/test-logs
 mkdir -p "$LOG_DIR"

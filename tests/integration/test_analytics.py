@@ -27,6 +27,7 @@ WAIT = 15  # seconds: every bounded wait on the database or the fake
 
 SHOPPING_TEXT = "I want to buy cheap running shoes, what's the price?"
 SENSITIVE_TEXT = "I have diabetes, what should I eat?"
+MIXED_TEXT = "I have diabetes, where can I buy cheap running shoes?"
 THUMBS_UP = "\U0001F44D"
 
 
@@ -478,6 +479,20 @@ def test_ad_signals_user_policy_shopping_and_sensitive(parley, fake):
     assert all(not s for c, s, n in agg if not c.startswith("sensitive:")), agg
     assert any(c in ("iab:473", "iab:552") and not s and n == 1 for c, s, n in agg), agg
 
+    # A message mixing a sensitive topic with a shopping one: no per-user
+    # signal at all (its harmless categories would still be inferred from
+    # a health disclosure); the sensitive part counts only in aggregate.
+    post(p, "whatsapp", harness.wa_text("wamid.ADS3", user, MIXED_TEXT))
+    wait_reply_state(db, "wamid.ADS3")
+    m3 = db.scalar("SELECT id FROM messages WHERE platform_message_id = 'wamid.ADS3'")
+    per_user = db.query("SELECT category FROM interest_signals WHERE message_id = %s", (m3,))
+    assert per_user == [], f"a query about a sensitive topic left per-user signals: {per_user}"
+    prof3 = dict(db.query("SELECT category, score FROM interest_profiles WHERE user_id = %s",
+                          (u["id"],)))
+    assert prof3 == prof2, f"profile changed by a sensitive query: {prof2} -> {prof3}"
+    assert db.scalar("SELECT count FROM interest_aggregates WHERE platform = 'whatsapp' "
+                     "AND category = 'sensitive:health' AND sensitive") == 2
+
 
 def test_ad_signals_default_policy_whatsapp_aggregate_only(parley, fake):
     p = start(parley, fake)  # no PARLEY_AD_SIGNALS: the defaults
@@ -531,6 +546,28 @@ def rows_mentioning(db, needles, skip=()):
             c = db.scalar(f'SELECT count(*) FROM "{t}" x WHERE strpos(x::text, %s) > 0', (n,))
             if c:
                 found[(t, n)] = c
+    return found
+
+
+ID_COLUMNS = ("user_id", "conversation_id", "message_id", "response_id")
+
+
+def rows_referring(db, ids):
+    """{(table, column): count} of rows whose id column holds one of the
+    given ids ({column: [ids]}); catches leftovers that carry no string."""
+    found = {}
+    for t, col in db.query(
+            "SELECT c.table_name, c.column_name FROM information_schema.columns c "
+            "JOIN information_schema.tables t ON t.table_schema = c.table_schema "
+            " AND t.table_name = c.table_name "
+            "WHERE c.table_schema = 'public' AND c.column_name = ANY(%s) "
+            "ORDER BY 1, 2", (list(ID_COLUMNS),)):
+        want = ids.get(col) or []
+        if not want:
+            continue
+        n = db.scalar(f'SELECT count(*) FROM "{t}" WHERE "{col}" = ANY(%s)', (want,))
+        if n:
+            found[(t, col)] = n
     return found
 
 
@@ -607,6 +644,15 @@ def test_erase_leaves_nothing_about_the_user(parley, fake):
                                f"{conv}", (o["id"],)),
     }
 
+    ids = {"user_id": [uid],
+           "conversation_id": [r[0] for r in db.query(
+               "SELECT id FROM conversations WHERE user_id = %s", (uid,))],
+           "message_id": [r[0] for r in db.query(
+               f"SELECT id FROM messages WHERE conversation_id IN {conv}", (uid,))],
+           "response_id": [r[0] for r in db.query(
+               f"SELECT id FROM responses WHERE conversation_id IN {conv}", (uid,))]}
+    assert rows_referring(db, ids), "no row refers to the user's ids (test bug)"
+
     env = parley.env()
     r = harness.cli(["erase", "--platform", "whatsapp", "--platform-user", bsuid], env=env)
     assert r.rc == 0, f"parley erase failed: {r!r}"
@@ -618,6 +664,8 @@ def test_erase_leaves_nothing_about_the_user(parley, fake):
 
     left = rows_mentioning(db, needles, skip=("suppressions",))
     assert not left, f"rows still mentioning the erased user (table, string): count: {left}"
+    dangling = rows_referring(db, ids)
+    assert not dangling, f"rows still pointing at the erased user's ids: {dangling}"
     supp = db.query("SELECT pseudonym, platform FROM suppressions")
     assert supp == [(pseudo, "whatsapp")], supp
     assert db.scalar("SELECT count(*) FROM users WHERE id = %s", (uid,)) == 0
