@@ -298,6 +298,9 @@ handle_webhook(struct gw_req *r, const char *method, const char *name)
     if (!a || !a->enabled(r->srv->cfg))
         return respond_json_error(r, 404, "not_found",
                                   "platform not configured");
+    if (!r->srv->ingest)
+        return respond_json_error(r, 404, "not_found",
+                                  "this process runs --workers-only");
     r->adapter = a;
     if (strcmp(method, "GET") == 0) {
         if (!a->handshake)

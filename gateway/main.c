@@ -159,14 +159,16 @@ cmd_serve(const struct core_config *cfg, int workers, int gateway)
             fprintf(stderr, "parley: could not start ingest\n");
             goto out;
         }
-        srv = gw_server_new(cfg, db, ingest, err, sizeof(err));
-        if (!srv) {
-            fprintf(stderr, "parley: %s\n", err);
-            goto out;
-        }
-        log_info("listening", "addr=%s:%u version=%s", cfg->listen_host,
-                 gw_server_port(srv), PARLEY_VERSION);
     }
+    /* --workers-only still serves /healthz, /readyz and /metrics. */
+    srv = gw_server_new(cfg, db, ingest, err, sizeof(err));
+    if (!srv) {
+        fprintf(stderr, "parley: %s\n", err);
+        goto out;
+    }
+    log_info("listening", "addr=%s:%u version=%s webhooks=%s",
+             cfg->listen_host, gw_server_port(srv), PARLEY_VERSION,
+             ingest ? "on" : "off");
     sigwait(&set, &sig);
     log_info("shutting down", "signal=%d", sig);
     rc = 0;

@@ -159,6 +159,13 @@ static const char SQL_SIGNALS[] =
     "  count(*) FROM s, c GROUP BY 1, 2, 3, 4"
     " ON CONFLICT (day, platform, category) DO UPDATE"
     " SET count = interest_aggregates.count + excluded.count";
+/* Taken first in the finish transaction: holding the row lock before any
+ * later statement takes its snapshot means pending_since below sees every
+ * message whose ingest already updated this conversation, and an ingest
+ * that comes after waits for us and sets pending_since itself. */
+static const char SQL_LOCK[] =
+    "SELECT 1 FROM conversations WHERE id = $1::bigint AND lease_owner = $2"
+    " AND lease_count = $3::int FOR UPDATE";
 static const char SQL_RELEASE[] =
     "UPDATE conversations SET lease_owner = NULL, lease_until = NULL"
     " WHERE id = $1::bigint AND lease_owner = $2 AND lease_count = $3::int";
@@ -769,8 +776,8 @@ finish(struct job_state *s, struct core_dbconn *c)
         istate = "skipped";
     st = core_db_begin(c);
     if (st == CORE_OK)
-        st = core_db_query(c, SQL_RELEASE_DONE, 3, p, &r);
-    if (st == CORE_OK && strtol(PQcmdTuples(r), NULL, 10) != 1)
+        st = core_db_query(c, SQL_LOCK, 3, p, &r);
+    if (st == CORE_OK && PQntuples(r) != 1)
         st = CORE_ERR_CONFLICT;
     if (st == CORE_OK && s->response_id[0])
         st = finish_parts(s, c, ev);
@@ -792,6 +799,11 @@ finish(struct job_state *s, struct core_dbconn *c)
         st = add_events(s, c, s->response_id[0] ? s->response_id : NULL, ev);
         ev = NULL;
     }
+    p[0] = s->job->conversation_id;
+    p[1] = s->w->owner;
+    p[2] = s->job->lease_count;
+    if (st == CORE_OK)
+        st = core_db_query(c, SQL_RELEASE_DONE, 3, p, NULL);
     if (st == CORE_OK)
         st = core_db_commit(c);
     if (st != CORE_OK)

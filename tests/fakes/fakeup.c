@@ -840,12 +840,15 @@ fk_values_cb(void *cls, enum MHD_ValueKind kind, const char *key,
     return MHD_YES;
 }
 
-/* JSON of one request without the leading '{' (seq is put in front later). */
+/*
+ * JSON of one request; fk_record puts "seq" in front under the lock. Takes
+ * over c->json (the handler is done with it).
+ */
 static char *
-fk_record_tail(const struct fk_call *c, const struct fk_out *o)
+fk_record_json(struct fk_call *c, const struct fk_out *o)
 {
     cJSON *r = cJSON_CreateObject(), *h;
-    char *raw, *s, *tail = NULL;
+    char *raw, *s;
 
     cJSON_AddNumberToObject(r, "ts_ms", (double)fk_wall_ms());
     cJSON_AddStringToObject(r, "kind", fk_kind_name[c->kind]);
@@ -857,7 +860,8 @@ fk_record_tail(const struct fk_call *c, const struct fk_out *o)
     h = cJSON_AddObjectToObject(r, "headers");
     MHD_get_connection_values(c->conn, MHD_HEADER_KIND, fk_values_cb, h);
     if (c->json) {
-        cJSON_AddItemToObject(r, "body", cJSON_Duplicate(c->json, 1));
+        cJSON_AddItemToObject(r, "body", c->json);
+        c->json = NULL;
     } else if (c->body_len) {
         raw = strndup(c->body, c->body_len);
         if (raw) {
@@ -875,18 +879,18 @@ fk_record_tail(const struct fk_call *c, const struct fk_out *o)
     else
         cJSON_AddNullToObject(r, "fault");
     s = cJSON_PrintUnformatted(r);
-    if (s && s[0] == '{' && s[1] != '}') {
-        tail = strdup(s + 1);
-    }
-    free(s);
     cJSON_Delete(r);
-    return tail;
+    if (s && (s[0] != '{' || s[1] == '}')) {
+        free(s);
+        s = NULL;
+    }
+    return s;
 }
 
 static void
-fk_record(const struct fk_call *c, const struct fk_out *o)
+fk_record(struct fk_call *c, const struct fk_out *o)
 {
-    char *tail = c->conf->record && fk.ring_cap ? fk_record_tail(c, o) : NULL;
+    char *json = c->conf->record && fk.ring_cap ? fk_record_json(c, o) : NULL;
     struct core_buf b;
     struct fk_record *slot;
 
@@ -896,9 +900,9 @@ fk_record(const struct fk_call *c, const struct fk_out *o)
     fk.by_kind[c->kind]++;
     if (o->status < 600)
         fk.by_status[o->status]++;
-    if (!tail)
+    if (!json)
         goto out;
-    if (core_buf_printf(&b, "{\"seq\":%llu,%s", fk.next_seq + 1, tail) !=
+    if (core_buf_printf(&b, "{\"seq\":%llu,%s", fk.next_seq + 1, json + 1) !=
         CORE_OK)
         goto out;
     if (fk.ring_len == fk.ring_cap) {
@@ -916,7 +920,7 @@ fk_record(const struct fk_call *c, const struct fk_out *o)
 out:
     pthread_mutex_unlock(&fk.mu);
     core_buf_done(&b);
-    free(tail);
+    free(json);
 }
 
 static void
