@@ -91,6 +91,7 @@ gw_migrate_apply(struct core_dbconn *c, FILE *out, char *err, size_t errlen)
     char version[16], sum[65], have[65];
     int i, applied = 0;
 
+    (void)core_db_exec(c, "SET client_min_messages = warning");
     st = core_db_exec(c, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")");
     if (st != CORE_OK) {
         snprintf(err, errlen, "could not lock migrations: %s", c->error);

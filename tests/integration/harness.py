@@ -567,7 +567,15 @@ class ParleyProcess:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
+    def _note(self, text):
+        try:
+            with open(self.log_path, "ab") as f:
+                f.write(f"=== harness: {text}\n".encode())
+        except OSError:
+            pass
+
     def signal(self, sig):
+        self._note(f"signal {int(sig)} to pid {self.proc.pid}")
         self.proc.send_signal(sig)
 
     def wait(self, timeout=30):
@@ -587,7 +595,7 @@ class ParleyProcess:
         """SIGTERM and wait; with check, assert exit code 0."""
         if not self.alive():
             return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
+        self.signal(signal.SIGTERM)
         rc = self.wait(timeout)
         if check:
             assert rc == 0, f"parley {self.name} exited with {rc} after SIGTERM:\n{self.log_tail()}"
@@ -596,7 +604,7 @@ class ParleyProcess:
     def kill(self):
         """kill -9 (an expected crash: the exit code is not checked)."""
         if self.alive():
-            self.proc.kill()
+            self.signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
         self._closed(expected=True)
 
