@@ -15,49 +15,64 @@ static const char SQL_SUPPRESS[] =
     " ON CONFLICT (pseudonym) DO NOTHING";
 
 /* Deletions in dependency order. Parameters are taken from
- * { user id, pseudonym, platform, platform user id } starting at `first`. */
+ * { platform, platform user id, user id, pseudonym } starting at `first`. */
 static const struct {
     const char *table;
     const char *sql;
     int first, n;
 } STEPS[] = {
+    /* Dedupe keys embed platform message ids (and a WhatsApp wamid encodes
+     * the phone number): remove every key made from this user's messages
+     * or naming their id. Must run before the messages go. */
+    { "inbound_keys",
+      "DELETE FROM inbound_keys k WHERE k.platform = $1"
+      " AND (strpos(k.key, $2) > 0 OR k.key IN ("
+      "  SELECT v.x FROM messages m"
+      "  JOIN conversations c ON c.id = m.conversation_id,"
+      "  LATERAL (VALUES (m.platform_message_id),"
+      "   ('optout:' || m.platform_message_id),"
+      "   ('optin:' || m.platform_message_id),"
+      "   (m.platform_message_id || '#referral'),"
+      "   ('status:' || m.platform_message_id || ':sent'),"
+      "   ('status:' || m.platform_message_id || ':delivered'),"
+      "   ('status:' || m.platform_message_id || ':read'),"
+      "   ('status:' || m.platform_message_id || ':failed')) v(x)"
+      "  WHERE c.user_id = $3::bigint"
+      "   AND m.platform_message_id IS NOT NULL))", 0, 3 },
     { "events",
       "DELETE FROM events WHERE user_id = $1::bigint OR user_pseudonym = $2"
       " OR conversation_id IN (SELECT id FROM conversations"
-      "  WHERE user_id = $1::bigint)", 0, 2 },
-    { "feedback", "DELETE FROM feedback WHERE user_id = $1::bigint", 0, 1 },
+      "  WHERE user_id = $1::bigint)", 2, 2 },
+    { "feedback", "DELETE FROM feedback WHERE user_id = $1::bigint", 2, 1 },
     { "interest_signals",
-      "DELETE FROM interest_signals WHERE user_id = $1::bigint", 0, 1 },
+      "DELETE FROM interest_signals WHERE user_id = $1::bigint", 2, 1 },
     { "interest_profiles",
-      "DELETE FROM interest_profiles WHERE user_id = $1::bigint", 0, 1 },
+      "DELETE FROM interest_profiles WHERE user_id = $1::bigint", 2, 1 },
     { "referrals",
       "DELETE FROM referrals WHERE conversation_id IN (SELECT id FROM"
-      " conversations WHERE user_id = $1::bigint)", 0, 1 },
+      " conversations WHERE user_id = $1::bigint)", 2, 1 },
     { "response_inputs",
       "DELETE FROM response_inputs WHERE response_id IN (SELECT r.id FROM"
       " responses r JOIN conversations c ON c.id = r.conversation_id"
-      " WHERE c.user_id = $1::bigint)", 0, 1 },
+      " WHERE c.user_id = $1::bigint)", 2, 1 },
     { "messages",
       "DELETE FROM messages WHERE conversation_id IN (SELECT id FROM"
-      " conversations WHERE user_id = $1::bigint)", 0, 1 },
+      " conversations WHERE user_id = $1::bigint)", 2, 1 },
     { "responses",
       "DELETE FROM responses WHERE conversation_id IN (SELECT id FROM"
-      " conversations WHERE user_id = $1::bigint)", 0, 1 },
+      " conversations WHERE user_id = $1::bigint)", 2, 1 },
     { "conversations",
-      "DELETE FROM conversations WHERE user_id = $1::bigint", 0, 1 },
-    { "inbound_keys",
-      "DELETE FROM inbound_keys WHERE platform = $1"
-      " AND strpos(key, $2) > 0", 2, 2 },
-    { "users", "DELETE FROM users WHERE id = $1::bigint", 0, 1 },
+      "DELETE FROM conversations WHERE user_id = $1::bigint", 2, 1 },
+    { "users", "DELETE FROM users WHERE id = $1::bigint", 2, 1 },
 };
 
 static enum core_status
 erase_one(struct core_dbconn *c, PGresult *u, int row, FILE *out,
           long *totals)
 {
-    const char *p[4] = { PQgetvalue(u, row, 0), PQgetvalue(u, row, 3),
-                         PQgetvalue(u, row, 1), PQgetvalue(u, row, 2) };
-    const char *sp[2] = { p[1], p[2] };
+    const char *p[4] = { PQgetvalue(u, row, 1), PQgetvalue(u, row, 2),
+                         PQgetvalue(u, row, 0), PQgetvalue(u, row, 3) };
+    const char *sp[2] = { p[3], p[0] };
     enum core_status st = core_db_query(c, SQL_SUPPRESS, 2, sp, NULL);
     size_t i;
 

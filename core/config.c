@@ -48,7 +48,7 @@ file_load(struct cfg_file *f, const char *path, char *err, size_t errlen)
 
     if (!fp) {
         snprintf(err, errlen, "could not open config file %s: %s", path,
-                 strerror(errno));
+                 strerror(errno)); /* NOLINT(concurrency-mt-unsafe) */
         return CORE_ERR_CONFIG;
     }
     while (fgets(line, sizeof(line), fp)) {

@@ -102,6 +102,7 @@ core_db_new(const char *conninfo, int size)
     if (!db)
         return NULL;
     db->conninfo = strdup(conninfo);
+    /* NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers */
     db->free_list = calloc((size_t)size, sizeof(*db->free_list));
     if (!db->conninfo || !db->free_list)
         goto fail;

@@ -57,7 +57,7 @@ static void
 die(int code, const char *what, const char *arg)
 {
     fprintf(stderr, "parley: %s%s\n", what, arg);
-    exit(code);
+    exit(code); /* NOLINT(concurrency-mt-unsafe): before any thread */
 }
 
 static const char *

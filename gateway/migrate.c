@@ -24,7 +24,8 @@ static void
 sha256_hex(const char *s, char out[65])
 {
     unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int n = 0, i;
+    unsigned int n = 0;
+    size_t i;
     static const char hex[] = "0123456789abcdef";
 
     EVP_Digest(s, strlen(s), md, &n, EVP_sha256(), NULL);

@@ -15,6 +15,7 @@
 #include "inference/job.h"
 
 #include <cjson/cJSON.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -590,6 +591,21 @@ out:
 
 /* ---- send -------------------------------------------------------------- */
 
+/* Per-thread xorshift for backoff jitter and feedback sampling (rand() is
+ * not thread-safe). */
+static unsigned
+job_rand(void)
+{
+    static _Thread_local unsigned x;
+
+    if (x == 0)
+        x = (unsigned)(uintptr_t)&x ^ (unsigned)time(NULL) ^ 0x9e3779b9u;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return x;
+}
+
 static int
 aborting(const struct job_state *s)
 {
@@ -661,7 +677,7 @@ send_part(struct job_state *s, int i, const struct adp_button *buttons,
                  "http=%ld attempt=%d wait_ms=%ld", s->platform,
                  send_class_str(res->cls), res->error_code, res->http_status,
                  attempt, wait_ms);
-        nap_ms(wait_ms + rand() % (wait_ms / 4 + 1)); /* NOLINT(cert-msc30-c) */
+        nap_ms(wait_ms + (long)(job_rand() % (unsigned long)(wait_ms / 4 + 1)));
         wait_ms = wait_ms * 2 < 8000 ? wait_ms * 2 : 8000;
     }
     log_warn("send failed", "platform=%s class=%s code=%d title=\"%s\"",
@@ -680,8 +696,7 @@ want_feedback(const struct job_state *s)
     if (cfg->feedback_mode == CORE_FEEDBACK_ALL)
         return 1;
     if (cfg->feedback_mode == CORE_FEEDBACK_SAMPLED)
-        return (double)(rand() % 10000) / 10000.0 < /* NOLINT */
-               cfg->feedback_sample;
+        return (double)(job_rand() % 10000u) / 10000.0 < cfg->feedback_sample;
     return 0;
 }
 
@@ -826,7 +841,8 @@ observe_latency(struct job_state *s)
     if (s->nsent == 0)
         return;
     clock_gettime(CLOCK_REALTIME, &now);
-    ms = (double)((long long)now.tv_sec * 1000LL + now.tv_nsec / 1000000L -
+    ms = (double)((long long)now.tv_sec * 1000LL +
+                  (long long)(now.tv_nsec / 1000000L) -
                   s->pending[0].received_ms);
     core_metric_observe(s->w->m->e2e, NULL, ms / 1000.0);
 }

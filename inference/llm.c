@@ -181,7 +181,7 @@ llm_mask_secret(char *s, const char *secret)
     if (n < 4)
         return;
     while ((p = strstr(s, secret)) != NULL) {
-        memcpy(p, "***", 3);
+        memcpy(p, "***", 3); /* NOLINT(bugprone-not-null-terminated-result) */
         memmove(p + 3, p + n, strlen(p + n) + 1);
     }
 }

@@ -200,13 +200,14 @@ json_error_text(const cJSON *root, char *out, size_t outlen)
     }
     msg = src ? cJSON_GetObjectItemCaseSensitive(src, "message") : NULL;
     code = src ? cJSON_GetObjectItemCaseSensitive(src, "code") : NULL;
-    if (!cJSON_IsString(msg) || !msg->valuestring)
+    if (!msg || !cJSON_IsString(msg) || !msg->valuestring)
         msg = src ? cJSON_GetObjectItemCaseSensitive(src, "type") : NULL;
-    if (cJSON_IsString(msg) && msg->valuestring)
+    /* cJSON_Is*() return false for NULL; the analyzer cannot see that. */
+    if (msg && cJSON_IsString(msg) && msg->valuestring)
         text = msg->valuestring;
-    if (cJSON_IsString(code) && code->valuestring)
+    if (code && cJSON_IsString(code) && code->valuestring)
         snprintf(codebuf, sizeof(codebuf), " (code %.40s)", code->valuestring);
-    else if (cJSON_IsNumber(code))
+    else if (code && cJSON_IsNumber(code))
         snprintf(codebuf, sizeof(codebuf), " (code %d)", code->valueint);
     snprintf(out, outlen, "%s%s", text, codebuf);
     return 1;

@@ -18,7 +18,7 @@ struct inf_pool;
 struct inf_pool *inf_pool_new(const struct core_config *cfg,
                               struct core_db *db, const char *conninfo);
 /* Wake the dispatcher: new work was committed. Any thread; cheap. */
-void inf_pool_wake(void *pool);
+void inf_pool_wake(void *arg);
 /* Stop claiming, let in-flight jobs finish within deadline_ms, release
  * the leases of what did not finish, join the threads. */
 void inf_pool_shutdown(struct inf_pool *p, int deadline_ms);

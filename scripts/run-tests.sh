@@ -3,6 +3,7 @@
 #   scripts/run-tests.sh [VARIANT]        (default: asan)
 #   SUITES=unit scripts/run-tests.sh asan (cmocka unit tests only)
 #   PYTEST_ARGS="-k readyz" scripts/run-tests.sh asan
+#   PARLEY_BUILD_DIR=/tmp/x/asan scripts/run-tests.sh asan   (a private build dir)
 # Unit: every build/VARIANT/tests/test_* cmocka binary. Integration:
 # /usr/bin/python3 -m pytest tests/integration against build/VARIANT/parley.
 # Ends with exactly one line "N passed, N failed"; exits non-zero when

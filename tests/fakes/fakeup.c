@@ -764,7 +764,7 @@ fk_stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
     struct fk_stream *s = cls;
     const union MHD_ConnectionInfo *ci;
-    size_t n;
+    size_t n, take;
 
     (void)pos;
     if (s->abort_after >= 0 && s->ev >= (size_t)s->abort_after) {
@@ -792,14 +792,22 @@ fk_stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
             return 0;
         }
     }
-    n = s->ends[s->ev] - s->pos;
-    if (n > max)
-        n = max;
-    memcpy(buf, s->text.data + s->pos, n);
-    s->pos += n;
-    if (s->pos == s->ends[s->ev]) {
+    /* Without pauses, hand over as many events as fit (fewer, larger
+     * chunks, as a fast server flushes); with pauses, one event per call. */
+    for (n = 0; n < max && s->ev < s->nends;) {
+        take = s->ends[s->ev] - s->pos;
+        if (take > max - n)
+            take = max - n;
+        memcpy(buf + n, s->text.data + s->pos, take);
+        n += take;
+        s->pos += take;
+        if (s->pos < s->ends[s->ev])
+            break;
         s->ev++;
         s->next_due_ms = fk_mono_ms() + s->chunk_delay_ms;
+        if ((s->chunk_delay_ms > 0 && !s->no_delay) ||
+            (s->abort_after >= 0 && s->ev >= (size_t)s->abort_after))
+            break;
     }
     return (ssize_t)n;
 }

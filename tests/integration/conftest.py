@@ -27,12 +27,6 @@ def _sigterm(signum, frame):
 
 def pytest_configure(config):
     signal.signal(signal.SIGTERM, _sigterm)
-    logdir = harness.log_dir()
-    for f in logdir.glob("*.log"):
-        try:
-            f.unlink()
-        except OSError:
-            pass
 
 
 @pytest.hookimpl(hookwrapper=True)

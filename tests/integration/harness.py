@@ -528,11 +528,18 @@ class ParleyProcess:
         self.expect_clean_exit = True
         self._logf = None
         self.starts = 0
+        self.exit_checked = False
 
     # lifecycle ------------------------------------------------------------
     def start(self, wait=True, timeout=20):
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.starts += 1
+        self.exit_checked = False
+        # The first start truncates a log left by an earlier run; restarts
+        # append, so one file tells the whole story of this process.
+        if self.starts == 1:
+            open(self.log_path, "wb").close()
+        # O_APPEND: the child's output and the harness's notes interleave.
         self._logf = open(self.log_path, "ab")
         self._logf.write(f"=== harness: start #{self.starts}: {' '.join(self.args)}\n".encode())
         self._logf.flush()
@@ -579,7 +586,9 @@ class ParleyProcess:
         self.proc.send_signal(sig)
 
     def wait(self, timeout=30):
-        """Wait for exit; returns the exit code (negative: signal)."""
+        """Wait for exit; returns the exit code (negative: signal), which
+        the caller is then responsible for checking."""
+        self.exit_checked = True
         try:
             rc = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -603,6 +612,7 @@ class ParleyProcess:
 
     def kill(self):
         """kill -9 (an expected crash: the exit code is not checked)."""
+        self.exit_checked = True
         if self.alive():
             self.signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
@@ -672,6 +682,7 @@ class ParleyFactory:
         self.procs = []
         self.problems = []
         self._scanned = set()
+        self._migrated = False
         self._seq = itertools.count(1)
 
     def env(self, db=None, port=None, overrides=None):
@@ -713,7 +724,9 @@ class ParleyFactory:
     def migrate(self, env):
         r = cli(["migrate"], env=env, timeout=120)
         path = self.logdir / f"{self.testname}-migrate.log"
-        with open(path, "a", encoding="utf-8") as f:
+        mode = "a" if self._migrated else "w"
+        self._migrated = True
+        with open(path, mode, encoding="utf-8") as f:
             f.write(f"=== parley migrate rc={r.rc}\n{r.stdout}{r.stderr}")
         assert r.rc == 0, f"parley migrate failed: {r!r}"
         rep = sanitizer_report(r.stderr)
@@ -733,6 +746,14 @@ class ParleyFactory:
                 if rc != 0:
                     self.problems.append(f"parley {p.name} exited with {rc} on SIGTERM at "
                                          f"teardown:\n{p.log_tail()}")
+            elif p.proc is not None and not p.exit_checked:
+                # Died on its own during the test, and nobody looked.
+                rc = p.proc.wait(timeout=10)
+                p.exit_checked = True
+                p._closed()
+                if rc != 0:
+                    self.problems.append(f"parley {p.name} exited unexpectedly with {rc} "
+                                         f"during the test:\n{p.log_tail()}")
             if p.name in self._scanned:
                 continue
             self._scanned.add(p.name)

@@ -19,7 +19,7 @@ import re
 import time
 
 import harness
-from harness import PAGE_ID, WA_PHONE_ID, wait_until
+from harness import WA_PHONE_ID, wait_until
 
 MODEL = "fake-model-analytics"
 SYSTEM_PROMPT = "You are the Parley analytics test bot. Answer briefly."
@@ -248,6 +248,7 @@ def test_referral_reply_statuses_and_reactions_are_linked(parley, fake):
     assert e["ref_platform_message_id"] == wamid, e
     assert e["response_id"] == rid and e["message_id"] == out_id, e
     assert e["conversation_id"] == conv and e["user_pseudonym"] == u["pseudonym"], e
+    assert e["platform"] == "whatsapp" and e["channel"] == WA_PHONE_ID, e
     for t in ("llm_request", "response_generated"):
         got = events(db, t)
         assert [x["response_id"] for x in got] == [rid], (t, got)

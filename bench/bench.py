@@ -1,0 +1,1206 @@
+#!/usr/bin/env python3
+"""Parley benchmark suite, run by scripts/bench.sh (`make bench`).
+
+Starts its own PostgreSQL cluster (durable settings, echoed), the fake
+LLM/Graph server `fakeup` and the webhook load generator `loadgen`, measures
+the fakes alone, the HTTP ceiling, durable ingest, ingest with duplicates,
+end to end replies and memory/CPU, then prints one table and writes
+bench/results/*.json (and, for full runs, the table into docs/PERFORMANCE.md).
+Standard library only. Every process it starts is stopped by pid at the end.
+"""
+
+import ctypes
+import datetime
+import json
+import os
+import re
+import resource
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def env(name, default):
+    v = os.environ.get(name, "")
+    return v if v != "" else default
+
+
+QUICK = env("BENCH_QUICK", "0") == "1"
+RUNS = int(env("BENCH_RUNS", "1" if QUICK else "3"))
+DUR = float(env("BENCH_DURATION", "3" if QUICK else "8"))
+FAKE_DUR = float(env("BENCH_FAKE_DURATION", "2" if QUICK else "3"))
+CONNS = [int(x) for x in env("BENCH_CONNECTIONS", "16,64,256").split(",")]
+USERS = int(env("BENCH_USERS", "10000"))
+E2E_MAX = int(env("BENCH_E2E_MAX", "20000"))
+E2E_200_MSGS = int(env("BENCH_E2E_200_MSGS", "600" if QUICK else "1600"))
+PACED_S = float(env("BENCH_PACED_SECONDS", "4" if QUICK else "10"))
+PACED_RATE = 100
+WORKERS = int(env("BENCH_WORKERS", "64"))
+DRAIN_TIMEOUT = float(env("BENCH_DRAIN_TIMEOUT", "90"))
+BUILD_DIR = os.path.join(ROOT, env("BENCH_BUILD_DIR", "build/release"))
+PG_DIR = env("BENCH_PG_DIR", os.path.join(ROOT, "var", "bench-pg"))
+KEEP = env("BENCH_KEEP", "0") == "1"
+UPDATE_DOC = env("BENCH_UPDATE_DOC", "0" if QUICK else "1") == "1"
+RESULTS = os.path.join(ROOT, "bench", "results")
+SECRET = "bench-app-secret"
+CLK = os.sysconf("SC_CLK_TCK")
+PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+PARLEY = os.path.join(BUILD_DIR, "parley")
+FAKEUP = os.path.join(BUILD_DIR, "tests", "fakeup")
+LOADGEN = os.path.join(BUILD_DIR, "tests", "loadgen")
+
+# The bench cluster. Durability is the point: fsync, synchronous_commit and
+# full_page_writes stay on; WAL is sized so no checkpoint is forced by volume
+# during a run. Everything else is PostgreSQL's default.
+PG_SETTINGS = [
+    ("listen_addresses", "127.0.0.1"),
+    ("max_connections", "300"),
+    ("shared_buffers", "256MB"),
+    ("fsync", "on"),
+    ("synchronous_commit", "on"),
+    ("full_page_writes", "on"),
+    ("wal_sync_method", "fdatasync"),
+    ("wal_level", "replica"),
+    ("wal_buffers", "16MB"),
+    ("max_wal_size", "4GB"),
+    ("min_wal_size", "1GB"),
+    ("checkpoint_timeout", "15min"),
+    ("commit_delay", "0"),
+]
+
+# BENCH_PG_STATEMENTS=1: diagnostics, not part of the measured setup. Loads
+# pg_stat_statements and prints the top statements of each scenario's first run.
+PG_STATEMENTS = env("BENCH_PG_STATEMENTS", "0") == "1"
+if PG_STATEMENTS:
+    PG_SETTINGS.append(("shared_preload_libraries", "pg_stat_statements"))
+
+TARGETS_DOC = os.path.join(ROOT, "docs", "PERFORMANCE.md")
+BEGIN_MARK = "<!-- bench:begin (written by scripts/bench.sh) -->"
+END_MARK = "<!-- bench:end -->"
+
+_libc = ctypes.CDLL(None, use_errno=True)
+NOPROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def child_setup():
+    """In every child: die with us (PR_SET_PDEATHSIG = SIGTERM)."""
+    _libc.prctl(1, signal.SIGTERM, 0, 0, 0)
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def http(url, data=None, timeout=10.0):
+    req = urllib.request.Request(url, data=data)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with NOPROXY.open(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except (urllib.error.URLError, OSError):
+        return 0, b""
+
+
+# ---- /proc ------------------------------------------------------------------
+
+def proc_stat(pid):
+    """(ppid, utime+stime, cutime+cstime) in seconds, or None."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            s = f.read()
+    except OSError:
+        return None
+    rest = s[s.rindex(")") + 2:].split()
+    return (int(rest[1]), (int(rest[11]) + int(rest[12])) / CLK,
+            (int(rest[13]) + int(rest[14])) / CLK)
+
+
+def proc_cpu(pid):
+    st = proc_stat(pid)
+    return st[1] if st else 0.0
+
+
+def proc_mem(pid):
+    """VmRSS, VmHWM in kB."""
+    out = {}
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    out[line.split(":")[0]] = int(line.split()[1])
+    except OSError:
+        pass
+    return out.get("VmRSS", 0), out.get("VmHWM", 0)
+
+
+def tree_cpu(root_pid):
+    """CPU seconds of a process, its live children and its reaped ones."""
+    st = proc_stat(root_pid)
+    if not st:
+        return 0.0
+    total = st[1] + st[2]
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            c = proc_stat(int(d))
+            if c and c[0] == root_pid:
+                total += c[1]
+    return total
+
+
+def sys_cpu():
+    """(user+nice+system, irq+softirq, steal) jiffies of the whole machine."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = v[:8]
+    return user + nice + system, irq + softirq, steal
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def self_cpu():
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class Meter:
+    """CPU used by Parley, PostgreSQL, fakeup, this script and its reaped
+    children (loadgen, psql) over an interval, and the machine's other load."""
+
+    def __init__(self, parley=None, pg=None, fake=None):
+        self.pids = {"parley": parley, "fake": fake}
+        self.pg = pg
+        self.t0 = time.monotonic()
+        self.c0 = {k: proc_cpu(p) for k, p in self.pids.items() if p}
+        self.pg0 = tree_cpu(pg.postmaster()) if pg else 0.0
+        self.self0 = self_cpu()
+        self.sys0 = sys_cpu()
+
+    def stop(self):
+        wall = time.monotonic() - self.t0
+        out = {"wall_s": wall}
+        ours = 0.0
+        for k, p in self.pids.items():
+            if p:
+                out[k + "_cpu_s"] = proc_cpu(p) - self.c0[k]
+                ours += out[k + "_cpu_s"]
+        if self.pg:
+            out["pg_cpu_s"] = tree_cpu(self.pg.postmaster()) - self.pg0
+            ours += out["pg_cpu_s"]
+        mine = self_cpu() - self.self0
+        ours += mine
+        busy, irq, steal = sys_cpu()
+        busy_s = (busy - self.sys0[0]) / CLK
+        out["machine_busy_cores"] = busy_s / wall
+        out["irq_cores"] = (irq - self.sys0[1]) / CLK / wall
+        out["steal_cores"] = (steal - self.sys0[2]) / CLK / wall
+        # Process time the machine spent outside this benchmark's processes:
+        # other developers' jobs on a shared box.
+        out["other_load_cores"] = max(0.0, busy_s - ours) / wall
+        return out
+
+
+# ---- processes ----------------------------------------------------------------
+
+STARTED = []  # Popen objects we own, stopped by pid at the end
+
+
+def spawn(argv, envd=None, stdout=None, stderr=None, stdin=None):
+    p = subprocess.Popen(argv, env=envd, stdout=stdout, stderr=stderr,
+                         stdin=stdin, preexec_fn=child_setup, cwd=ROOT)
+    STARTED.append(p)
+    return p
+
+
+def stop_proc(p, timeout=15.0):
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    if p in STARTED:
+        STARTED.remove(p)
+
+
+def run_loadgen(args):
+    """Run loadgen to completion: (its JSON, its CPU seconds)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        p = subprocess.Popen([LOADGEN] + args, stdout=out, stderr=err,
+                             preexec_fn=child_setup, cwd=ROOT)
+        STARTED.append(p)
+        _, status, ru = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        STARTED.remove(p)
+        out.seek(0)
+        err.seek(0)
+        text = out.read().decode()
+        if p.returncode != 0 or not text.strip():
+            raise RuntimeError("loadgen %s failed (%d): %s" % (
+                " ".join(args), p.returncode, err.read().decode()[-500:]))
+        return json.loads(text.strip().splitlines()[-1]), ru.ru_utime + ru.ru_stime
+
+
+# ---- PostgreSQL ----------------------------------------------------------------
+
+class Pg:
+    def __init__(self, root):
+        self.root = root
+        self.data = os.path.join(root, "data")
+        self.port = int(env("BENCH_PG_PORT", "0")) or free_port()
+        bins = sorted((d for d in os.listdir("/usr/lib/postgresql")
+                       if os.path.isdir("/usr/lib/postgresql/%s/bin" % d)),
+                      key=lambda d: [int(x) for x in re.findall(r"\d+", d)])
+        if not bins:
+            raise RuntimeError("PostgreSQL server binaries not found (scripts/deps.sh)")
+        self.bin = "/usr/lib/postgresql/%s/bin" % bins[-1]
+        self.running = False
+
+    def as_pg(self, argv):
+        return (["runuser", "-u", "postgres", "--"] + argv) if os.getuid() == 0 else argv
+
+    def start(self):
+        if os.path.exists(os.path.join(self.data, "postmaster.pid")):
+            self.stop_dir()
+        shutil.rmtree(self.root, ignore_errors=True)
+        os.makedirs(self.root)
+        if os.getuid() == 0:
+            shutil.chown(self.root, "postgres", "postgres")
+        subprocess.run(self.as_pg([self.bin + "/initdb", "-D", self.data, "-U", "postgres",
+                                   "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"]),
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        opts = "-p %d -k %s " % (self.port, self.data) + " ".join(
+            "-c %s=%s" % kv for kv in PG_SETTINGS)
+        subprocess.run(self.as_pg([self.bin + "/pg_ctl", "-D", self.data, "-l",
+                                   os.path.join(self.root, "server.log"), "-w", "-t", "60",
+                                   "-o", opts, "start"]),
+                       check=True, stdout=subprocess.DEVNULL)
+        self.running = True
+
+    def stop_dir(self):
+        subprocess.run(self.as_pg([self.bin + "/pg_ctl", "-D", self.data, "-m", "fast",
+                                   "-w", "stop"]),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self):
+        if self.running:
+            self.stop_dir()
+            self.running = False
+        if not KEEP:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def postmaster(self):
+        with open(os.path.join(self.data, "postmaster.pid")) as f:
+            return int(f.readline())
+
+    def url(self, db):
+        return "postgresql://postgres@127.0.0.1:%d/%s" % (self.port, db)
+
+    def psql(self, db, sql):
+        r = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-F", "\t", "-h", "127.0.0.1",
+                            "-p", str(self.port), "-U", "postgres", "-d", db,
+                            "-v", "ON_ERROR_STOP=1", "-c", sql],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError("psql: %s: %s" % (sql[:80], r.stderr.strip()))
+        return r.stdout
+
+    def statements_reset(self):
+        if PG_STATEMENTS:
+            self.psql("postgres", "SELECT pg_stat_statements_reset()")
+
+    def statements_top(self, db, n=8):
+        """Top statements of one database by total time (BENCH_PG_STATEMENTS=1)."""
+        if not PG_STATEMENTS:
+            return []
+        out = self.psql("postgres", """
+            SELECT calls, round(total_exec_time::numeric, 1), round(mean_exec_time::numeric, 3),
+                   rows, regexp_replace(left(query, 140), '\\s+', ' ', 'g')
+            FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database
+                                                  WHERE datname = '%s')
+            ORDER BY total_exec_time DESC LIMIT %d""" % (db, n))
+        return [dict(zip(("calls", "total_ms", "mean_ms", "rows", "query"), line.split("\t")))
+                for line in out.splitlines() if line]
+
+    def version(self):
+        return self.psql("postgres", "SHOW server_version").strip()
+
+
+# ---- Parley -------------------------------------------------------------------
+
+class Bench:
+    def __init__(self):
+        self.tmp = tempfile.mkdtemp(prefix="parley-bench-")
+        self.pg = Pg(PG_DIR)
+        self.fake = None
+        self.fake_port = None
+        self.parley = None
+        self.parley_port = None
+        self.ndb = 0
+
+    # fakeup ---------------------------------------------------------------
+
+    def start_fake(self):
+        errf = open(os.path.join(self.tmp, "fakeup.log"), "wb")
+        p = spawn([FAKEUP, "--port", "0", "--threads", "2", "--record-max", "50000",
+                   "--stdin-watch"], stdout=subprocess.PIPE, stderr=errf,
+                  stdin=subprocess.PIPE)
+        errf.close()
+        deadline = time.monotonic() + 10
+        buf = b""
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([p.stdout], [], [], 0.2)
+            if r:
+                chunk = os.read(p.stdout.fileno(), 4096)
+                if not chunk:
+                    break
+                buf += chunk
+                m = re.search(rb"^port=(\d+)$", buf, re.M)
+                if m:
+                    self.fake, self.fake_port = p, int(m.group(1))
+                    return
+        raise RuntimeError("fakeup did not start")
+
+    def fake_url(self, path):
+        return "http://127.0.0.1:%d%s" % (self.fake_port, path)
+
+    def fake_control(self, obj):
+        st, body = http(self.fake_url("/_control"), json.dumps(obj).encode())
+        if st != 200:
+            raise RuntimeError("fakeup /_control %s: %s %s" % (obj, st, body[:200]))
+
+    def fake_reset(self):
+        st, _ = http(self.fake_url("/_reset"), b"")
+        if st != 200:
+            raise RuntimeError("fakeup /_reset failed")
+
+    # database and parley ----------------------------------------------------
+
+    def new_db(self, tag):
+        self.ndb += 1
+        name = "bench_%s_%d" % (re.sub(r"\W", "_", tag), self.ndb)
+        self.pg.psql("postgres", "CREATE DATABASE %s" % name)
+        r = subprocess.run([PARLEY, "migrate"], env=self.parley_env(name, 0),
+                           capture_output=True, text=True, cwd=ROOT)
+        if r.returncode != 0:
+            raise RuntimeError("parley migrate: " + r.stderr[-500:])
+        return name
+
+    def drop_db(self, name):
+        self.pg.psql("postgres", "DROP DATABASE IF EXISTS %s WITH (FORCE)" % name)
+
+    def parley_env(self, db, workers):
+        e = {k: v for k, v in os.environ.items() if not k.startswith("PARLEY_")}
+        fake = "http://127.0.0.1:%d" % self.fake_port
+        e.update({
+            "PARLEY_DATABASE_URL": self.pg.url(db),
+            "PARLEY_LISTEN": "127.0.0.1:%d" % (self.parley_port or 0),
+            "PARLEY_LOG_LEVEL": "warn",
+            "PARLEY_META_APP_SECRET": SECRET,
+            "PARLEY_META_VERIFY_TOKEN": "bench-verify",
+            "PARLEY_WHATSAPP_TOKEN": "bench-wa-token",
+            "PARLEY_LLM_BASE_URL": fake + "/v1",
+            "PARLEY_LLM_API_KEY": "bench-llm-key",
+            "PARLEY_GRAPH_API_BASE": fake + "/v21.0",
+            "PARLEY_PSEUDONYM_KEY": "bench-pseudonym-key-0123456789abcdef",
+            "PARLEY_WORKERS": str(max(workers, 1)),
+        })
+        return e
+
+    def start_parley(self, db, workers):
+        self.parley_port = free_port()
+        logf = open(os.path.join(self.tmp, "parley.log"), "ab")
+        argv = [PARLEY, "serve"] + ([] if workers else ["--no-workers"])
+        self.parley = spawn(argv, envd=self.parley_env(db, workers), stdout=logf,
+                            stderr=logf)
+        logf.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.parley.poll() is not None:
+                break
+            st, _ = http(self.parley_url("/readyz"), timeout=2)
+            if st == 200:
+                return self.parley.pid
+            time.sleep(0.1)
+        raise RuntimeError("parley serve did not become ready (log: %s)" %
+                           os.path.join(self.tmp, "parley.log"))
+
+    def parley_url(self, path):
+        return "http://127.0.0.1:%d%s" % (self.parley_port, path)
+
+    def stop_parley(self):
+        if self.parley:
+            stop_proc(self.parley)
+            self.parley = None
+
+    def metrics(self):
+        st, body = http(self.parley_url("/metrics"))
+        sums = {}
+        if st != 200:
+            return sums
+        for line in body.decode().splitlines():
+            if not line or line[0] == "#":
+                continue
+            name_labels, _, value = line.rpartition(" ")
+            name = name_labels.split("{")[0]
+            try:
+                sums[name] = sums.get(name, 0.0) + float(value)
+            except ValueError:
+                pass
+        return sums
+
+    def cleanup(self):
+        for p in list(STARTED):
+            try:
+                stop_proc(p, 5)
+            except Exception:  # noqa: BLE001 - best effort teardown
+                pass
+        try:
+            self.pg.stop()
+        except Exception:  # noqa: BLE001
+            pass
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# ---- statistics ----------------------------------------------------------------
+
+def pct(values, p):
+    if not values:
+        return None
+    v = sorted(values)
+    k = max(0, min(len(v) - 1, int(-(-p * len(v) // 100)) - 1))
+    return v[k]
+
+
+def summary(values):
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return {"median": None, "min": None, "max": None, "runs": values}
+    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals),
+            "runs": values}
+
+
+def lg_lat(d):
+    lat = d.get("latency_ms", {})
+    return lat.get("p50"), lat.get("p99"), lat.get("p999")
+
+
+def fmt_num(v, digits=None):
+    if v is None:
+        return "-"
+    if digits is None:
+        digits = 0 if abs(v) >= 100 else (1 if abs(v) >= 10 else 2)
+    return "{:,.{d}f}".format(v, d=digits)
+
+
+# ---- scenarios -------------------------------------------------------------
+
+class Suite:
+    def __init__(self, b):
+        self.b = b
+        self.rows = []     # table rows (dicts)
+        self.raw = {}      # per-run details, for the JSON
+        self.checks = []   # integrity problems found
+
+    def show_top(self, runs):
+        top = runs[0].get("top_statements") if runs else None
+        if top:
+            log("   top statements (run 1): calls, total ms, mean ms, rows, query")
+            for t in top:
+                log("     %8s %10s %8s %8s  %s" % (t["calls"], t["total_ms"], t["mean_ms"],
+                                                 t["rows"], t["query"]))
+
+    def row(self, rid, name, unit, values, p50=None, p99=None, p999=None, note="",
+            lat_kind=""):
+        runs = self.raw.get(rid, [])
+        other = (statistics.median(r["other_load_cores"] for r in runs)
+                 if runs and "other_load_cores" in runs[0] else None)
+        r = {"id": rid, "scenario": name, "unit": unit, "value": summary(values),
+             "p50_ms": summary(p50 or []), "p99_ms": summary(p99 or []),
+             "p999_ms": summary(p999 or []), "latency": lat_kind, "note": note,
+             "other_load_cores": other}
+        self.rows.append(r)
+        v = r["value"]
+        log("  -> %-44s %s %s [%s-%s] %s" % (name, fmt_num(v["median"]), unit,
+                                            fmt_num(v["min"]), fmt_num(v["max"]), note))
+        return r
+
+    # 0. the fakes alone ---------------------------------------------------
+
+    def fakes(self):
+        b = self.b
+        log("== fakes alone (fakeup --threads 2, loadgen 64 connections, %gs each)" % FAKE_DUR)
+        llm = os.path.join(b.tmp, "llm.json")
+        with open(llm, "w") as f:
+            json.dump({"model": "llama-3.1-8b-instant", "stream": True,
+                       "stream_options": {"include_usage": True},
+                       "max_completion_tokens": 512, "temperature": 0.7,
+                       "messages": [{"role": "system", "content": "You are a helpful assistant."},
+                                    {"role": "user", "content": "loadgen message 1 from user 2"}]}, f)
+        wa = os.path.join(b.tmp, "wa.json")
+        with open(wa, "w") as f:
+            json.dump({"messaging_product": "whatsapp", "recipient_type": "individual",
+                       "to": "15550000002", "type": "text",
+                       "text": {"body": "Echo: loadgen message 1 from user 2"}}, f)
+        base = ["--connections", "64", "--duration", str(FAKE_DUR)]
+        cases = [
+            ("f_loadgen", "loadgen -> fakeup sink (signed POST)",
+             {"record": False, "webhook_secret": SECRET},
+             ["--url", b.fake_url("/webhooks/whatsapp"), "--secret", SECRET,
+              "--users", str(USERS)], None),
+            ("f_llm0", "fakeup LLM 0 ms (SSE stream)", {},
+             ["--url", b.fake_url("/v1/chat/completions"), "--body-file", llm], None),
+            ("f_graph", "fakeup Graph send", {},
+             ["--url", b.fake_url("/v21.0/1555/messages"), "--body-file", wa,
+              "--header", "Authorization: Bearer t"], None),
+            ("f_llm200", "fakeup LLM 200 ms (SSE), 64 conns", {"llm_latency_ms": 200},
+             ["--url", b.fake_url("/v1/chat/completions"), "--body-file", llm], 320.0),
+        ]
+        for rid, name, ctl, args, ideal in cases:
+            rps, p50, p99, p999, runs = [], [], [], [], []
+            for _ in range(RUNS):
+                b.fake_reset()
+                if ctl:
+                    b.fake_control(ctl)
+                m = Meter(fake=b.fake.pid)
+                d, lg_cpu = run_loadgen(base + args)
+                mm = m.stop()
+                bad = d["completed"] - d["responses"].get("200", 0) + d["errors"]
+                if bad:
+                    self.checks.append("%s: %d non-200 answers or errors" % (name, bad))
+                rps.append(d["rps"])
+                a, c, e = lg_lat(d)
+                p50.append(a), p99.append(c), p999.append(e)
+                runs.append({"loadgen": d, "loadgen_cpu_s": lg_cpu,
+                             "loadgen_us_per_req": 1e6 * lg_cpu / max(d["completed"], 1),
+                             "loadgen_core_share": lg_cpu / d["duration_s"], **mm})
+            self.raw[rid] = runs
+            us = statistics.median(r["loadgen_us_per_req"] for r in runs)
+            fk = statistics.median(r["fake_cpu_s"] / r["wall_s"] for r in runs)
+            note = "loadgen %.1f us CPU/req; fakeup %.0f%% of a core" % (us, 100 * fk)
+            if ideal:
+                note = "ideal %d/s (64 conns / 0.2 s); %.0f%% of it; %s" % (
+                    ideal, 100 * statistics.median(rps) / ideal, note)
+            self.row(rid, name, "req/s", rps, p50, p99, p999, note, "client")
+        b.fake_reset()
+
+    # a. the HTTP ceiling ------------------------------------------------------
+
+    def ceiling(self):
+        b = self.b
+        log("== a. ceiling: GET /healthz on parley serve --no-workers, %gs per run" % DUR)
+        db = b.new_db("ceiling")
+        pid = b.start_parley(db, 0)
+        try:
+            for c in CONNS:
+                rps, p50, p99, p999, runs = [], [], [], [], []
+                for _ in range(RUNS):
+                    m = Meter(parley=pid)
+                    d, lg_cpu = run_loadgen(["--url", b.parley_url("/"), "--path", "/healthz",
+                                             "--method", "GET", "--connections", str(c),
+                                             "--duration", str(DUR)])
+                    mm = m.stop()
+                    rps.append(d["rps"])
+                    a, cc, e = lg_lat(d)
+                    p50.append(a), p99.append(cc), p999.append(e)
+                    runs.append({"loadgen": d, "loadgen_cpu_s": lg_cpu, **mm})
+                self.raw["a%d" % c] = runs
+                lg = statistics.median(r["loadgen_cpu_s"] / r["wall_s"] for r in runs)
+                oth = statistics.median(r["other_load_cores"] for r in runs)
+                self.row("a%d" % c, "a. ceiling /healthz, %d conns" % c, "req/s", rps, p50,
+                         p99, p999, "loadgen %.0f%% of a core; other load %.2f cores"
+                         % (100 * lg, oth), "client")
+        finally:
+            b.stop_parley()
+            b.drop_db(db)
+
+    # b/c. durable ingest ------------------------------------------------------
+
+    def ingest_run(self, conns, dup):
+        b = self.b
+        db = b.new_db("ingest%d" % conns)
+        pid = b.start_parley(db, 0)
+        try:
+            rss_idle, _ = proc_mem(pid)
+            b.pg.statements_reset()
+            m = Meter(parley=pid, pg=b.pg)
+            args = ["--url", b.parley_url("/webhooks/whatsapp"), "--secret", SECRET,
+                    "--connections", str(conns), "--duration", str(DUR),
+                    "--users", str(USERS)]
+            if dup:
+                args += ["--dup-ratio", str(dup)]
+            d, lg_cpu = run_loadgen(args)
+            mm = m.stop()
+            met = b.metrics()
+            _, hwm = proc_mem(pid)
+            stored = int(b.pg.psql(db, "SELECT count(*) FROM messages WHERE direction = 'in'"))
+            top = b.pg.statements_top(db)
+        finally:
+            b.stop_parley()
+        b.drop_db(db)
+        ok = d["responses"].get("200", 0)
+        expected = ok - (d["duplicates"] if dup else 0)
+        bcount = met.get("parley_ingest_batch_requests_count", 0)
+        return {"loadgen": d, "loadgen_cpu_s": lg_cpu, **mm,
+                "rss_idle_kb": rss_idle, "rss_peak_kb": hwm,
+                "batch_mean": (met.get("parley_ingest_batch_requests_sum", 0) / bcount)
+                if bcount else None,
+                "commits": bcount, "acked_200": ok, "stored": stored,
+                "expected_stored": expected, "stored_minus_expected": stored - expected,
+                "non_200": d["completed"] - ok, "errors": d["errors"], "top_statements": top}
+
+    def ingest(self, dup=0.0):
+        conns_list = [64] if dup else CONNS
+        label = "c. ingest, 50% duplicates" if dup else "b. durable ingest"
+        log("== %s: unique signed WhatsApp webhooks, %gs per run, %d users, "
+            "serve --no-workers" % (label, DUR, USERS))
+        for c in conns_list:
+            runs = [self.ingest_run(c, dup) for _ in range(RUNS)]
+            rid = ("c%d" if dup else "b%d") % c
+            self.raw[rid] = runs
+            self.show_top(runs)
+            for i, r in enumerate(runs):
+                log("   run %d: %.0f/s p99 %.1f ms batch %.1f stored-expected %d non200 %d "
+                    "errors %d other load %.2f cores" % (
+                        i + 1, r["loadgen"]["rps"], r["loadgen"]["latency_ms"]["p99"],
+                        r["batch_mean"] or 0, r["stored_minus_expected"], r["non_200"],
+                        r["errors"], r["other_load_cores"]))
+                if r["stored_minus_expected"] or r["non_200"] or r["errors"]:
+                    self.checks.append(
+                        "%s %d conns run %d: stored %d, expected %d (200 answers %d%s), "
+                        "non-200 %d, errors %d" % (label, c, i + 1, r["stored"],
+                                                    r["expected_stored"], r["acked_200"],
+                                                    ", minus %d duplicates" %
+                                                    r["loadgen"]["duplicates"] if dup else "",
+                                                    r["non_200"], r["errors"]))
+            lat = [lg_lat(r["loadgen"]) for r in runs]
+            note = "batch %.1f; stored-expected %s; loadgen %.0f%%, pg %.2f, parley %.2f cores" % (
+                statistics.median(r["batch_mean"] or 0 for r in runs),
+                ",".join(str(r["stored_minus_expected"]) for r in runs),
+                100 * statistics.median(r["loadgen_cpu_s"] / r["wall_s"] for r in runs),
+                statistics.median(r["pg_cpu_s"] / r["wall_s"] for r in runs),
+                statistics.median(r["parley_cpu_s"] / r["wall_s"] for r in runs))
+            name = "%s, %d conns" % (label, c)
+            self.row(rid, name, "webhooks/s", [r["loadgen"]["rps"] for r in runs],
+                     [x[0] for x in lat], [x[1] for x in lat], [x[2] for x in lat],
+                     note, "ack")
+
+    # d. end to end ---------------------------------------------------------------
+
+    def wait_drain(self, db, acked):
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        pending = total = -1
+        while time.monotonic() < deadline:
+            out = self.b.pg.psql(db, "SELECT count(*) FILTER (WHERE reply_state = 'pending'),"
+                                     " count(*) FROM messages WHERE direction = 'in'")
+            pending, total = (int(x) for x in out.split())
+            if pending == 0 and total >= acked:
+                return True, pending, total
+            time.sleep(0.2)
+        return False, pending, total
+
+    def e2e_run(self, llm_ms, paced):
+        b = self.b
+        b.fake_reset()
+        if llm_ms:
+            b.fake_control({"llm_latency_ms": llm_ms})
+        db = b.new_db("e2e%d" % llm_ms)
+        pid = b.start_parley(db, WORKERS)
+        try:
+            time.sleep(1.0)
+            rss_idle, _ = proc_mem(pid)
+            b.pg.statements_reset()
+            m = Meter(parley=pid, pg=b.pg, fake=b.fake.pid)
+            args = ["--url", b.parley_url("/webhooks/whatsapp"), "--secret", SECRET,
+                    "--connections", "64", "--users", "1000000"]
+            if paced:
+                args += ["--rate", str(PACED_RATE), "--duration", str(PACED_S)]
+            elif llm_ms:
+                args += ["--requests", str(E2E_200_MSGS), "--duration", "120"]
+            else:
+                args += ["--requests", str(E2E_MAX), "--duration", str(DUR)]
+            d, lg_cpu = run_loadgen(args)
+            acked = d["responses"].get("200", 0)
+            drained, pending, total = self.wait_drain(db, acked)
+            mm = m.stop()
+            met = b.metrics()
+            _, hwm = proc_mem(pid)
+            rows = b.pg.psql(db, """
+                SELECT m.text, r.llm_ms, extract(epoch FROM f.first) * 1000
+                FROM messages m JOIN responses r ON r.id = m.response_id
+                JOIN LATERAL (SELECT min(m2.received_at) AS first
+                              FROM response_inputs ri JOIN messages m2 ON m2.id = ri.message_id
+                              WHERE ri.response_id = r.id) f ON true
+                WHERE m.direction = 'in' AND r.kind = 'llm'""")
+            states = b.pg.psql(db, "SELECT reply_state, count(*) FROM messages"
+                                   " WHERE direction = 'in' GROUP BY 1 ORDER BY 1")
+            resp = b.pg.psql(db, "SELECT kind || '/' || status, count(*) FROM responses"
+                                 " GROUP BY 1 ORDER BY 1")
+            top = b.pg.statements_top(db)
+            first_in = float(b.pg.psql(db, "SELECT extract(epoch FROM min(received_at)) * 1000"
+                                           " FROM messages WHERE direction = 'in'") or 0)
+        finally:
+            b.stop_parley()
+        b.drop_db(db)
+        st, body = http(b.fake_url("/_requests?kind=graph"), timeout=30)
+        recs = json.loads(body) if st == 200 else []
+        if isinstance(recs, dict):
+            recs = recs.get("requests", [])
+        key_re = re.compile(r"loadgen message (\d+) from user (\d+)")
+        inputs = {}
+        for line in rows.splitlines():
+            parts = line.split("\t")
+            if len(parts) != 3:
+                continue
+            k = key_re.search(parts[0])
+            if k and parts[1] and parts[2]:
+                inputs[k.groups()] = (float(parts[1]), float(parts[2]))
+        added, send_ts, unmatched = [], [], 0
+        for r in recs:
+            body_ = r.get("body")
+            if not isinstance(body_, dict) or body_.get("status") == "read":
+                continue
+            text = ((body_.get("text") or {}).get("body")) or ""
+            send_ts.append(r["ts_ms"])
+            k = key_re.search(text)
+            if not k or k.groups() not in inputs:
+                unmatched += 1
+                continue
+            llm, first = inputs[k.groups()]
+            added.append(r["ts_ms"] - first - llm)
+        replies = len(send_ts)
+        span = (max(send_ts) - first_in) / 1000 if send_ts and first_in else None
+        lat_sum = met.get("parley_reply_latency_seconds_sum", 0)
+        lat_n = met.get("parley_reply_latency_seconds_count", 0)
+        llm_sum = met.get("parley_llm_request_duration_seconds_sum", 0)
+        llm_n = met.get("parley_llm_request_duration_seconds_count", 0)
+        return {
+            "llm_latency_ms": llm_ms, "paced_rate": PACED_RATE if paced else None,
+            "loadgen": d, "loadgen_cpu_s": lg_cpu, **mm,
+            "drained": drained, "pending_left": pending, "stored": total,
+            "acked_200": acked, "reply_states": dict(
+                line.split("\t") for line in states.splitlines() if "\t" in line),
+            "responses": dict(line.split("\t") for line in resp.splitlines() if "\t" in line),
+            "replies": replies, "unmatched_sends": unmatched,
+            "replies_per_s": replies / span if span and span > 0 else None,
+            "added_ms_p50": pct(added, 50), "added_ms_p99": pct(added, 99),
+            "added_ms_p999": pct(added, 99.9), "added_ms_max": max(added) if added else None,
+            "added_n": len(added),
+            "metric_mean_reply_latency_ms": 1000 * lat_sum / lat_n if lat_n else None,
+            "metric_mean_llm_ms": 1000 * llm_sum / llm_n if llm_n else None,
+            "rss_idle_kb": rss_idle, "rss_peak_kb": hwm, "top_statements": top,
+            "parley_cpu_s_per_1000": 1000 * mm["parley_cpu_s"] / replies if replies else None,
+            "pg_cpu_s_per_1000": 1000 * mm["pg_cpu_s"] / replies if replies else None,
+        }
+
+    def e2e(self, llm_ms, paced=False):
+        if paced:
+            what = "%d msg/s for %gs" % (PACED_RATE, PACED_S)
+        elif llm_ms:
+            what = "%d messages" % E2E_200_MSGS
+        else:
+            what = "closed loop 64 conns for %gs (at most %d messages)" % (DUR, E2E_MAX)
+        log("== d. end to end: LLM %d ms, %d workers, %s, 1e6 users" % (llm_ms, WORKERS, what))
+        runs = []
+        for i in range(RUNS):
+            r = self.e2e_run(llm_ms, paced)
+            runs.append(r)
+            log("   run %d: %d replies, %s/s, added p50 %s p99 %s ms, pending left %d, "
+                "states %s, other load %.2f cores" % (
+                    i + 1, r["replies"], fmt_num(r["replies_per_s"]),
+                    fmt_num(r["added_ms_p50"]), fmt_num(r["added_ms_p99"]),
+                    r["pending_left"], r["reply_states"], r["other_load_cores"]))
+            answered = int(r["reply_states"].get("answered", 0))
+            sent_ok = int(r["responses"].get("llm/sent", 0))
+            if (not r["drained"] or r["unmatched_sends"] or r["stored"] != r["acked_200"]
+                    or answered != r["acked_200"] or r["replies"] != sent_ok
+                    or sum(int(v) for v in r["responses"].values()) != sent_ok):
+                self.checks.append(
+                    "e2e LLM %d ms%s run %d: %d acked, %d stored, %d replies sent, %d still "
+                    "pending after %gs, %d sends not matched to a message, messages %s, "
+                    "responses %s" % (
+                        llm_ms, " paced" if paced else "", i + 1, r["acked_200"], r["stored"],
+                        r["replies"], r["pending_left"], DRAIN_TIMEOUT, r["unmatched_sends"],
+                        r["reply_states"], r["responses"]))
+        rid = "d%d%s" % (llm_ms, "p" if paced else "")
+        self.raw[rid] = runs
+        self.show_top(runs)
+        note = "parley %.2f s + pg %.2f s CPU/1000 replies; fakeup %.0f%%, loadgen %.0f%% core" % (
+            statistics.median(r["parley_cpu_s_per_1000"] or 0 for r in runs),
+            statistics.median(r["pg_cpu_s_per_1000"] or 0 for r in runs),
+            100 * statistics.median(r["fake_cpu_s"] / r["wall_s"] for r in runs),
+            100 * statistics.median(r["loadgen_cpu_s"] / r["wall_s"] for r in runs))
+        if llm_ms and not paced:
+            ideal = WORKERS * 1000.0 / llm_ms
+            note = "%.0f%% of ideal %d/s; %s" % (
+                100 * statistics.median(r["replies_per_s"] or 0 for r in runs) / ideal,
+                ideal, note)
+        if paced:
+            note = "ack p99 %s ms; %s" % (fmt_num(statistics.median(
+                r["loadgen"]["latency_ms"]["p99"] for r in runs)), note)
+        name = "d. e2e LLM %d ms, %d workers%s" % (
+            llm_ms, WORKERS, ", %d msg/s" % PACED_RATE if paced else "")
+        self.row(rid, name, "replies/s", [r["replies_per_s"] for r in runs],
+                 [r["added_ms_p50"] for r in runs], [r["added_ms_p99"] for r in runs],
+                 [r["added_ms_p999"] for r in runs], note, "added")
+
+    # e. memory and CPU ----------------------------------------------------------------
+
+    def memory(self):
+        mb = 1024.0
+        d = [r for k in ("d0", "d200", "d200p") for r in self.raw.get(k, [])]
+        b = [r for k in self.raw if k.startswith("b") for r in self.raw[k]]
+        self.row("e_idle", "e. RSS idle, %d workers" % WORKERS, "MB",
+                 [r["rss_idle_kb"] / mb for r in d], note="VmRSS 1 s after ready")
+        if b:
+            by = {}
+            for k in sorted(self.raw):
+                if k.startswith("b"):
+                    by[k] = max(r["rss_peak_kb"] for r in self.raw[k]) / mb
+            self.row("e_peak_b", "e. peak RSS under (b), --no-workers", "MB",
+                     [r["rss_peak_kb"] / mb for r in b],
+                     note="VmHWM; max by conns: " + ", ".join(
+                         "%s %.1f" % (k[1:], v) for k, v in by.items()))
+        self.row("e_peak_d", "e. peak RSS under (d), %d workers" % WORKERS, "MB",
+                 [r["rss_peak_kb"] / mb for r in d], note="VmHWM")
+        d0 = self.raw.get("d0", [])
+        self.row("e_cpu", "e. parley CPU-s per 1000 replies (LLM 0 ms)", "CPU-s",
+                 [r["parley_cpu_s_per_1000"] for r in d0],
+                 note="PostgreSQL: %s CPU-s per 1000 replies" % fmt_num(
+                     statistics.median(r["pg_cpu_s_per_1000"] or 0 for r in d0)
+                     if d0 else None))
+
+
+# ---- report -------------------------------------------------------------------
+
+def machine_info(pg):
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kb = int(f.readline().split()[1])
+    fs = subprocess.run(["df", "--output=fstype,source", pg.root],
+                        capture_output=True, text=True).stdout.split("\n")[1:2]
+    return {"nproc": os.cpu_count(), "cpu": cpu, "mem_gb": round(mem_kb / 1048576, 1),
+            "kernel": os.uname().release, "postgres": pg.version(),
+            "pg_data_fs": " ".join(fs[0].split()) if fs else "?",
+            "fdatasync_per_s": fdatasync_rate(pg.root)}
+
+
+def fdatasync_rate(directory, seconds=1.5):
+    """8 kB write + fdatasync in a loop on the cluster's disk: the WAL flush
+    rate this disk allows (what one group commit costs at least)."""
+    path = os.path.join(directory, "fdatasync.test")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        block = b"\0" * 8192
+        n, t0 = 0, time.monotonic()
+        while time.monotonic() - t0 < seconds:
+            os.pwrite(fd, block, 0)
+            os.fdatasync(fd)
+            n += 1
+        return round(n / (time.monotonic() - t0))
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
+def other_load_now(seconds=2.0):
+    """Cores kept busy by processes that are not ours, over a short idle wait."""
+    m = Meter()
+    time.sleep(seconds)
+    return m.stop()["other_load_cores"]
+
+
+def git_info():
+    def g(*a):
+        r = subprocess.run(["git"] + list(a), cwd=ROOT, capture_output=True, text=True)
+        return r.stdout.strip() if r.returncode == 0 else ""
+    return {"commit": g("rev-parse", "--short", "HEAD") or "nogit",
+            "dirty": bool(g("status", "--porcelain", "--untracked-files=no"))}
+
+
+def find(rows, rid):
+    for r in rows:
+        if r["id"] == rid:
+            return r
+    return None
+
+
+def med(rows, rid, field="value"):
+    r = find(rows, rid)
+    return r[field]["median"] if r else None
+
+
+def targets(rows):
+    out = []
+
+    def t(name, value, ok, fmt):
+        out.append({"target": name, "measured": value,
+                    "met": None if value is None else bool(ok(value)),
+                    "shown": fmt(value) if value is not None else "not measured"})
+
+    ing = med(rows, "b64")
+    ceil = med(rows, "a64")
+    t("durable ingest >= 30,000 webhooks/s at 64 conns", ing, lambda v: v >= 30000,
+      lambda v: "%s/s" % fmt_num(v))
+    t("durable ingest >= 0.2x ceiling at 64 conns",
+      ing / ceil if ing and ceil else None, lambda v: v >= 0.2, lambda v: "%.3fx" % v)
+    t("p99 ack <= 10 ms at 64 conns", med(rows, "b64", "p99_ms"), lambda v: v <= 10,
+      lambda v: "%s ms" % fmt_num(v))
+    t("e2e LLM 0 ms >= 3,000 replies/s", med(rows, "d0"), lambda v: v >= 3000,
+      lambda v: "%s/s" % fmt_num(v))
+    ideal = WORKERS * 1000.0 / 200
+    t("e2e LLM 200 ms, 64 workers >= 95%% of %d replies/s" % ideal, med(rows, "d200"),
+      lambda v: v >= 0.95 * ideal, lambda v: "%s/s (%.0f%%)" % (fmt_num(v), 100 * v / ideal))
+    t("added latency p99 <= 10 ms at 100 msg/s", med(rows, "d200p", "p99_ms"),
+      lambda v: v <= 10, lambda v: "%s ms" % fmt_num(v))
+    t("RSS <= 48 MB idle with 64 workers", med(rows, "e_idle"), lambda v: v <= 48,
+      lambda v: "%.1f MB" % v)
+    return out
+
+
+def render(report):
+    """The table as Markdown-compatible text (also what stdout shows)."""
+    rows = report["rows"]
+    lines = []
+    hdr = ["scenario", "median", "min-max", "unit", "p50 ms", "p99 ms", "p99.9 ms",
+           "latency of", "other load", "notes"]
+    body = []
+    for r in rows:
+        v = r["value"]
+        body.append([r["scenario"], fmt_num(v["median"]),
+                     "%s-%s" % (fmt_num(v["min"]), fmt_num(v["max"])), r["unit"],
+                     fmt_num(r["p50_ms"]["median"]), fmt_num(r["p99_ms"]["median"]),
+                     fmt_num(r["p999_ms"]["median"]), r["latency"],
+                     fmt_num(r["other_load_cores"], 2), r["note"]])
+    widths = [max(len(x[i]) for x in body + [hdr]) for i in range(len(hdr))]
+
+    def line(cells):
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+    lines.append(line(hdr))
+    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    lines += [line(c) for c in body]
+    lines.append("")
+    lines.append("Latency of: client = loadgen's request latency; ack = loadgen's webhook "
+                 "POST -> 200 after the durable commit; added = Parley's own time, "
+                 "webhook stored -> reply POST reaches the Graph fake, minus the LLM call's "
+                 "time (responses.llm_ms). Other load = cores busy with processes "
+                 "that are not this benchmark's (a shared machine), median over the runs. "
+                 "Medians of %d run(s); min-max of the runs." % report["config"]["runs"])
+    lines.append("")
+    ratios = report["ratios"]
+    if ratios:
+        lines.append("Ingest / ceiling (same run, same connections): " + ", ".join(
+            "%s conns %.3fx" % (c, v) for c, v in ratios.items()))
+        lines.append("")
+    lines.append("Targets:")
+    for t in report["targets"]:
+        mark = "n/a " if t["met"] is None else ("MET " if t["met"] else "MISS")
+        lines.append("  [%s] %-52s %s" % (mark, t["target"], t["shown"]))
+    if report["checks"]:
+        lines.append("")
+        lines.append("Integrity / errors:")
+        lines += ["  - " + c for c in report["checks"]]
+    else:
+        lines.append("")
+        lines.append("Integrity: every run stored exactly the webhooks it answered 200 "
+                     "(minus acknowledged duplicates), no errors, every message answered.")
+    return "\n".join(lines)
+
+
+def header_text(report):
+    m = report["machine"]
+    return "\n".join([
+        "Machine: %d cores, %s, %.1f GB RAM, Linux %s; PostgreSQL %s on %s "
+        "(8 kB write+fdatasync: %d/s)" % (m["nproc"], m["cpu"], m["mem_gb"], m["kernel"],
+                                           m["postgres"], m["pg_data_fs"], m["fdatasync_per_s"]),
+        "Run: %s, commit %s%s, %s; took %.0f s" % (
+            report["started"], report["git"]["commit"],
+            " (dirty tree)" if report["git"]["dirty"] else "",
+            "BENCH_QUICK" if QUICK else "full", report["elapsed_s"]),
+        "Shared machine: load average at start %s, at end %s; other processes kept "
+        "%.2f cores busy before the run, %.2f after" % (
+            report["loadavg_start"], report["loadavg_end"], report["other_load_start"],
+            report["other_load_end"]),
+        "PostgreSQL settings: " + ", ".join("%s=%s" % kv for kv in PG_SETTINGS),
+        "Config: runs=%d, %gs per load run, connections %s, %d users for (b)/(c), "
+        "%d workers for (d), fakeup --threads 2, loadgen 1 thread"
+        % (RUNS, DUR, ",".join(map(str, CONNS)), USERS, WORKERS),
+    ])
+
+
+def write_doc(report, text):
+    block = "\n".join([BEGIN_MARK, "", "```", header_text(report), "", text, "```", "",
+                       END_MARK])
+    try:
+        with open(TARGETS_DOC) as f:
+            doc = f.read()
+    except FileNotFoundError:
+        doc = "# Performance\n\n%s\n%s\n" % (BEGIN_MARK, END_MARK)
+    if BEGIN_MARK in doc and END_MARK in doc:
+        pre = doc.split(BEGIN_MARK)[0]
+        post = doc.split(END_MARK, 1)[1]
+        doc = pre + block + post
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + block + "\n"
+    with open(TARGETS_DOC, "w") as f:
+        f.write(doc)
+
+
+def snapshot_binaries(tmp):
+    """Copy the three binaries aside: the build directory is shared, and a
+    rebuild in the middle of a run must not change (or break) what is measured."""
+    global PARLEY, FAKEUP, LOADGEN
+    copies = []
+    for src in (PARLEY, FAKEUP, LOADGEN):
+        if not os.access(src, os.X_OK):
+            sys.exit("bench: missing %s (make BUILD=release tests)" % src)
+        dst = os.path.join(tmp, os.path.basename(src))
+        for attempt in range(10):
+            shutil.copy2(src, dst)
+            probe = [dst, "version"] if src == PARLEY else [dst, "--help"]
+            r = subprocess.run(probe, capture_output=True)
+            if r.returncode in (0, 2) and (r.stdout or r.stderr):
+                break
+            time.sleep(1)  # being relinked right now: try again
+        else:
+            sys.exit("bench: %s does not run" % src)
+        copies.append(dst)
+    PARLEY, FAKEUP, LOADGEN = copies
+
+
+def main():
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    t_start = time.monotonic()
+    started = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    report = {"started": started, "loadavg_start": loadavg(), "git": git_info(),
+              "config": {"quick": QUICK, "runs": RUNS, "duration_s": DUR,
+                         "fake_duration_s": FAKE_DUR, "connections": CONNS, "users": USERS,
+                         "workers": WORKERS, "e2e_max_messages": E2E_MAX,
+                         "e2e_200_messages": E2E_200_MSGS, "paced_rate": PACED_RATE,
+                         "paced_seconds": PACED_S},
+              "pg_settings": dict(PG_SETTINGS)}
+    b = Bench()
+    suite = Suite(b)
+    try:
+        snapshot_binaries(b.tmp)
+        report["parley_version"] = subprocess.run(
+            [PARLEY, "version"], capture_output=True, text=True).stdout.strip()
+        log("bench: load average %s; %s mode, %d run(s) per scenario" % (
+            report["loadavg_start"], "QUICK" if QUICK else "full", RUNS))
+        report["other_load_start"] = other_load_now()
+        log("bench: other processes keep %.2f of %d cores busy" % (
+            report["other_load_start"], os.cpu_count()))
+        b.pg.start()
+        shown = b.pg.psql("postgres", "SELECT string_agg(name || '=' || setting || "
+                                      "coalesce(unit, ''), ', ' ORDER BY name) FROM pg_settings"
+                                      " WHERE name IN (%s)" % ",".join(
+                                          "'%s'" % k for k, _ in PG_SETTINGS)).strip()
+        log("bench: PostgreSQL %s on 127.0.0.1:%d, data %s" % (b.pg.version(), b.pg.port,
+                                                                b.pg.data))
+        log("bench: settings (pg_settings, units as shown): " + shown)
+        report["pg_settings_effective"] = shown
+        if PG_STATEMENTS:
+            b.pg.psql("postgres", "CREATE EXTENSION pg_stat_statements")
+            log("bench: BENCH_PG_STATEMENTS=1: pg_stat_statements loaded (diagnostics)")
+        report["machine"] = machine_info(b.pg)
+        log("bench: machine %s" % json.dumps(report["machine"]))
+        b.start_fake()
+        suite.fakes()
+        suite.ceiling()
+        suite.ingest()
+        suite.ingest(dup=0.5)
+        suite.e2e(0)
+        suite.e2e(200)
+        suite.e2e(200, paced=True)
+        suite.memory()
+    finally:
+        b.cleanup()
+    report["loadavg_end"] = loadavg()
+    report["other_load_end"] = other_load_now()
+    report["elapsed_s"] = time.monotonic() - t_start
+    report["rows"] = suite.rows
+    report["ratios"] = {}
+    for c in CONNS:
+        i, a = med(suite.rows, "b%d" % c), med(suite.rows, "a%d" % c)
+        if i and a:
+            report["ratios"][str(c)] = i / a
+    report["targets"] = targets(suite.rows)
+    report["checks"] = suite.checks
+    report["runs"] = suite.raw
+    text = render(report)
+    log("")
+    log(header_text(report))
+    log("")
+    log(text)
+    os.makedirs(RESULTS, exist_ok=True)
+    if QUICK:
+        out = os.path.join(RESULTS, "quick.json")
+    else:
+        stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M")
+        out = os.path.join(RESULTS, "%s-%s.json" % (stamp, report["git"]["commit"]))
+    slim = dict(report)
+    slim["runs"] = slim_runs(suite.raw)
+    for path in ([out] if QUICK else [out, os.path.join(RESULTS, "latest.json")]):
+        with open(path + ".tmp", "w") as f:
+            json.dump(slim, f, indent=1, sort_keys=True)
+            f.write("\n")
+        os.replace(path + ".tmp", path)
+    log("\nbench: wrote %s%s" % (os.path.relpath(out, ROOT),
+                                  "" if QUICK else " and bench/results/latest.json"))
+    if UPDATE_DOC:
+        write_doc(report, text)
+        log("bench: updated the table in docs/PERFORMANCE.md")
+    log("bench: done in %.0f s" % report["elapsed_s"])
+
+
+def slim_runs(raw):
+    """Per-run numbers without loadgen's full JSON (keeps results small)."""
+    out = {}
+    for k, runs in raw.items():
+        out[k] = []
+        for r in runs:
+            s = {x: (round(y, 4) if isinstance(y, float) else y)
+                 for x, y in r.items() if x != "loadgen"}
+            d = r["loadgen"]
+            s["loadgen"] = {x: d.get(x) for x in ("requests", "completed", "duplicates",
+                                                   "responses", "errors", "error_kinds",
+                                                   "duration_s", "rps", "latency_ms")}
+            out[k].append(s)
+    return out
+
+
+if __name__ == "__main__":
+    resource.setrlimit(resource.RLIMIT_NOFILE, (
+        min(65536, resource.getrlimit(resource.RLIMIT_NOFILE)[1]),
+        resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    main()
