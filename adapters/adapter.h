@@ -23,15 +23,15 @@
 #include "core/status.h"
 
 enum adp_event_kind {
-    ADP_EV_MESSAGE = 0,  /* inbound user message (text, media, ...) */
-    ADP_EV_INTERACTIVE,  /* button / list / quick reply / postback click */
-    ADP_EV_REACTION,     /* reaction added (removed: .removed = true) */
-    ADP_EV_STATUS,       /* sent / delivered / read / failed of our message */
-    ADP_EV_REFERRAL,     /* ad/referral without a message (Messenger) */
-    ADP_EV_OPT_OUT,      /* user_preferences stop, or STOP keyword */
-    ADP_EV_OPT_IN,       /* user_preferences resume, or START keyword */
-    ADP_EV_ECHO,         /* a message the business/page itself sent */
-    ADP_EV_UNKNOWN       /* anything else: kept raw, never an error */
+    ADP_EV_MESSAGE = 0, /* inbound user message (text, media, ...) */
+    ADP_EV_INTERACTIVE, /* button / list / quick reply / postback click */
+    ADP_EV_REACTION,    /* reaction added (removed: .removed = true) */
+    ADP_EV_STATUS,      /* sent / delivered / read / failed of our message */
+    ADP_EV_REFERRAL,    /* ad/referral without a message (Messenger) */
+    ADP_EV_OPT_OUT,     /* user_preferences stop, or STOP keyword */
+    ADP_EV_OPT_IN,      /* user_preferences resume, or START keyword */
+    ADP_EV_ECHO,        /* a message the business/page itself sent */
+    ADP_EV_UNKNOWN      /* anything else: kept raw, never an error */
 };
 
 enum adp_msg_type {
@@ -67,51 +67,51 @@ struct adp_referral {
     const char *media_url;
     const char *ctwa_clid;
     const char *ad_id;
-    const char *ref; /* Messenger m.me ?ref= */
+    const char *ref;  /* Messenger m.me ?ref= */
     const char *type; /* added: Messenger/IG referral type ("OPEN_THREAD") */
 };
 
 struct adp_event {
     enum adp_event_kind kind;
-    const char *platform;     /* "whatsapp", "messenger", "instagram" */
-    const char *channel;      /* phone_number_id / page id / IG account id */
-    const char *user_id;      /* stable platform user id (BSUID or wa_id,
-                                 PSID, IGSID) */
-    const char *user_phone;   /* WhatsApp wa_id when present, else NULL */
-    const char *event_id;     /* platform id of this item (wamid, mid) */
-    const char *dedupe_key;   /* unique per platform: see adapters/README */
-    int64_t platform_ts_ms;   /* platform timestamp, ms since epoch; 0 unknown */
-    const char *context_id;   /* message this one replies to / reacts to /
-                                 reports status of; NULL if none */
+    const char *platform;   /* "whatsapp", "messenger", "instagram" */
+    const char *channel;    /* phone_number_id / page id / IG account id */
+    const char *user_id;    /* stable platform user id (BSUID or wa_id,
+                               PSID, IGSID) */
+    const char *user_phone; /* WhatsApp wa_id when present, else NULL */
+    const char *event_id;   /* platform id of this item (wamid, mid) */
+    const char *dedupe_key; /* unique per platform: see adapters/README */
+    int64_t platform_ts_ms; /* platform timestamp, ms since epoch; 0 unknown */
+    const char *context_id; /* message this one replies to / reacts to /
+                               reports status of; NULL if none */
 
     enum adp_msg_type msg_type; /* MESSAGE, ECHO */
-    const char *text;        /* text body, caption, button title */
-    const char *media_id;    /* media id or attachment url */
+    const char *text;           /* text body, caption, button title */
+    const char *media_id;       /* media id or attachment url */
     const char *mime_type;
 
-    const char *payload;     /* INTERACTIVE: button id / postback payload */
+    const char *payload; /* INTERACTIVE: button id / postback payload */
 
-    const char *emoji;       /* REACTION */
-    bool removed;            /* REACTION removed (unreact) */
+    const char *emoji; /* REACTION */
+    bool removed;      /* REACTION removed (unreact) */
 
-    enum adp_status status;  /* STATUS */
-    int64_t watermark_ms;    /* Messenger/IG read/delivery watermark, else 0 */
-    int error_code;          /* STATUS failed: platform error code */
+    enum adp_status status; /* STATUS */
+    int64_t watermark_ms;   /* Messenger/IG read/delivery watermark, else 0 */
+    int error_code;         /* STATUS failed: platform error code */
     const char *error_title;
 
-    bool has_referral;       /* MESSAGE or REFERRAL carrying ad attribution */
+    bool has_referral; /* MESSAGE or REFERRAL carrying ad attribution */
     struct adp_referral referral;
 
-    const cJSON *raw;        /* this item's JSON, owned by the batch */
+    const cJSON *raw; /* this item's JSON, owned by the batch */
 };
 
 struct adp_batch {
     cJSON *root;              /* parsed document, owned */
     struct adp_event *events; /* owned */
     size_t n, cap;
-    char **strings;           /* owned strings made while parsing */
+    char **strings; /* owned strings made while parsing */
     size_t nstrings, capstrings;
-    size_t unknown;           /* how many events are ADP_EV_UNKNOWN */
+    size_t unknown; /* how many events are ADP_EV_UNKNOWN */
 };
 
 /* Limits and capabilities of a platform's send API. */
@@ -132,8 +132,8 @@ struct adp_request {
     const char *method;
     const char *body;
     size_t body_len;
-    const char *(*header)(void *ctx, const char *name);  /* NULL if absent */
-    const char *(*query)(void *ctx, const char *name);   /* NULL if absent */
+    const char *(*header)(void *ctx, const char *name); /* NULL if absent */
+    const char *(*query)(void *ctx, const char *name);  /* NULL if absent */
     void *ctx;
 };
 
@@ -148,22 +148,22 @@ enum adp_send_class {
 
 struct adp_send_result {
     enum adp_send_class cls;
-    long http_status;          /* 0: no HTTP answer (connect error) */
-    int error_code;            /* Graph error.code, 0 if none */
+    long http_status; /* 0: no HTTP answer (connect error) */
+    int error_code;   /* Graph error.code, 0 if none */
     int error_subcode;
     char error_title[256];
-    char message_id[256];      /* platform id of what we sent (wamid, mid) */
-    long retry_after_ms;       /* from Retry-After, else -1 */
-    char trace_id[64];         /* added: Graph error.fbtrace_id, for logs */
+    char message_id[256]; /* platform id of what we sent (wamid, mid) */
+    long retry_after_ms;  /* from Retry-After, else -1 */
+    char trace_id[64];    /* added: Graph error.fbtrace_id, for logs */
 };
 
 struct adp_button {
-    const char *id;    /* payload returned when clicked */
+    const char *id; /* payload returned when clicked */
     const char *title;
 };
 
 struct adp_adapter {
-    const char *name;   /* "whatsapp": also the URL segment */
+    const char *name; /* "whatsapp": also the URL segment */
     struct adp_limits limits;
 
     /* Is this platform configured (its secrets set)? */

@@ -38,11 +38,13 @@ static const struct {
       "   ('status:' || m.platform_message_id || ':read'),"
       "   ('status:' || m.platform_message_id || ':failed')) v(x)"
       "  WHERE c.user_id = $3::bigint"
-      "   AND m.platform_message_id IS NOT NULL))", 0, 3 },
+      "   AND m.platform_message_id IS NOT NULL))",
+      0, 3 },
     { "events",
       "DELETE FROM events WHERE user_id = $1::bigint OR user_pseudonym = $2"
       " OR conversation_id IN (SELECT id FROM conversations"
-      "  WHERE user_id = $1::bigint)", 2, 2 },
+      "  WHERE user_id = $1::bigint)",
+      2, 2 },
     { "feedback", "DELETE FROM feedback WHERE user_id = $1::bigint", 2, 1 },
     { "interest_signals",
       "DELETE FROM interest_signals WHERE user_id = $1::bigint", 2, 1 },
@@ -50,25 +52,28 @@ static const struct {
       "DELETE FROM interest_profiles WHERE user_id = $1::bigint", 2, 1 },
     { "referrals",
       "DELETE FROM referrals WHERE conversation_id IN (SELECT id FROM"
-      " conversations WHERE user_id = $1::bigint)", 2, 1 },
+      " conversations WHERE user_id = $1::bigint)",
+      2, 1 },
     { "response_inputs",
       "DELETE FROM response_inputs WHERE response_id IN (SELECT r.id FROM"
       " responses r JOIN conversations c ON c.id = r.conversation_id"
-      " WHERE c.user_id = $1::bigint)", 2, 1 },
+      " WHERE c.user_id = $1::bigint)",
+      2, 1 },
     { "messages",
       "DELETE FROM messages WHERE conversation_id IN (SELECT id FROM"
-      " conversations WHERE user_id = $1::bigint)", 2, 1 },
+      " conversations WHERE user_id = $1::bigint)",
+      2, 1 },
     { "responses",
       "DELETE FROM responses WHERE conversation_id IN (SELECT id FROM"
-      " conversations WHERE user_id = $1::bigint)", 2, 1 },
-    { "conversations",
-      "DELETE FROM conversations WHERE user_id = $1::bigint", 2, 1 },
+      " conversations WHERE user_id = $1::bigint)",
+      2, 1 },
+    { "conversations", "DELETE FROM conversations WHERE user_id = $1::bigint",
+      2, 1 },
     { "users", "DELETE FROM users WHERE id = $1::bigint", 2, 1 },
 };
 
 static enum core_status
-erase_one(struct core_dbconn *c, PGresult *u, int row, FILE *out,
-          long *totals)
+erase_one(struct core_dbconn *c, PGresult *u, int row, FILE *out, long *totals)
 {
     const char *p[4] = { PQgetvalue(u, row, 1), PQgetvalue(u, row, 2),
                          PQgetvalue(u, row, 0), PQgetvalue(u, row, 3) };
@@ -80,8 +85,7 @@ erase_one(struct core_dbconn *c, PGresult *u, int row, FILE *out,
     for (i = 0; st == CORE_OK && i < sizeof(STEPS) / sizeof(STEPS[0]); i++) {
         PGresult *r = NULL;
 
-        st = core_db_query(c, STEPS[i].sql, STEPS[i].n, p + STEPS[i].first,
-                           &r);
+        st = core_db_query(c, STEPS[i].sql, STEPS[i].n, p + STEPS[i].first, &r);
         if (st == CORE_OK)
             totals[i] += strtol(PQcmdTuples(r), NULL, 10);
         PQclear(r);

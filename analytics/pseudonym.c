@@ -41,7 +41,7 @@ ana_pseudonym_key_load(struct core_dbconn *c, const char *cfg_key,
     out->version = 1;
     if (cfg_key && *cfg_key) {
         out->len = strlen(cfg_key) < sizeof(out->key) ? strlen(cfg_key)
-                                                       : sizeof(out->key);
+                                                      : sizeof(out->key);
         memcpy(out->key, cfg_key, out->len);
         return CORE_OK;
     }

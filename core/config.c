@@ -33,8 +33,8 @@ trim(char *s)
     while (*s == ' ' || *s == '\t')
         s++;
     e = s + strlen(s);
-    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' ||
-                     e[-1] == '\r'))
+    while (e > s &&
+           (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' || e[-1] == '\r'))
         *--e = '\0';
     return s;
 }
@@ -189,16 +189,16 @@ parse_listen(struct core_config *cfg, const char *v, char *err, size_t errlen)
     cfg->listen_port = (unsigned short)port;
     return CORE_OK;
 bad:
-    snprintf(err, errlen,
-             "PARLEY_LISTEN: expected address:port, got \"%.60s\"", v);
+    snprintf(err, errlen, "PARLEY_LISTEN: expected address:port, got \"%.60s\"",
+             v);
     return CORE_ERR_CONFIG;
 }
 
-#define DEFAULT_SYSTEM_PROMPT                                                 \
+#define DEFAULT_SYSTEM_PROMPT                                                \
     "You are a helpful, concise assistant chatting inside a messaging app. " \
     "Answer in the language the user wrote in. Keep answers short unless "   \
     "asked for detail."
-#define DEFAULT_APOLOGY                                                      \
+#define DEFAULT_APOLOGY \
     "Sorry, I can't answer right now. Please try again in a few minutes."
 
 static enum core_status
@@ -207,11 +207,11 @@ load_numbers(struct core_config *cfg, const struct cfg_file *f, char *err,
 {
     long v;
 
-#define NUM(key, def, lo, hi, field, type)                                    \
-    do {                                                                      \
-        if (get_long(f, key, def, lo, hi, &v, err, errlen) != CORE_OK)        \
-            return CORE_ERR_CONFIG;                                           \
-        cfg->field = (type)v;                                                 \
+#define NUM(key, def, lo, hi, field, type)                             \
+    do {                                                               \
+        if (get_long(f, key, def, lo, hi, &v, err, errlen) != CORE_OK) \
+            return CORE_ERR_CONFIG;                                    \
+        cfg->field = (type)v;                                          \
     } while (0)
     NUM("PARLEY_WORKERS", 16, 1, 1024, workers, int);
     NUM("PARLEY_HTTP_THREADS", 2, 1, 256, http_threads, int);
@@ -391,8 +391,8 @@ core_config_load(struct core_config *cfg, const char *path, char *err,
 
     cfg->llm_api_key = dup_or(f, "PARLEY_LLM_API_KEY", NULL);
     cfg->llm_model = dup_or(f, "PARLEY_LLM_MODEL", "llama-3.1-8b-instant");
-    cfg->system_prompt = dup_or(f, "PARLEY_SYSTEM_PROMPT",
-                                DEFAULT_SYSTEM_PROMPT);
+    cfg->system_prompt =
+        dup_or(f, "PARLEY_SYSTEM_PROMPT", DEFAULT_SYSTEM_PROMPT);
     cfg->apology_text = dup_or(f, "PARLEY_APOLOGY_TEXT", DEFAULT_APOLOGY);
     cfg->meta_app_secret = dup_or(f, "PARLEY_META_APP_SECRET", NULL);
     cfg->meta_verify_token = dup_or(f, "PARLEY_META_VERIFY_TOKEN", NULL);
@@ -400,16 +400,16 @@ core_config_load(struct core_config *cfg, const char *path, char *err,
     cfg->messenger_page_token = dup_or(f, "PARLEY_MESSENGER_PAGE_TOKEN", NULL);
     cfg->instagram_token = dup_or(f, "PARLEY_INSTAGRAM_TOKEN", NULL);
     cfg->telegram_bot_token = dup_or(f, "PARLEY_TELEGRAM_BOT_TOKEN", NULL);
-    cfg->telegram_secret_token = dup_or(f, "PARLEY_TELEGRAM_SECRET_TOKEN",
-                                        NULL);
+    cfg->telegram_secret_token =
+        dup_or(f, "PARLEY_TELEGRAM_SECRET_TOKEN", NULL);
     cfg->slack_signing_secret = dup_or(f, "PARLEY_SLACK_SIGNING_SECRET", NULL);
     cfg->slack_bot_token = dup_or(f, "PARLEY_SLACK_BOT_TOKEN", NULL);
     cfg->operator_token = dup_or(f, "PARLEY_OPERATOR_TOKEN", NULL);
     cfg->pseudonym_key = dup_or(f, "PARLEY_PSEUDONYM_KEY", NULL);
     cfg->feedback_emoji = dup_or(f, "PARLEY_FEEDBACK_EMOJI", NULL);
     cfg->ad_signals = dup_or(f, "PARLEY_AD_SIGNALS", NULL);
-    if (cfg->ad_signals && check_ad_signals(cfg->ad_signals, err, errlen) !=
-                               CORE_OK)
+    if (cfg->ad_signals &&
+        check_ad_signals(cfg->ad_signals, err, errlen) != CORE_OK)
         goto out;
     if (!cfg->llm_model || !cfg->system_prompt || !cfg->apology_text) {
         snprintf(err, errlen, "out of memory");
@@ -428,15 +428,29 @@ void
 core_config_free(struct core_config *cfg)
 {
     char **fields[] = {
-        &cfg->database_url, &cfg->listen_host, &cfg->llm_base_url,
-        &cfg->llm_api_key, &cfg->llm_model, &cfg->system_prompt,
-        &cfg->apology_text, &cfg->meta_app_secret, &cfg->meta_verify_token,
-        &cfg->whatsapp_token, &cfg->messenger_page_token,
-        &cfg->instagram_token, &cfg->graph_api_base, &cfg->telegram_bot_token,
-        &cfg->telegram_secret_token, &cfg->telegram_api_base,
-        &cfg->slack_signing_secret, &cfg->slack_bot_token,
-        &cfg->slack_api_base, &cfg->operator_token, &cfg->pseudonym_key,
-        &cfg->feedback_emoji, &cfg->ad_signals,
+        &cfg->database_url,
+        &cfg->listen_host,
+        &cfg->llm_base_url,
+        &cfg->llm_api_key,
+        &cfg->llm_model,
+        &cfg->system_prompt,
+        &cfg->apology_text,
+        &cfg->meta_app_secret,
+        &cfg->meta_verify_token,
+        &cfg->whatsapp_token,
+        &cfg->messenger_page_token,
+        &cfg->instagram_token,
+        &cfg->graph_api_base,
+        &cfg->telegram_bot_token,
+        &cfg->telegram_secret_token,
+        &cfg->telegram_api_base,
+        &cfg->slack_signing_secret,
+        &cfg->slack_bot_token,
+        &cfg->slack_api_base,
+        &cfg->operator_token,
+        &cfg->pseudonym_key,
+        &cfg->feedback_emoji,
+        &cfg->ad_signals,
     };
     size_t i;
 

@@ -23,11 +23,11 @@ struct core_db;
 
 struct core_dbconn {
     PGconn *pg;
-    bool broken;             /* set by helpers when the connection failed */
-    const char *sql[64];     /* prepared statements of this connection */
+    bool broken;         /* set by helpers when the connection failed */
+    const char *sql[64]; /* prepared statements of this connection */
     int nsql;
-    char sqlstate[6];        /* of the last error */
-    char error[256];         /* last error message, one line */
+    char sqlstate[6]; /* of the last error */
+    char error[256];  /* last error message, one line */
 };
 
 struct core_db *core_db_new(const char *conninfo, int size);

@@ -11,15 +11,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define METRIC_MAX_SERIES 512
+#define METRIC_MAX_SERIES  512
 #define METRIC_MAX_BUCKETS 24
 
-const double core_metric_latency_buckets[] = {
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-    0.1,    0.25,  0.5,    1,     2.5,  5,     10,   30
-};
+const double core_metric_latency_buckets[] = { 0.0005, 0.001, 0.0025, 0.005,
+                                               0.01,   0.025, 0.05,   0.1,
+                                               0.25,   0.5,   1,      2.5,
+                                               5,      10,    30 };
 const size_t core_metric_latency_nbuckets =
-    sizeof(core_metric_latency_buckets) / sizeof(core_metric_latency_buckets[0]);
+    sizeof(core_metric_latency_buckets) /
+    sizeof(core_metric_latency_buckets[0]);
 
 struct metric_series {
     char *labels;
@@ -175,9 +176,12 @@ static const char *
 type_name(enum core_metric_type t)
 {
     switch (t) {
-    case CORE_METRIC_COUNTER: return "counter";
-    case CORE_METRIC_GAUGE: return "gauge";
-    case CORE_METRIC_HISTOGRAM: return "histogram";
+    case CORE_METRIC_COUNTER:
+        return "counter";
+    case CORE_METRIC_GAUGE:
+        return "gauge";
+    case CORE_METRIC_HISTOGRAM:
+        return "histogram";
     }
     return "untyped";
 }
@@ -194,8 +198,8 @@ render_histogram(struct core_buf *out, const struct core_metric *m,
         st = core_buf_printf(out, "%s_bucket{%s%sle=\"%g\"} %llu\n", m->name,
                              s->labels, sep, m->bounds[i], s->buckets[i]);
     if (st == CORE_OK)
-        st = core_buf_printf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n",
-                             m->name, s->labels, sep, s->count);
+        st = core_buf_printf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", m->name,
+                             s->labels, sep, s->count);
     if (st == CORE_OK && s->labels[0])
         st = core_buf_printf(out, "%s_sum{%s} %.9g\n%s_count{%s} %llu\n",
                              m->name, s->labels, s->sum, m->name, s->labels,
@@ -224,8 +228,8 @@ core_metrics_render(struct core_buf *out)
             if (m->type == CORE_METRIC_HISTOGRAM)
                 st = render_histogram(out, m, s);
             else if (s->labels[0])
-                st = core_buf_printf(out, "%s{%s} %.17g\n", m->name,
-                                     s->labels, s->value);
+                st = core_buf_printf(out, "%s{%s} %.17g\n", m->name, s->labels,
+                                     s->value);
             else
                 st = core_buf_printf(out, "%s %.17g\n", m->name, s->value);
         }

@@ -4,8 +4,9 @@
 #include "gateway/http.h"
 
 #include <arpa/inet.h>
-#include <microhttpd.h>
 #include <netinet/in.h>
+
+#include <microhttpd.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -21,10 +22,10 @@
 #include "gateway/migrate.h"
 #include "gateway/version.h"
 
-#define GW_REQ_MAGIC 0x67775251u
-#define GW_MAX_CONNECTIONS 4096
-#define GW_IDLE_TIMEOUT_S 30
-#define GW_HEADER_MEMORY (64 * 1024)
+#define GW_REQ_MAGIC        0x67775251u
+#define GW_MAX_CONNECTIONS  4096
+#define GW_IDLE_TIMEOUT_S   30
+#define GW_HEADER_MEMORY    (64 * 1024)
 #define GW_READY_ACQUIRE_MS 1000
 
 enum gw_req_state { REQ_NEW = 0, REQ_BODY, REQ_WAITING, REQ_DONE };
@@ -46,7 +47,7 @@ struct gw_req {
     struct adp_batch batch;
     int have_batch;
     struct gw_ingest_job job;
-    int status;          /* answer code decided so far, 0 none */
+    int status; /* answer code decided so far, 0 none */
 };
 
 struct gw_server {
@@ -79,8 +80,8 @@ elapsed_s(const struct timespec *t0)
 }
 
 static enum MHD_Result
-respond(struct gw_req *r, unsigned status, const char *ctype,
-        const char *body, size_t len)
+respond(struct gw_req *r, unsigned status, const char *ctype, const char *body,
+        size_t len)
 {
     struct MHD_Response *resp;
     enum MHD_Result ret;
@@ -112,8 +113,7 @@ respond_json_error(struct gw_req *r, unsigned status, const char *code,
                      "\"request_id\":\"%s\"}}\n",
                      code, message, r->rid);
 
-    return respond(r, status, "application/json", body,
-                   n < 0 ? 0 : (size_t)n);
+    return respond(r, status, "application/json", body, n < 0 ? 0 : (size_t)n);
 }
 
 /* ---- health, readiness, metrics ---------------------------------------- */
@@ -122,8 +122,7 @@ static enum MHD_Result
 handle_healthz(struct gw_req *r, const char *method)
 {
     if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
-        return respond_json_error(r, 405, "method_not_allowed",
-                                  "use GET");
+        return respond_json_error(r, 405, "method_not_allowed", "use GET");
     return respond(r, 200, "text/plain; charset=utf-8", "ok\n", 3);
 }
 
@@ -217,8 +216,7 @@ count_events(struct gw_req *r)
 
     for (i = 0; i < r->batch.n; i++) {
         snprintf(labels, sizeof(labels), "platform=\"%s\",kind=\"%s\"",
-                 r->adapter->name,
-                 adp_event_kind_str(r->batch.events[i].kind));
+                 r->adapter->name, adp_event_kind_str(r->batch.events[i].kind));
         core_metric_add(r->srv->m_events, labels, 1);
     }
 }
@@ -226,8 +224,9 @@ count_events(struct gw_req *r)
 static enum MHD_Result
 webhook_post(struct gw_req *r)
 {
-    struct adp_request areq = { "POST", r->body.data ? r->body.data : "",
-                                r->body.len, req_header, req_query, r->conn };
+    struct adp_request areq = { "POST",      r->body.data ? r->body.data : "",
+                                r->body.len, req_header,
+                                req_query,   r->conn };
     enum core_status st;
 
     if (r->adapter->authenticate(r->srv->cfg, &areq) != CORE_OK) {
@@ -244,8 +243,8 @@ webhook_post(struct gw_req *r)
         return respond_json_error(r, 500, "internal", "out of memory");
     if (st != CORE_OK) {
         count_webhook(r, "malformed");
-        log_warn("webhook malformed", "platform=%s bytes=%zu",
-                 r->adapter->name, r->body.len);
+        log_warn("webhook malformed", "platform=%s bytes=%zu", r->adapter->name,
+                 r->body.len);
         return respond_json_error(r, 400, "malformed",
                                   "body is not a valid webhook payload");
     }
@@ -273,8 +272,7 @@ webhook_finish(struct gw_req *r)
         count_webhook(r, r->job.stored == 0 ? "duplicate" : "ok");
         core_metric_observe(r->srv->m_ack, NULL, elapsed_s(&r->start));
         log_debug("webhook stored", "platform=%s events=%zu new=%d queued=%d",
-                  r->adapter->name, r->batch.n, r->job.stored,
-                  r->job.queued);
+                  r->adapter->name, r->batch.n, r->job.stored, r->job.queued);
         return respond(r, 200, "text/plain; charset=utf-8", "", 0);
     }
     if (r->job.status == CORE_ERR_UNAVAILABLE) {
@@ -290,8 +288,9 @@ static enum MHD_Result
 handle_webhook(struct gw_req *r, const char *method, const char *name)
 {
     const struct adp_adapter *a = adp_find(name);
-    struct adp_request areq = { method, NULL, 0, req_header, req_query,
-                                r->conn };
+    struct adp_request areq = {
+        method, NULL, 0, req_header, req_query, r->conn
+    };
     char challenge[256];
     int code;
 
@@ -304,8 +303,7 @@ handle_webhook(struct gw_req *r, const char *method, const char *name)
     r->adapter = a;
     if (strcmp(method, "GET") == 0) {
         if (!a->handshake)
-            return respond_json_error(r, 405, "method_not_allowed",
-                                      "use POST");
+            return respond_json_error(r, 405, "method_not_allowed", "use POST");
         code = a->handshake(r->srv->cfg, &areq, challenge, sizeof(challenge));
         if (code == 200)
             return respond(r, 200, "text/plain; charset=utf-8", challenge,
@@ -464,10 +462,9 @@ register_metrics(struct gw_server *s)
 {
     char labels[128];
 
-    s->m_requests = core_metric_register(CORE_METRIC_COUNTER,
-                                         "parley_http_requests_total",
-                                         "HTTP requests by route and status",
-                                         NULL, 0);
+    s->m_requests =
+        core_metric_register(CORE_METRIC_COUNTER, "parley_http_requests_total",
+                             "HTTP requests by route and status", NULL, 0);
     s->m_duration = core_metric_register(
         CORE_METRIC_HISTOGRAM, "parley_http_request_duration_seconds",
         "HTTP request duration by route", NULL, 0);
@@ -476,18 +473,16 @@ register_metrics(struct gw_server *s)
         "Webhook requests by platform and result", NULL, 0);
     s->m_events = core_metric_register(
         CORE_METRIC_COUNTER, "parley_webhook_events_total",
-        "Normalized events parsed from webhooks by platform and kind", NULL,
-        0);
+        "Normalized events parsed from webhooks by platform and kind", NULL, 0);
     s->m_ack = core_metric_register(
         CORE_METRIC_HISTOGRAM, "parley_webhook_ack_seconds",
         "Webhook receive to durable acknowledgement", NULL, 0);
-    s->m_refused = core_metric_register(
-        CORE_METRIC_COUNTER, "parley_http_refused_total",
-        "Requests refused by a limit, by reason", NULL, 0);
-    s->m_pool = core_metric_register(CORE_METRIC_GAUGE,
-                                     "parley_db_pool_connections",
-                                     "Database pool connections by state",
-                                     NULL, 0);
+    s->m_refused =
+        core_metric_register(CORE_METRIC_COUNTER, "parley_http_refused_total",
+                             "Requests refused by a limit, by reason", NULL, 0);
+    s->m_pool =
+        core_metric_register(CORE_METRIC_GAUGE, "parley_db_pool_connections",
+                             "Database pool connections by state", NULL, 0);
     s->m_pool_waits = core_metric_register(
         CORE_METRIC_COUNTER, "parley_db_pool_waits_total",
         "Times a thread had to wait for a pooled connection", NULL, 0);
@@ -520,9 +515,9 @@ gw_server_new(const struct core_config *cfg, struct core_db *db,
     memset(&addr, 0, sizeof(addr));
     addr.sin_family = AF_INET;
     addr.sin_port = htons(cfg->listen_port);
-    if (inet_pton(AF_INET, strcmp(cfg->listen_host, "localhost") == 0
-                               ? "127.0.0.1"
-                               : cfg->listen_host,
+    if (inet_pton(AF_INET,
+                  strcmp(cfg->listen_host, "localhost") == 0 ? "127.0.0.1"
+                                                             : cfg->listen_host,
                   &addr.sin_addr) != 1) {
         snprintf(err, errlen, "PARLEY_LISTEN: not an IPv4 address: %s",
                  cfg->listen_host);
@@ -532,18 +527,16 @@ gw_server_new(const struct core_config *cfg, struct core_db *db,
     s->daemon = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
             MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
-        cfg->listen_port, NULL, NULL, on_request, s,
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)cfg->http_threads,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)GW_MAX_CONNECTIONS,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)GW_IDLE_TIMEOUT_S,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)GW_HEADER_MEMORY,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1U,
-        MHD_OPTION_END);
+        cfg->listen_port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
+        (struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned int)cfg->http_threads, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned int)GW_MAX_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned int)GW_IDLE_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)GW_HEADER_MEMORY, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1U, MHD_OPTION_END);
     if (!s->daemon) {
-        snprintf(err, errlen, "could not listen on %s:%u",
-                 cfg->listen_host, cfg->listen_port);
+        snprintf(err, errlen, "could not listen on %s:%u", cfg->listen_host,
+                 cfg->listen_port);
         free(s);
         return NULL;
     }

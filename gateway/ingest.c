@@ -14,8 +14,8 @@
 #include "core/log.h"
 #include "core/metrics.h"
 
-#define INGEST_MAX_JOBS 512           /* requests per transaction */
-#define INGEST_MAX_JSON (64u << 20)   /* bytes per transaction */
+#define INGEST_MAX_JOBS   512         /* requests per transaction */
+#define INGEST_MAX_JSON   (64u << 20) /* bytes per transaction */
 #define INGEST_ACQUIRE_MS 2000
 
 static const char SQL_INGEST[] =
@@ -216,8 +216,7 @@ referral_item_json(struct core_buf *out, int idx, const struct adp_event *ev,
     snprintf(key, sizeof(key), "%s#referral", ev->dedupe_key);
     r.dedupe_key = key;
     r.context_id = ev->event_id;
-    return gw_ingest_item_json(out, idx, &r, pseudonym, key_version, rid,
-                               fb);
+    return gw_ingest_item_json(out, idx, &r, pseudonym, key_version, rid, fb);
 }
 
 static enum core_status
@@ -274,9 +273,9 @@ build_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs,
                  ev->kind == ADP_EV_INTERACTIVE)) {
                 st = core_buf_adds(json, ",");
                 if (st == CORE_OK)
-                    st = referral_item_json(json, n, ev, pseudo,
-                                            in->key.version,
-                                            jobs[j]->request_id, &in->fbmap);
+                    st =
+                        referral_item_json(json, n, ev, pseudo, in->key.version,
+                                           jobs[j]->request_id, &in->fbmap);
                 own[n++] = j;
             }
         }
@@ -322,8 +321,10 @@ store_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
             st = core_db_commit(c);
         if (st == CORE_OK)
             break;
-        log_warn("ingest batch failed", "attempt=%d jobs=%d sqlstate=%s "
-                 "error=\"%s\"", attempt + 1, njobs, c->sqlstate, c->error);
+        log_warn("ingest batch failed",
+                 "attempt=%d jobs=%d sqlstate=%s "
+                 "error=\"%s\"",
+                 attempt + 1, njobs, c->sqlstate, c->error);
         core_db_rollback(c);
         PQclear(r);
         r = NULL;
@@ -427,10 +428,10 @@ committer_main(void *arg)
 }
 
 struct gw_ingest *
-gw_ingest_new(const struct core_config *cfg, struct core_db *db,
-              int committers, void (*wake)(void *), void *wake_arg)
+gw_ingest_new(const struct core_config *cfg, struct core_db *db, int committers,
+              void (*wake)(void *), void *wake_arg)
 {
-    static const double batch_buckets[] = { 1,  2,   4,   8,   16,
+    static const double batch_buckets[] = { 1,  2,  4,   8,   16,
                                             32, 64, 128, 256, 512 };
     struct gw_ingest *in = calloc(1, sizeof(*in));
     int i;

@@ -30,8 +30,8 @@ struct gw_ingest_job {
     const char *request_id;
     /* filled before done() */
     enum core_status status;
-    int stored;  /* events that were new */
-    int queued;  /* new inbound messages queued for a reply */
+    int stored; /* events that were new */
+    int queued; /* new inbound messages queued for a reply */
     /* called once, from a committer thread */
     void (*done)(struct gw_ingest_job *job);
     void *arg;

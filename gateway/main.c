@@ -2,12 +2,11 @@
  * parley: the command line (DESIGN §4). `serve` runs the gateway and the
  * worker pool in one process; `migrate` applies the schema.
  */
+#include <curl/curl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <curl/curl.h>
 
 #include "analytics/erase.h"
 #include "core/config.h"
@@ -42,7 +41,8 @@ static const char USAGE[] =
     "\n"
     "configuration (environment; see README.md for all keys):\n"
     "  PARLEY_DATABASE_URL   libpq URL (default: the local cluster of\n"
-    "                        `make run`, postgresql://postgres@127.0.0.1:54329/parley)\n"
+    "                        `make run`, "
+    "postgresql://postgres@127.0.0.1:54329/parley)\n"
     "  PARLEY_LISTEN         address:port (127.0.0.1:8080)\n"
     "  PARLEY_WORKERS        inference worker threads (16)\n"
     "  PARLEY_LLM_BASE_URL   OpenAI-compatible base URL (none: echo provider)\n"
@@ -139,8 +139,7 @@ cmd_serve(const struct core_config *cfg, int workers, int gateway)
 
     core_config_log(cfg);
     if (!cfg->database_url)
-        log_info("using the local database", "url=%s",
-                 core_db_default_url());
+        log_info("using the local database", "url=%s", core_db_default_url());
     db = core_db_new(db_url(cfg), cfg->db_pool_size);
     if (!db) {
         fprintf(stderr, "parley: out of memory\n");
@@ -166,9 +165,8 @@ cmd_serve(const struct core_config *cfg, int workers, int gateway)
         fprintf(stderr, "parley: %s\n", err);
         goto out;
     }
-    log_info("listening", "addr=%s:%u version=%s webhooks=%s",
-             cfg->listen_host, gw_server_port(srv), PARLEY_VERSION,
-             ingest ? "on" : "off");
+    log_info("listening", "addr=%s:%u version=%s webhooks=%s", cfg->listen_host,
+             gw_server_port(srv), PARLEY_VERSION, ingest ? "on" : "off");
     sigwait(&set, &sig);
     log_info("shutting down", "signal=%d", sig);
     rc = 0;

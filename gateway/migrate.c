@@ -15,8 +15,8 @@ static const char SQL_CREATE[] =
     " applied_at timestamptz NOT NULL DEFAULT now())";
 static const char SQL_GET[] =
     "SELECT checksum FROM schema_migrations WHERE version = $1";
-static const char SQL_PUT[] =
-    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)";
+static const char SQL_PUT[] = "INSERT INTO schema_migrations (version, name, "
+                              "checksum) VALUES ($1, $2, $3)";
 static const char SQL_ALL[] =
     "SELECT version, checksum, applied_at FROM schema_migrations";
 
@@ -150,8 +150,7 @@ load_applied(struct core_dbconn *c, PGresult **res)
     enum core_status st;
 
     *res = NULL;
-    st = core_db_query(c,
-                       "SELECT to_regclass('schema_migrations') IS NOT NULL",
+    st = core_db_query(c, "SELECT to_regclass('schema_migrations') IS NOT NULL",
                        0, NULL, &r);
     if (st != CORE_OK)
         return st;
@@ -185,8 +184,7 @@ gw_migrate_status(struct core_dbconn *c, FILE *out, int *pending, char *err,
 
     *pending = 0;
     if (st != CORE_OK) {
-        snprintf(err, errlen, "could not read schema_migrations: %s",
-                 c->error);
+        snprintf(err, errlen, "could not read schema_migrations: %s", c->error);
         return st;
     }
     for (i = 0; i < gw_nmigrations; i++) {

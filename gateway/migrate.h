@@ -22,8 +22,8 @@ extern const struct gw_migration gw_migrations[];
 extern const int gw_nmigrations;
 
 /* Apply pending migrations; progress lines go to out (may be NULL). */
-enum core_status gw_migrate_apply(struct core_dbconn *c, FILE *out,
-                                  char *err, size_t errlen);
+enum core_status gw_migrate_apply(struct core_dbconn *c, FILE *out, char *err,
+                                  size_t errlen);
 /* Print each migration with applied/pending; *pending gets the count. */
 enum core_status gw_migrate_status(struct core_dbconn *c, FILE *out,
                                    int *pending, char *err, size_t errlen);

@@ -59,8 +59,9 @@ inf_ctx_describe(const char *kind, const char *text)
     char buf[512];
     const char *k = kind ? kind : "message";
 
-    if (text && *text && (!kind || strcmp(kind, "text") == 0 ||
-                          strcmp(kind, "interactive") == 0))
+    if (text && *text &&
+        (!kind || strcmp(kind, "text") == 0 ||
+         strcmp(kind, "interactive") == 0))
         return strdup(text);
     if (text && *text)
         snprintf(buf, sizeof(buf),
@@ -135,15 +136,14 @@ inf_ctx_build(const struct inf_ctx_input *in, struct inf_llm_message **msgs,
         keep++;
     }
     for (i = keep - 1; i >= 0; i--) {
-        m[k].role = strcmp(in->history[i].role, "assistant") == 0
-                        ? "assistant"
-                        : "user";
+        m[k].role = strcmp(in->history[i].role, "assistant") == 0 ? "assistant"
+                                                                  : "user";
         m[k++].content = strdup(in->history[i].content);
     }
     for (i = 0; i < in->npending; i++) {
         m[k].role = "user";
-        m[k++].content = inf_ctx_describe(in->pending_kind[i],
-                                          in->pending_text[i]);
+        m[k++].content =
+            inf_ctx_describe(in->pending_kind[i], in->pending_text[i]);
     }
     for (i = 0; i < (int)k; i++) {
         if (!m[i].content) {

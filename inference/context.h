@@ -16,7 +16,7 @@
 #define INF_CTX_MAX_PENDING 20
 
 struct inf_ctx_turn {
-    char *role;    /* "user" or "assistant" */
+    char *role; /* "user" or "assistant" */
     char *content;
 };
 

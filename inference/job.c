@@ -26,11 +26,11 @@
 #include "core/log.h"
 #include "inference/context.h"
 
-#define JOB_MAX_PENDING 20
-#define JOB_MAX_PARTS 32
+#define JOB_MAX_PENDING   20
+#define JOB_MAX_PARTS     32
 #define JOB_SEND_ATTEMPTS 5
-#define JOB_DB_WAIT_MS 5000
-#define WINDOW_MS (24L * 3600L * 1000L)
+#define JOB_DB_WAIT_MS    5000
+#define WINDOW_MS         (24L * 3600L * 1000L)
 
 static const char SQL_LOAD[] =
     "SELECT u.platform_user_id, u.opted_out_at IS NOT NULL,"
@@ -126,7 +126,8 @@ static const char SQL_RESPONSE_DONE[] =
     " error = coalesce($3, error) WHERE id = $1::bigint";
 static const char SQL_INBOUND_DONE[] =
     "UPDATE messages SET reply_state = $2, response_id = $3::bigint"
-    " WHERE id IN (SELECT x::bigint FROM jsonb_array_elements_text($1::jsonb) x)"
+    " WHERE id IN (SELECT x::bigint FROM jsonb_array_elements_text($1::jsonb) "
+    "x)"
     " AND reply_state = 'pending'";
 static const char SQL_RELEASE_DONE[] =
     "UPDATE conversations SET lease_owner = NULL, lease_until = NULL,"
@@ -193,17 +194,17 @@ struct job_state {
     struct inf_ctx_turn *history;
     int nhistory;
     /* outcome */
-    const char *kind;            /* responses.kind */
-    char *reply;                 /* text to send */
+    const char *kind; /* responses.kind */
+    char *reply;      /* text to send */
     struct inf_llm_result llm;
-    char *request_json;          /* messages sent to the LLM */
+    char *request_json; /* messages sent to the LLM */
     char response_id[24];
     char *parts[JOB_MAX_PARTS];
     int nparts;
     char part_ids[JOB_MAX_PARTS][24];
     struct adp_send_result sent[JOB_MAX_PARTS];
-    int nsent;                   /* parts the platform accepted */
-    char *signals_json;          /* ad signals to store, or NULL */
+    int nsent;          /* parts the platform accepted */
+    char *signals_json; /* ad signals to store, or NULL */
 };
 
 static void
@@ -257,8 +258,7 @@ add_events(struct job_state *s, struct core_dbconn *c, const char *resp_id,
 }
 
 static cJSON *
-event_obj(cJSON *arr, const char *type, const char *message_id,
-          const char *ref)
+event_obj(cJSON *arr, const char *type, const char *message_id, const char *ref)
 {
     cJSON *e = cJSON_CreateObject();
     cJSON *d = cJSON_CreateObject();
@@ -363,8 +363,8 @@ classify(struct job_state *s)
         if (!s->pending[i].text)
             continue;
         intents = 0;
-        n = ana_interest_classify(s->pending[i].text, it,
-                                  ANA_INTEREST_OUT_MAX, &intents);
+        n = ana_interest_classify(s->pending[i].text, it, ANA_INTEREST_OUT_MAX,
+                                  &intents);
         for (k = 0; k < n; k++) {
             cJSON *o = cJSON_CreateObject(), *in = cJSON_CreateArray();
 
@@ -446,9 +446,10 @@ think(struct job_state *s)
     } else {
         s->kind = "apology";
         s->reply = strdup(s->w->cfg->apology_text);
-        log_warn("llm failed: sending apology", "conversation=%s "
-                 "attempts=%d error=\"%s\"", s->job->conversation_id,
-                 s->llm.attempts, s->llm.error);
+        log_warn("llm failed: sending apology",
+                 "conversation=%s "
+                 "attempts=%d error=\"%s\"",
+                 s->job->conversation_id, s->llm.attempts, s->llm.error);
     }
     inf_ctx_messages_free(msgs, n);
 }
@@ -493,8 +494,7 @@ intent_llm_events(struct job_state *s, struct core_dbconn *c)
                                 s->llm.completion_tokens);
         cJSON_AddNumberToObject(d, "ttft_ms", (double)s->llm.ttft_ms);
         if (s->llm.finish_reason)
-            cJSON_AddStringToObject(d, "finish_reason",
-                                    s->llm.finish_reason);
+            cJSON_AddStringToObject(d, "finish_reason", s->llm.finish_reason);
     } else if (strcmp(s->kind, "apology") == 0) {
         d = event_obj(ev, "error", last, NULL);
         cJSON_AddStringToObject(d, "stage", "llm");
@@ -546,8 +546,7 @@ intent(struct job_state *s, struct core_dbconn *c)
         st = CORE_ERR_CONFLICT;
         goto out;
     }
-    snprintf(s->response_id, sizeof(s->response_id), "%s",
-             PQgetvalue(r, 0, 0));
+    snprintf(s->response_id, sizeof(s->response_id), "%s", PQgetvalue(r, 0, 0));
     PQclear(r);
     r = NULL;
     snprintf(lease, sizeof(lease), "%d", s->w->cfg->lease_ms);
@@ -624,12 +623,18 @@ static const char *
 send_class_str(enum adp_send_class c)
 {
     switch (c) {
-    case ADP_SEND_OK: return "ok";
-    case ADP_SEND_RATE_LIMIT: return "rate_limit";
-    case ADP_SEND_TRANSIENT: return "transient";
-    case ADP_SEND_WINDOW_CLOSED: return "window_closed";
-    case ADP_SEND_UNREACHABLE: return "unreachable";
-    case ADP_SEND_PERMANENT: return "permanent";
+    case ADP_SEND_OK:
+        return "ok";
+    case ADP_SEND_RATE_LIMIT:
+        return "rate_limit";
+    case ADP_SEND_TRANSIENT:
+        return "transient";
+    case ADP_SEND_WINDOW_CLOSED:
+        return "window_closed";
+    case ADP_SEND_UNREACHABLE:
+        return "unreachable";
+    case ADP_SEND_PERMANENT:
+        return "permanent";
     }
     return "unknown";
 }
@@ -651,8 +656,8 @@ send_part(struct job_state *s, int i, const struct adp_button *buttons,
           int nbuttons)
 {
     struct adp_send_result *res = &s->sent[i];
-    const char *reply_to = i == 0 ? s->pending[s->npending - 1].platform_id
-                                  : NULL;
+    const char *reply_to =
+        i == 0 ? s->pending[s->npending - 1].platform_id : NULL;
     long wait_ms = 500;
     int attempt;
     enum core_status st = CORE_ERR_UPSTREAM;
@@ -661,8 +666,8 @@ send_part(struct job_state *s, int i, const struct adp_button *buttons,
         memset(res, 0, sizeof(*res));
         res->retry_after_ms = -1;
         st = s->adapter->send_text(s->w->cfg, s->w->send_curl, s->channel,
-                                   s->user_id, s->parts[i], reply_to,
-                                   buttons, nbuttons, res);
+                                   s->user_id, s->parts[i], reply_to, buttons,
+                                   nbuttons, res);
         count_send(s, res);
         if (st == CORE_OK)
             return CORE_OK;
@@ -671,12 +676,12 @@ send_part(struct job_state *s, int i, const struct adp_button *buttons,
         if (attempt == JOB_SEND_ATTEMPTS || aborting(s))
             break;
         if (res->retry_after_ms >= 0)
-            wait_ms = res->retry_after_ms < 30000 ? res->retry_after_ms
-                                                   : 30000;
-        log_warn("send failed, retrying", "platform=%s class=%s code=%d "
-                 "http=%ld attempt=%d wait_ms=%ld", s->platform,
-                 send_class_str(res->cls), res->error_code, res->http_status,
-                 attempt, wait_ms);
+            wait_ms = res->retry_after_ms < 30000 ? res->retry_after_ms : 30000;
+        log_warn("send failed, retrying",
+                 "platform=%s class=%s code=%d "
+                 "http=%ld attempt=%d wait_ms=%ld",
+                 s->platform, send_class_str(res->cls), res->error_code,
+                 res->http_status, attempt, wait_ms);
         nap_ms(wait_ms + (long)(job_rand() % (unsigned long)(wait_ms / 4 + 1)));
         wait_ms = wait_ms * 2 < 8000 ? wait_ms * 2 : 8000;
     }
@@ -756,16 +761,14 @@ finish_parts(struct job_state *s, struct core_dbconn *c, cJSON *ev)
             p[2] = s->part_ids[i];
             if (st == CORE_OK)
                 st = core_db_query(c, SQL_LINK_EARLY, 3, p, NULL);
-            d = event_obj(ev, "message_sent", s->part_ids[i],
-                          res->message_id);
+            d = event_obj(ev, "message_sent", s->part_ids[i], res->message_id);
             cJSON_AddNumberToObject(d, "part", i + 1);
             cJSON_AddNumberToObject(d, "parts", s->nparts);
         } else if (tried) {
             d = event_obj(ev, "send_failed", s->part_ids[i], NULL);
             cJSON_AddStringToObject(d, "class", send_class_str(res->cls));
             cJSON_AddNumberToObject(d, "error_code", res->error_code);
-            cJSON_AddNumberToObject(d, "http_status",
-                                    (double)res->http_status);
+            cJSON_AddNumberToObject(d, "http_status", (double)res->http_status);
             cJSON_AddStringToObject(d, "error_title", res->error_title);
         }
     }
@@ -871,9 +874,10 @@ with_db(struct job_state *s,
         if (c) {
             st = fn(s, c);
             if (st != CORE_OK && st != CORE_ERR_CONFLICT)
-                log_warn("job step failed", "conversation=%s sqlstate=%s "
-                         "error=\"%s\"", s->job->conversation_id,
-                         c->sqlstate, c->error);
+                log_warn("job step failed",
+                         "conversation=%s sqlstate=%s "
+                         "error=\"%s\"",
+                         s->job->conversation_id, c->sqlstate, c->error);
             core_db_release(s->w->db, c);
             if (st != CORE_ERR_UNAVAILABLE)
                 return st;
@@ -952,8 +956,10 @@ inf_job_run(struct inf_worker_ctx *w, struct inf_job *job)
     }
     st = with_db(s, finish, 10);
     if (st != CORE_OK) {
-        log_error("could not record finished job", "conversation=%s "
-                  "status=%s", job->conversation_id, core_status_str(st));
+        log_error("could not record finished job",
+                  "conversation=%s "
+                  "status=%s",
+                  job->conversation_id, core_status_str(st));
         count_job(s, "db_error");
         goto out;
     }

@@ -18,7 +18,7 @@
 struct inf_job {
     unsigned magic;
     char conversation_id[24];
-    char lease_count[16];  /* fencing token of our lease */
+    char lease_count[16]; /* fencing token of our lease */
     struct inf_job *next;
 };
 
@@ -26,11 +26,11 @@ struct inf_job {
 struct inf_worker_ctx {
     const struct core_config *cfg;
     struct core_db *db;
-    const char *owner;       /* lease owner id of this process */
+    const char *owner; /* lease owner id of this process */
     struct inf_llm *llm;
     CURL *send_curl;
     struct inf_metrics *m;
-    atomic_int *abandon;     /* 2: shutdown deadline passed, give up */
+    atomic_int *abandon; /* 2: shutdown deadline passed, give up */
     char name[32];
 };
 

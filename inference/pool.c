@@ -30,9 +30,9 @@
 #include "core/metrics.h"
 #include "inference/job.h"
 
-#define POOL_POLL_MS 2000        /* last-resort poll */
+#define POOL_POLL_MS        2000 /* last-resort poll */
 #define POOL_STATS_EVERY_MS 1000
-#define POOL_MAINT_EVERY_S 3600
+#define POOL_MAINT_EVERY_S  3600
 
 static const char SQL_CLAIM[] =
     "WITH c AS ("
@@ -74,7 +74,7 @@ struct inf_pool {
     struct inf_job *head, *tail;
     int queued;
     int busy;
-    int stopping;   /* no more claims; workers drain the queue */
+    int stopping;       /* no more claims; workers drain the queue */
     atomic_int abandon; /* stopping: release queued jobs, cancel late ones */
 
     int wake_fd[2];
@@ -285,7 +285,6 @@ dispatcher_main(void *arg)
     return NULL;
 }
 
-
 static struct inf_job *
 pop_job(struct inf_pool *p)
 {
@@ -351,23 +350,21 @@ register_metrics(struct inf_metrics *m)
                                           0.25,  0.5,  1,     2.5,  5,
                                           10,    30,   60,    120 };
 
-    m->claims = core_metric_register(CORE_METRIC_COUNTER,
-                                     "parley_queue_claims_total",
-                                     "Conversations claimed by this process",
-                                     NULL, 0);
+    m->claims =
+        core_metric_register(CORE_METRIC_COUNTER, "parley_queue_claims_total",
+                             "Conversations claimed by this process", NULL, 0);
     m->lease_expiries = core_metric_register(
         CORE_METRIC_COUNTER, "parley_queue_lease_expiries_total",
-        "Conversations reclaimed after another owner's lease expired", NULL,
-        0);
-    m->queue_depth = core_metric_register(
-        CORE_METRIC_GAUGE, "parley_queue_depth",
-        "Conversations with unanswered messages", NULL, 0);
+        "Conversations reclaimed after another owner's lease expired", NULL, 0);
+    m->queue_depth =
+        core_metric_register(CORE_METRIC_GAUGE, "parley_queue_depth",
+                             "Conversations with unanswered messages", NULL, 0);
     m->oldest_pending = core_metric_register(
         CORE_METRIC_GAUGE, "parley_queue_oldest_pending_seconds",
         "Age of the oldest unanswered conversation", NULL, 0);
-    m->workers_busy = core_metric_register(
-        CORE_METRIC_GAUGE, "parley_workers_busy", "Workers running a job",
-        NULL, 0);
+    m->workers_busy =
+        core_metric_register(CORE_METRIC_GAUGE, "parley_workers_busy",
+                             "Workers running a job", NULL, 0);
     m->jobs = core_metric_register(CORE_METRIC_COUNTER, "parley_jobs_total",
                                    "Jobs finished by result", NULL, 0);
     m->sends = core_metric_register(
@@ -451,8 +448,7 @@ inf_pool_new(const struct core_config *cfg, struct core_db *db,
              p->owner);
     return p;
 fail:
-    log_error("could not start the worker pool", "workers=%d",
-              cfg->workers);
+    log_error("could not start the worker pool", "workers=%d", cfg->workers);
     inf_pool_shutdown(p, 0);
     inf_pool_free(p);
     return NULL;
@@ -488,8 +484,7 @@ inf_pool_shutdown(struct inf_pool *p, int deadline_ms)
     }
     if (busy > 0) {
         atomic_store(&p->abandon, 2);
-        log_warn("shutdown deadline passed: cancelling jobs", "busy=%d",
-                 busy);
+        log_warn("shutdown deadline passed: cancelling jobs", "busy=%d", busy);
         for (i = 0; i < p->nworkers; i++)
             inf_llm_cancel(p->workers[i].ctx.llm);
     }

@@ -15,8 +15,8 @@
 struct inf_pool;
 
 /* Start the dispatcher and workers. conninfo is used for LISTEN. */
-struct inf_pool *inf_pool_new(const struct core_config *cfg,
-                              struct core_db *db, const char *conninfo);
+struct inf_pool *inf_pool_new(const struct core_config *cfg, struct core_db *db,
+                              const char *conninfo);
 /* Wake the dispatcher: new work was committed. Any thread; cheap. */
 void inf_pool_wake(void *arg);
 /* Stop claiming, let in-flight jobs finish within deadline_ms, release

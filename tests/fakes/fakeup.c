@@ -724,9 +724,9 @@ fk_stream_new(void)
     return s;
 }
 
-/* Append one whole event (already framed) and remember where it ends. */
+/* The text appended so far completes an event: remember where it ends. */
 static void
-fk_stream_event(struct fk_stream *s, const char *text)
+fk_stream_mark(struct fk_stream *s)
 {
     size_t *e, ncap;
 
@@ -738,9 +738,49 @@ fk_stream_event(struct fk_stream *s, const char *text)
         s->ends = e;
         s->ends_cap = ncap;
     }
-    if (core_buf_adds(&s->text, text) != CORE_OK)
-        return;
     s->ends[s->nends++] = s->text.len;
+}
+
+/* Append one whole event (already framed). */
+static void
+fk_stream_event(struct fk_stream *s, const char *text)
+{
+    if (core_buf_adds(&s->text, text) == CORE_OK)
+        fk_stream_mark(s);
+}
+
+/* Append s[0..n) as a JSON string literal (quotes included). */
+static void
+fk_json_escape(struct core_buf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t i, start = 0;
+    unsigned char ch;
+    char esc[8];
+
+    core_buf_add(b, "\"", 1);
+    for (i = 0; i < n; i++) {
+        ch = (unsigned char)s[i];
+        if (ch >= 0x20 && ch != '"' && ch != '\\')
+            continue;
+        core_buf_add(b, s + start, i - start);
+        start = i + 1;
+        if (ch == '"' || ch == '\\') {
+            esc[0] = '\\';
+            esc[1] = (char)ch;
+            esc[2] = '\0';
+        } else if (ch == '\n') {
+            memcpy(esc, "\\n", 3);
+        } else {
+            memcpy(esc, "\\u00", 4);
+            esc[4] = hex[ch >> 4];
+            esc[5] = hex[ch & 15];
+            esc[6] = '\0';
+        }
+        core_buf_adds(b, esc);
+    }
+    core_buf_add(b, s + start, n - start);
+    core_buf_add(b, "\"", 1);
 }
 
 /* "data: <json>" + blank line, obj consumed. */

@@ -236,6 +236,56 @@ llm_chunk(const char *id, long long created, const char *model, bool usage_null)
     return c;
 }
 
+/*
+ * "data: " + a chunk with one choice: delta {role?, content?} and
+ * finish_reason. prefix is the chunk's common fields ending in ','; written
+ * directly (not through cJSON) since a stream has many chunks.
+ */
+static void
+llm_delta_event(struct fk_stream *s, const char *prefix, const char *role,
+                const char *content, size_t len, const char *finish,
+                const char *eol)
+{
+    struct core_buf *b = &s->text;
+
+    core_buf_adds(b, "data: ");
+    core_buf_adds(b, prefix);
+    core_buf_adds(b, "\"choices\":[{\"index\":0,\"delta\":{");
+    if (role) {
+        core_buf_adds(b, "\"role\":");
+        fk_json_escape(b, role, strlen(role));
+    }
+    if (content) {
+        core_buf_adds(b, role ? ",\"content\":" : "\"content\":");
+        fk_json_escape(b, content, len);
+    }
+    core_buf_adds(b, "},\"logprobs\":null,\"finish_reason\":");
+    if (finish)
+        fk_json_escape(b, finish, strlen(finish));
+    else
+        core_buf_adds(b, "null");
+    core_buf_adds(b, "}]}");
+    core_buf_adds(b, eol);
+    fk_stream_mark(s);
+}
+
+/* The fields every chunk of this answer shares, as JSON ending in ','. */
+static char *
+llm_chunk_prefix(const struct llm_answer *a, bool usage_null)
+{
+    cJSON *c = llm_chunk(a->id, a->created, a->model, usage_null);
+    char *p = cJSON_PrintUnformatted(c);
+    size_t n = p ? strlen(p) : 0;
+
+    cJSON_Delete(c);
+    if (n < 2 || p[n - 1] != '}') {
+        free(p);
+        return NULL;
+    }
+    p[n - 1] = ',';
+    return p;
+}
+
 /* A chunk with one choice: delta {role?, content?} and finish_reason. */
 static cJSON *
 llm_delta_chunk(const char *id, long long created, const char *model,

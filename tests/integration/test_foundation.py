@@ -12,9 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -143,7 +141,7 @@ def test_secrets_never_appear_in_logs_or_metrics(parley):
     assert p.get("/healthz").status == 200
     p.get("/readyz")
     metrics = p.get("/metrics").text
-    p.get(f"/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token=wrong&hub.challenge=1")
+    p.get("/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token=wrong&hub.challenge=1")
     body = json.dumps(harness.wa_text("wamid.SECRETTEST1", "15550000001", "hello"))
     p.post_webhook("whatsapp", body, secret=secret_env["PARLEY_META_APP_SECRET"])
     p.post_webhook("whatsapp", body, signature="sha256=" + "0" * 64)

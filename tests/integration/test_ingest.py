@@ -9,12 +9,11 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
 import harness
-from harness import APP_SECRET, VERIFY_TOKEN, REPO, wait_until
+from harness import VERIFY_TOKEN, REPO, wait_until
 
 FIXTURES = REPO / "tests" / "fixtures"
 EXPECTED = FIXTURES / "expected.json"
@@ -105,7 +104,7 @@ def test_handshake(srv, platform):
     r = srv.get(f"{base}?hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}"
                 "&hub.challenge=abc%2Fxyz-9")
     assert r.status == 200 and r.body == b"abc/xyz-9", r
-    for q in (f"hub.mode=subscribe&hub.verify_token=wrong&hub.challenge=1",
+    for q in ("hub.mode=subscribe&hub.verify_token=wrong&hub.challenge=1",
               f"hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}x&hub.challenge=1",
               f"hub.mode=unsubscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=1",
               "hub.mode=subscribe&hub.challenge=1",

@@ -4,10 +4,7 @@ tests/integration/fakes.py): prompts, sends per platform, splitting,
 coalescing, retries, apology, history, a kill -9 crash test and two
 processes sharing one database."""
 
-import json
 import re
-import signal
-import threading
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
