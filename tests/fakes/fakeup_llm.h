@@ -236,6 +236,16 @@ llm_chunk(const char *id, long long created, const char *model, bool usage_null)
     return c;
 }
 
+struct llm_answer {
+    const char *id;
+    long long created;
+    const char *model;
+    const char *content;
+    const char *finish;
+    long prompt_tokens;
+    long completion_tokens;
+};
+
 /*
  * "data: " + a chunk with one choice: delta {role?, content?} and
  * finish_reason. prefix is the chunk's common fields ending in ','; written
@@ -286,72 +296,31 @@ llm_chunk_prefix(const struct llm_answer *a, bool usage_null)
     return p;
 }
 
-/* A chunk with one choice: delta {role?, content?} and finish_reason. */
-static cJSON *
-llm_delta_chunk(const char *id, long long created, const char *model,
-                bool usage_null, const char *role, const char *content,
-                size_t content_len, const char *finish)
-{
-    cJSON *c = llm_chunk(id, created, model, usage_null);
-    cJSON *ch = cJSON_AddArrayToObject(c, "choices");
-    cJSON *choice = cJSON_CreateObject(), *delta;
-    char *piece;
-
-    cJSON_AddItemToArray(ch, choice);
-    cJSON_AddNumberToObject(choice, "index", 0);
-    delta = cJSON_AddObjectToObject(choice, "delta");
-    if (role)
-        cJSON_AddStringToObject(delta, "role", role);
-    if (content) {
-        piece = strndup(content, content_len);
-        cJSON_AddStringToObject(delta, "content", piece ? piece : "");
-        free(piece);
-    }
-    cJSON_AddNullToObject(choice, "logprobs");
-    if (finish)
-        cJSON_AddStringToObject(choice, "finish_reason", finish);
-    else
-        cJSON_AddNullToObject(choice, "finish_reason");
-    return c;
-}
-
-struct llm_answer {
-    const char *id;
-    long long created;
-    const char *model;
-    const char *content;
-    const char *finish;
-    long prompt_tokens;
-    long completion_tokens;
-};
-
 /* Build the SSE answer; faults may cut it short (error event or abort). */
 static void
 llm_stream(const cJSON *req, const cJSON *fault, const struct fk_conf *cf,
            const struct llm_answer *a, struct fk_out *o)
 {
-    struct fk_stream *s = fk_stream_new();
     const cJSON *so = cJSON_GetObjectItemCaseSensitive(req, "stream_options");
     bool usage = fk_jbool(so, "include_usage"), crlf = cf->llm_sse_crlf;
     bool cut =
         fk_jbool(fault, "stream_error") || fk_jbool(fault, "stream_abort");
     const char *eol = crlf ? "\r\n\r\n" : "\n\n";
+    struct fk_stream *s = fk_stream_new();
+    char *prefix = llm_chunk_prefix(a, usage);
     char line[64];
     size_t len = strlen(a->content), step, at = 0, n;
     int pieces = 0;
     cJSON *e, *err;
 
-    if (!s)
-        return;
+    if (!s || !prefix)
+        goto out;
     s->chunk_delay_ms = cf->llm_chunk_delay_ms;
     if (cf->llm_sse_comments) {
         snprintf(line, sizeof(line), ": keep-alive%s", eol);
         fk_stream_event(s, line);
     }
-    fk_stream_data(s,
-                   llm_delta_chunk(a->id, a->created, a->model, usage,
-                                   "assistant", "", 0, NULL),
-                   crlf);
+    llm_delta_event(s, prefix, "assistant", "", 0, NULL, eol);
     if (fk_jbool(fault, "malformed")) {
         snprintf(line, sizeof(line),
                  "data: {\"id\":\"%.20s\",\"choices\":[{\"de%s", a->id, eol);
@@ -365,10 +334,7 @@ llm_stream(const cJSON *req, const cJSON *fault, const struct fk_conf *cf,
         n = fk_utf8_cut(a->content + at, len - at, step);
         if (n == 0)
             n = len - at;
-        fk_stream_data(s,
-                       llm_delta_chunk(a->id, a->created, a->model, usage, NULL,
-                                       a->content + at, n, NULL),
-                       crlf);
+        llm_delta_event(s, prefix, NULL, a->content + at, n, NULL, eol);
         at += n;
         pieces++;
         if (pieces == 1 && cf->llm_sse_comments) {
@@ -392,10 +358,7 @@ llm_stream(const cJSON *req, const cJSON *fault, const struct fk_conf *cf,
         fk_stream_data(s, e, crlf);
         goto done;
     }
-    fk_stream_data(s,
-                   llm_delta_chunk(a->id, a->created, a->model, usage, NULL,
-                                   NULL, 0, a->finish),
-                   crlf);
+    llm_delta_event(s, prefix, NULL, NULL, 0, a->finish, eol);
     if (usage) {
         e = llm_chunk(a->id, a->created, a->model, false);
         cJSON_AddArrayToObject(e, "choices");
@@ -409,7 +372,13 @@ done:
     o->status = 200;
     o->ctype = "text/event-stream";
     o->stream = s;
+    s = NULL;
     fk_out_header(o, "Cache-Control", "no-cache");
+out:
+    if (s || !o->stream)
+        llm_error(o, 500, "out of memory", "server_error", NULL, NULL);
+    fk_stream_free(s);
+    free(prefix);
 }
 
 static void
