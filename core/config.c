@@ -215,6 +215,7 @@ load_numbers(struct core_config *cfg, const struct cfg_file *f, char *err,
     } while (0)
     NUM("PARLEY_WORKERS", 16, 1, 1024, workers, int);
     NUM("PARLEY_HTTP_THREADS", 2, 1, 256, http_threads, int);
+    NUM("PARLEY_INGEST_COMMITTERS", 1, 1, 64, ingest_committers, int);
     NUM("PARLEY_DB_POOL_SIZE", 0, 0, 512, db_pool_size, int);
     NUM("PARLEY_BODY_MAX_BYTES", 4L << 20, 1024, 64L << 20, body_max_bytes,
         size_t);
@@ -228,7 +229,8 @@ load_numbers(struct core_config *cfg, const struct cfg_file *f, char *err,
     NUM("PARLEY_RETENTION_DAYS", 395, 1, 36500, retention_days, int);
 #undef NUM
     if (cfg->db_pool_size == 0)
-        cfg->db_pool_size = cfg->http_threads + cfg->workers / 2 + 4;
+        cfg->db_pool_size = cfg->ingest_committers + cfg->http_threads +
+                            cfg->workers / 2 + 4;
     if (get_double(f, "PARLEY_LLM_TEMPERATURE", 0.7, 0.0, 2.0,
                    &cfg->llm_temperature, err, errlen) != CORE_OK)
         return CORE_ERR_CONFIG;

@@ -30,6 +30,7 @@ struct core_config {
     unsigned short listen_port;
     int workers;           /* PARLEY_WORKERS */
     int http_threads;      /* PARLEY_HTTP_THREADS */
+    int ingest_committers; /* PARLEY_INGEST_COMMITTERS */
     int db_pool_size;      /* PARLEY_DB_POOL_SIZE */
     size_t body_max_bytes; /* PARLEY_BODY_MAX_BYTES, default 4 MiB */
     int log_level;         /* PARLEY_LOG_LEVEL */

@@ -153,7 +153,8 @@ cmd_serve(const struct core_config *cfg, int workers, int gateway)
         }
     }
     if (gateway) {
-        ingest = gw_ingest_new(cfg, db, 1, pool ? inf_pool_wake : NULL, pool);
+        ingest = gw_ingest_new(cfg, db, cfg->ingest_committers,
+                               pool ? inf_pool_wake : NULL, pool);
         if (!ingest) {
             fprintf(stderr, "parley: could not start ingest\n");
             goto out;

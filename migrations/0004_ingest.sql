@@ -53,6 +53,7 @@ BEGIN
     ), ins AS (
         INSERT INTO inbound_keys (platform, key)
         SELECT s.platform, s.key FROM src s
+        ORDER BY s.platform, s.key   -- one lock order for concurrent batches
         ON CONFLICT DO NOTHING
         RETURNING inbound_keys.platform, inbound_keys.key
     )
@@ -71,10 +72,12 @@ BEGIN
     ON CONFLICT (platform, platform_user_id) DO NOTHING;
 
     INSERT INTO conversations (user_id, platform, channel)
-    SELECT DISTINCT u.id, x.platform, x.channel
+    SELECT DISTINCT ON (u.id, x.platform, x.channel) u.id, x.platform,
+           x.channel
     FROM unnest(items) x
     JOIN users u ON u.platform = x.platform AND u.platform_user_id = x.uid
     WHERE x.channel IS NOT NULL
+    ORDER BY u.id, x.platform, x.channel
     ON CONFLICT (platform, channel, user_id) DO NOTHING;
 
     -- Resolve user and conversation once; later statements join by key.
@@ -227,7 +230,12 @@ BEGIN
     WHERE x.ref IS NOT NULL AND jsonb_typeof(x.ref) = 'object'
       AND x.conv_id IS NOT NULL;
 
-    -- 8. Queue: conversations with new inbound work become ready.
+    -- 8. Queue: conversations with new inbound work become ready. Rows
+    --    are locked in id order so concurrent batches cannot deadlock.
+    PERFORM 1 FROM conversations
+    WHERE id IN (SELECT x.conv_id FROM unnest(items) x
+                 WHERE x.queue AND x.own_id IS NOT NULL)
+    ORDER BY id FOR NO KEY UPDATE;
     UPDATE conversations c SET pending_since = coalesce(c.pending_since, now()),
                                last_inbound_at = now()
     FROM (SELECT DISTINCT x.conv_id AS id

@@ -68,6 +68,7 @@ struct lg_conn {
     long long retry_at_us;
     long backoff_ms;
     bool out_armed;
+    bool in_idle; /* listed in lg.idle (the entry may be stale) */
 };
 
 struct lg_opts {
@@ -482,11 +483,15 @@ lg_fail(struct lg *g, int i, enum lg_err e)
     lg_close(g, i, lg_now_us() + c->backoff_ms * 1000);
 }
 
+/* Mark connection i idle; each connection is listed at most once. */
 static void
 lg_set_idle(struct lg *g, int i)
 {
     g->c[i].state = LG_IDLE;
-    g->idle[g->nidle++] = i;
+    if (!g->c[i].in_idle) {
+        g->c[i].in_idle = true;
+        g->idle[g->nidle++] = i;
+    }
 }
 
 static void
@@ -692,6 +697,7 @@ lg_issue(struct lg *g, long long now)
                 return slot;
         }
         i = g->idle[--g->nidle];
+        g->c[i].in_idle = false;
         if (g->c[i].state != LG_IDLE)
             continue;
         lg_start(g, i, slot);

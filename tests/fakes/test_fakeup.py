@@ -99,6 +99,16 @@ def test_llm_stream_with_usage(fake):
     assert all("usage" not in json.loads(e) for e in ev[:-1])
 
 
+def test_llm_stream_escaping_roundtrip(fake):
+    tricky = 'q"uote \\ back\nnew\ttab \x01\x1f é 😀 </script> \u2028'
+    req = {"model": "m", "stream": True,
+           "messages": [{"role": "user", "content": tricky}]}
+    ev = sse_events(raw(fake, "/v1/chat/completions", req)[2])
+    text = "".join(json.loads(e)["choices"][0]["delta"].get("content", "")
+                   for e in ev[:-1])
+    assert text == "Echo: " + tricky
+
+
 def test_llm_validation(fake):
     cases = [b"not json", {"messages": [{"role": "user", "content": "x"}]},
              {"model": "m", "messages": []},
