@@ -443,6 +443,17 @@ think(struct job_state *s)
         s->llm.content && s->llm.content[0]) {
         s->kind = "llm";
         s->reply = strdup(s->llm.content);
+        /* Cut off at max_tokens: say so rather than end mid-sentence. */
+        if (s->reply && s->llm.finish_reason &&
+            strcmp(s->llm.finish_reason, "length") == 0) {
+            size_t len = strlen(s->reply);
+            char *r = realloc(s->reply, len + 5);
+
+            if (r) {
+                memcpy(r + len, " \xE2\x80\xA6", 5); /* " …" + NUL */
+                s->reply = r;
+            }
+        }
     } else {
         s->kind = "apology";
         s->reply = strdup(s->w->cfg->apology_text);

@@ -892,7 +892,7 @@ lg_parse_args(int argc, char **argv, struct lg_opts *o)
     bool ok;
     int i;
 
-    for (i = 1; i < argc; i++) {
+    for (i = 1; i < argc; i += 2) { /* every option takes a value */
         a = argv[i];
         v = i + 1 < argc ? argv[i + 1] : NULL;
         ok = v != NULL;
@@ -966,7 +966,6 @@ lg_parse_args(int argc, char **argv, struct lg_opts *o)
             fprintf(stderr, "loadgen: bad or missing value for %s\n", a);
             return -1;
         }
-        i++;
     }
     if (!o->url) {
         fprintf(stderr, "loadgen: --url is required\n");
