@@ -539,7 +539,7 @@ intent(struct job_state *s, struct core_dbconn *c)
     p[4] = s->llm.model ? s->llm.model
                         : (s->llm.attempts ? s->w->cfg->llm_model : NULL);
     p[5] = s->request_json;
-    p[6] = s->reply;
+    p[6] = llm && s->llm.content ? s->llm.content : s->reply;
     p[7] = s->llm.finish_reason;
     p[8] = pt[0] ? pt : NULL;
     p[9] = ct[0] ? ct : NULL;
