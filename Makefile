@@ -134,4 +134,4 @@ bench: deps
 clean:
 	rm -rf build parley
 
--include $(LIB_OBJS:.o=.d) $(MAIN_OBJ:.o=.d)
+-include $(LIB_OBJS:.o=.d) $(MAIN_OBJ:.o=.d) $(FAKE_BINS:=.d) $(UNIT_BINS:=.d)

@@ -65,7 +65,7 @@ if [ "$SUITES" != "unit" ]; then
     # shellcheck disable=SC2086
     PARLEY_BIN=$BUILD_DIR/parley PARLEY_BUILD_DIR=$BUILD_DIR \
         timeout --kill-after=30 1800 /usr/bin/python3 -m pytest -q -p no:cacheprovider \
-        -o console_output_style=classic ${PYTEST_ARGS:-} tests/integration 2>&1 | tee "$it_log"
+        -o console_output_style=classic ${PYTEST_ARGS:-} tests/integration tests/fakes 2>&1 | tee "$it_log"
     it_rc=${PIPESTATUS[0]}
     # The last "N passed, N failed, ... in 12.34s" line (with or without ===).
     summary=$(grep -E '^(=+ )?(([0-9]+ [a-z]+(, )?)+|no tests ran) in [0-9.]+s' "$it_log" | tail -n 1)
