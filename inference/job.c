@@ -126,9 +126,8 @@ static const char SQL_RESPONSE_DONE[] =
     " error = coalesce($3, error) WHERE id = $1::bigint";
 static const char SQL_INBOUND_DONE[] =
     "UPDATE messages SET reply_state = $2, response_id = $3::bigint"
-    " WHERE id IN (SELECT x::bigint FROM jsonb_array_elements_text($1::jsonb) "
-    "x)"
-    " AND reply_state = 'pending'";
+    " WHERE id = ANY (ARRAY(SELECT jsonb_array_elements_text($1::jsonb)"
+    "::bigint)) AND reply_state = 'pending'";
 static const char SQL_RELEASE_DONE[] =
     "UPDATE conversations SET lease_owner = NULL, lease_until = NULL,"
     " pending_since = (SELECT min(received_at) FROM messages"
