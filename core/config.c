@@ -43,7 +43,8 @@ static enum core_status
 file_load(struct cfg_file *f, const char *path, char *err, size_t errlen)
 {
     FILE *fp = fopen(path, "r");
-    char line[4096];
+    char *line = NULL;
+    size_t linecap = 0;
     int lineno = 0;
 
     if (!fp) {
@@ -51,7 +52,7 @@ file_load(struct cfg_file *f, const char *path, char *err, size_t errlen)
                  strerror(errno)); /* NOLINT(concurrency-mt-unsafe) */
         return CORE_ERR_CONFIG;
     }
-    while (fgets(line, sizeof(line), fp)) {
+    while (getline(&line, &linecap, fp) >= 0) {
         char *p = trim(line), *eq, *v;
         size_t vl;
 
@@ -61,6 +62,7 @@ file_load(struct cfg_file *f, const char *path, char *err, size_t errlen)
         eq = strchr(p, '=');
         if (!eq || f->n >= CFG_FILE_MAX_LINES) {
             snprintf(err, errlen, "%s:%d: expected KEY=value", path, lineno);
+            free(line);
             fclose(fp);
             return CORE_ERR_CONFIG;
         }
@@ -75,6 +77,7 @@ file_load(struct cfg_file *f, const char *path, char *err, size_t errlen)
         f->kv[f->n].val = strdup(v);
         f->n++;
     }
+    free(line);
     fclose(fp);
     return CORE_OK;
 }
@@ -329,7 +332,8 @@ check_ad_signals(const char *spec, char *err, size_t errlen)
 
         if (!end)
             end = p + strlen(p);
-        if (!eq || eq > end || eq == p ||
+        if (!eq || eq > end || eq == p || strchr(" \t", *p) ||
+            (eq[-1] == ' ' || eq[-1] == '\t') ||
             policy_parse(eq + 1, (size_t)(end - eq - 1)) < 0) {
             snprintf(err, errlen,
                      "PARLEY_AD_SIGNALS: expected platform=off|aggregate|user"

@@ -133,7 +133,8 @@ data_json(const struct adp_event *ev, const struct ana_feedback_map *fb)
         cJSON_AddItemToObject(d, "referral", referral_json(&ev->referral));
     /* Messages keep their raw item in messages.raw; other kinds here. */
     if (ev->raw && ev->kind != ADP_EV_MESSAGE && ev->kind != ADP_EV_ECHO &&
-        ev->kind != ADP_EV_INTERACTIVE)
+        (ev->kind != ADP_EV_INTERACTIVE ||
+         (ev->payload && strncmp(ev->payload, "parley_fb:", 10) == 0)))
         cJSON_AddItemReferenceToObject(d, "raw", (cJSON *)(uintptr_t)ev->raw);
     return d;
 }

@@ -63,10 +63,17 @@ inf_ctx_describe(const char *kind, const char *text)
         (!kind || strcmp(kind, "text") == 0 ||
          strcmp(kind, "interactive") == 0))
         return strdup(text);
-    if (text && *text)
+    if (text && *text) {
+        int cut = (int)strnlen(text, 300);
+
+        /* never end inside a UTF-8 sequence */
+        if (text[cut] != '\0')
+            while (cut > 0 && ((unsigned char)text[cut] & 0xC0) == 0x80)
+                cut--;
         snprintf(buf, sizeof(buf),
-                 "[The user sent %s %s with the caption: %.300s]",
-                 strchr("aeiou", k[0]) ? "an" : "a", k, text);
+                 "[The user sent %s %s with the caption: %.*s]",
+                 strchr("aeiou", k[0]) ? "an" : "a", k, cut, text);
+    }
     else
         snprintf(buf, sizeof(buf),
                  "[The user sent %s %s without text. You cannot see it; say "

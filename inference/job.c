@@ -23,6 +23,7 @@
 
 #include "adapters/adapter.h"
 #include "analytics/interest.h"
+#include "analytics/similarity.h"
 #include "core/log.h"
 #include "inference/context.h"
 
@@ -62,7 +63,7 @@ static const char SQL_STALE[] =
     " FROM s, conversations c JOIN users u ON u.id = c.user_id"
     " WHERE c.id = $1::bigint RETURNING response_id";
 static const char SQL_HISTORY[] =
-    "SELECT role, content FROM ("
+    "SELECT role, content, id FROM ("
     " SELECT 'user' AS role, coalesce(text, '[' || kind || ']') AS content,"
     "  received_at AS t, id FROM messages WHERE conversation_id = $1::bigint"
     "  AND direction = 'in' AND reply_state = 'answered'"
@@ -204,6 +205,8 @@ struct job_state {
     struct adp_send_result sent[JOB_MAX_PARTS];
     int nsent;          /* parts the platform accepted */
     char *signals_json; /* ad signals to store, or NULL */
+    char prev_response[24]; /* the last exchange: our response ... */
+    char *prev_user_text;   /* ... and the user message it answered */
 };
 
 static void
@@ -222,6 +225,7 @@ state_free(struct job_state *s)
     free(s->reply);
     free(s->request_json);
     free(s->signals_json);
+    free(s->prev_user_text);
     inf_llm_result_done(&s->llm);
 }
 
@@ -325,6 +329,14 @@ load(struct job_state *s, struct core_dbconn *c)
     if (st != CORE_OK)
         return st;
     st = inf_ctx_turns_from_result(r, &s->history, &s->nhistory);
+    /* Newest first: [assistant, user, ...] is the last exchange. */
+    if (st == CORE_OK && PQntuples(r) >= 2 &&
+        strcmp(PQgetvalue(r, 0, 0), "assistant") == 0 &&
+        strcmp(PQgetvalue(r, 1, 0), "user") == 0) {
+        snprintf(s->prev_response, sizeof(s->prev_response), "%s",
+                 PQgetvalue(r, 0, 2));
+        s->prev_user_text = strdup(PQgetvalue(r, 1, 1));
+    }
     PQclear(r);
     return st;
 }
@@ -785,6 +797,26 @@ finish_parts(struct job_state *s, struct core_dbconn *c, cJSON *ev)
     return st;
 }
 
+/* Implicit signal (never a training label by default): the first new
+ * message repeats the previous question in other words, a hint that the
+ * previous response did not help. Linked to that previous response. */
+static enum core_status
+rephrase_event(struct job_state *s, struct core_dbconn *c)
+{
+    cJSON *ev, *d;
+    double sim;
+
+    if (!s->prev_user_text || !s->prev_response[0] || s->npending == 0 ||
+        !s->pending[0].text ||
+        !ana_is_rephrase(s->prev_user_text, s->pending[0].text))
+        return CORE_OK;
+    sim = ana_text_similarity(s->prev_user_text, s->pending[0].text);
+    ev = cJSON_CreateArray();
+    d = event_obj(ev, "user_rephrased", s->pending[0].id, NULL);
+    cJSON_AddNumberToObject(d, "similarity", sim);
+    return add_events(s, c, s->prev_response, ev);
+}
+
 static enum core_status
 finish(struct job_state *s, struct core_dbconn *c)
 {
@@ -819,6 +851,8 @@ finish(struct job_state *s, struct core_dbconn *c)
     p[2] = s->response_id[0] ? s->response_id : NULL;
     if (st == CORE_OK)
         st = core_db_query(c, SQL_INBOUND_DONE, 3, p, NULL);
+    if (st == CORE_OK)
+        st = rephrase_event(s, c);
     p[0] = s->job->conversation_id;
     p[1] = s->signals_json;
     if (st == CORE_OK && s->signals_json)

@@ -528,6 +528,30 @@ def test_ad_signals_default_policy_messenger_per_user(parley, fake):
                      "'messenger'") > 0
 
 
+def test_rephrased_question_is_an_implicit_signal_on_the_previous_response(parley, fake):
+    p = start(parley, fake)
+    db = parley.db
+    psid = "7100000000123"
+    post(p, "messenger", harness.ms_text("m_REPH1", psid, "how do I reset my password"))
+    wait_reply_state(db, "m_REPH1")
+    first = db.scalar("SELECT response_id FROM messages WHERE platform_message_id = 'm_REPH1'")
+    assert first is not None
+    # An unrelated follow-up is not a rephrase ...
+    post(p, "messenger", harness.ms_text("m_REPH2", psid, "thanks, what are your opening hours"))
+    wait_reply_state(db, "m_REPH2")
+    assert db.scalar("SELECT count(*) FROM events WHERE type = 'user_rephrased'") == 0
+    second = db.scalar("SELECT response_id FROM messages WHERE platform_message_id = 'm_REPH2'")
+    # ... the same question again, in other words, is; it points at the
+    # response the user apparently did not find helpful.
+    post(p, "messenger", harness.ms_text("m_REPH3", psid, "what are the opening hours please"))
+    wait_reply_state(db, "m_REPH3")
+    rows = db.query("SELECT e.response_id, m.platform_message_id FROM events e "
+                    "JOIN messages m ON m.id = e.message_id WHERE e.type = 'user_rephrased'")
+    assert rows == [(second, "m_REPH3")], rows
+    # never a training label: no feedback row comes from it
+    assert db.scalar("SELECT count(*) FROM feedback") == 0
+
+
 # --------------------------------------------------------------------------
 # 3. erase
 
