@@ -96,6 +96,7 @@ referral_json(const struct adp_referral *r)
     if (!o)
         return NULL;
     add_str(o, "source_type", r->source_type);
+    add_str(o, "type", r->type);
     add_str(o, "source_id", r->source_id);
     add_str(o, "source_url", r->source_url);
     add_str(o, "headline", r->headline);

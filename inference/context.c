@@ -57,7 +57,7 @@ char *
 inf_ctx_describe(const char *kind, const char *text)
 {
     char buf[512];
-    const char *k = kind ? kind : "message";
+    const char *k = kind && *kind ? kind : "message";
 
     if (text && *text &&
         (!kind || strcmp(kind, "text") == 0 ||
@@ -134,8 +134,13 @@ inf_ctx_build(const struct inf_ctx_input *in, struct inf_llm_message **msgs,
     m[k].role = "system";
     m[k++].content = strdup(in->system_prompt ? in->system_prompt : "");
     budget -= inf_ctx_estimate_tokens(in->system_prompt);
-    for (i = 0; i < in->npending; i++)
-        budget -= inf_ctx_estimate_tokens(in->pending_text[i]);
+    /* Budget what is actually sent: a media message's description. */
+    for (i = 0; i < in->npending; i++) {
+        char *d = inf_ctx_describe(in->pending_kind[i], in->pending_text[i]);
+
+        budget -= inf_ctx_estimate_tokens(d ? d : in->pending_text[i]);
+        free(d);
+    }
     /* Newest history first until the budget is spent. */
     while (keep < in->nhistory &&
            budget - inf_ctx_estimate_tokens(in->history[keep].content) >= 0) {
