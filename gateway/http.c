@@ -8,6 +8,7 @@
 
 #include <microhttpd.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -64,6 +65,7 @@ struct gw_server {
     struct core_metric *m_events;
     struct core_metric *m_ack;
     struct core_metric *m_refused;
+    struct core_metric *m_conns;
     struct core_metric *m_pool;
     struct core_metric *m_pool_waits;
     struct core_metric *m_build;
@@ -441,6 +443,8 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     (void)conn;
     if (!r || r->magic != GW_REQ_MAGIC)
         return;
+    if (toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED)
+        core_metric_add(s->m_refused, "reason=\"idle_timeout\"", 1);
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && r->status == 0)
         r->status = 499;
     snprintf(labels, sizeof(labels), "route=\"%s\",code=\"%d\"", r->route,
@@ -455,6 +459,45 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     free(r);
     *con_cls = NULL;
     atomic_fetch_sub(&s->inflight, 1);
+}
+
+/* Open connections, for the connection limit's headroom. */
+static void
+on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
+              enum MHD_ConnectionNotificationCode code)
+{
+    struct gw_server *s = cls;
+
+    (void)conn;
+    (void)socket_ctx;
+    core_metric_add(s->m_conns, NULL,
+                    code == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
+}
+
+/*
+ * libmicrohttpd answers some limits itself (431 for headers past the
+ * per-connection memory, refusing connections past the limit) and only
+ * says so in its log: count those, and log them our way.
+ */
+static void
+on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    struct gw_server *s = cls;
+    char line[512];
+    size_t n;
+
+    vsnprintf(line, sizeof(line), fmt, ap);
+    n = strlen(line);
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        line[--n] = '\0';
+    for (n = 0; line[n]; n++)
+        if (line[n] == '"')
+            line[n] = '\'';
+    if (strstr(line, "431"))
+        core_metric_add(s->m_refused, "reason=\"header_too_large\"", 1);
+    else if (strstr(line, "onnection limit"))
+        core_metric_add(s->m_refused, "reason=\"connection_limit\"", 1);
+    log_warn("http", "detail=\"%s\"", line);
 }
 
 static void
@@ -491,6 +534,13 @@ register_metrics(struct gw_server *s)
     snprintf(labels, sizeof(labels), "version=\"%s\"", PARLEY_VERSION);
     core_metric_set(s->m_build, labels, 1);
     core_metric_add(s->m_refused, "reason=\"body_too_large\"", 0);
+    core_metric_add(s->m_refused, "reason=\"header_too_large\"", 0);
+    core_metric_add(s->m_refused, "reason=\"connection_limit\"", 0);
+    core_metric_add(s->m_refused, "reason=\"idle_timeout\"", 0);
+    s->m_conns =
+        core_metric_register(CORE_METRIC_GAUGE, "parley_http_connections",
+                             "Open HTTP connections", NULL, 0);
+    core_metric_add(s->m_conns, NULL, 0);
     core_metric_add(s->m_pool_waits, NULL, 0);
 }
 
@@ -524,16 +574,22 @@ gw_server_new(const struct core_config *cfg, struct core_db *db,
         free(s);
         return NULL;
     }
+    /* clang-format off */
     s->daemon = MHD_start_daemon(
         MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
             MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
-        cfg->listen_port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR,
-        (struct sockaddr *)&addr, MHD_OPTION_THREAD_POOL_SIZE,
-        (unsigned int)cfg->http_threads, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned int)GW_MAX_CONNECTIONS, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)GW_IDLE_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)GW_HEADER_MEMORY, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1U, MHD_OPTION_END);
+        cfg->listen_port, NULL, NULL, on_request, s,
+        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
+        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)cfg->http_threads,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)GW_MAX_CONNECTIONS,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)GW_IDLE_TIMEOUT_S,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)GW_HEADER_MEMORY,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1U,
+        MHD_OPTION_END);
+    /* clang-format on */
     if (!s->daemon) {
         snprintf(err, errlen, "could not listen on %s:%u", cfg->listen_host,
                  cfg->listen_port);

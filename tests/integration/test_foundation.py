@@ -391,6 +391,33 @@ def test_oversize_body_413(parley):
     assert ids == {"wamid.SMALL1"}, ids
 
 
+def _refused(p, reason):
+    body = p.get("/metrics").body.decode()
+    m = re.search(r'^parley_http_refused_total\{reason="%s"\} (\S+)$' % reason, body, re.M)
+    assert m, f"no parley_http_refused_total for {reason}"
+    return float(m.group(1))
+
+
+def test_limits_answer_their_own_status_and_are_counted(parley):
+    p = parley(env={"PARLEY_BODY_MAX_BYTES": "1024"}, args=("serve", "--no-workers"))
+    assert _refused(p, "body_too_large") == 0
+    assert _refused(p, "header_too_large") == 0
+    big = json.dumps(harness.wa_text("wamid.BIG2", "15550000003", "x" * 3000)).encode()
+    assert p.post_webhook("whatsapp", big).status == 413
+    assert _refused(p, "body_too_large") == 1
+    # Headers past the per-connection memory (64 KiB): 431, counted.
+    conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=10)
+    try:
+        conn.request("GET", "/healthz", headers={"X-Big": "y" * 70000})
+        assert conn.getresponse().status == 431
+    except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected):
+        pass  # the server may close while the client is still sending
+    finally:
+        conn.close()
+    assert _refused(p, "header_too_large") == 1
+    assert p.get("/healthz").status == 200
+
+
 # --------------------------------------------------------------------------
 # Graceful shutdown
 
