@@ -84,6 +84,7 @@ PG_SETTINGS = [
 PG_STATEMENTS = env("BENCH_PG_STATEMENTS", "0") == "1"
 if PG_STATEMENTS:
     PG_SETTINGS.append(("shared_preload_libraries", "pg_stat_statements"))
+    PG_SETTINGS.append(("pg_stat_statements.track_planning", "on"))
 
 TARGETS_DOC = os.path.join(ROOT, "docs", "PERFORMANCE.md")
 BEGIN_MARK = "<!-- bench:begin (written by scripts/bench.sh) -->"
@@ -334,17 +335,25 @@ class Pg:
         if PG_STATEMENTS:
             self.psql("postgres", "SELECT pg_stat_statements_reset()")
 
-    def statements_top(self, db, n=8):
-        """Top statements of one database by total time (BENCH_PG_STATEMENTS=1)."""
+    def statements_top(self, db, n=10):
+        """Top statements of one database by total (plan + execute) time, and
+        the totals over all its statements (BENCH_PG_STATEMENTS=1)."""
         if not PG_STATEMENTS:
             return []
         out = self.psql("postgres", """
-            SELECT calls, round(total_exec_time::numeric, 1), round(mean_exec_time::numeric, 3),
-                   rows, regexp_replace(left(query, 140), '\\s+', ' ', 'g')
-            FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database
-                                                  WHERE datname = '%s')
-            ORDER BY total_exec_time DESC LIMIT %d""" % (db, n))
-        return [dict(zip(("calls", "total_ms", "mean_ms", "rows", "query"), line.split("\t")))
+            WITH s AS (SELECT * FROM pg_stat_statements WHERE dbid = (
+                SELECT oid FROM pg_database WHERE datname = '%s'))
+            (SELECT 0 AS o, sum(calls), round(sum(total_plan_time)::numeric, 1),
+                    round(sum(total_exec_time)::numeric, 1), sum(rows), 'ALL STATEMENTS'
+             FROM s)
+            UNION ALL
+            (SELECT 1, calls, round(total_plan_time::numeric, 1),
+                    round(total_exec_time::numeric, 1), rows,
+                    regexp_replace(left(query, 150), '\\s+', ' ', 'g')
+             FROM s ORDER BY total_plan_time + total_exec_time DESC LIMIT %d)
+            ORDER BY 1""" % (db, n))
+        keys = ("o", "calls", "plan_ms", "exec_ms", "rows", "query")
+        return [dict(zip(keys[1:], line.split("\t")[1:]))
                 for line in out.splitlines() if line]
 
     def version(self):
@@ -355,7 +364,12 @@ class Pg:
 
 class Bench:
     def __init__(self):
-        self.tmp = tempfile.mkdtemp(prefix="parley-bench-")
+        self.tmp = env("BENCH_TMP", "")
+        if self.tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            os.makedirs(self.tmp)
+        else:
+            self.tmp = tempfile.mkdtemp(prefix="parley-bench-")
         self.pg = Pg(PG_DIR)
         self.fake = None
         self.fake_port = None
@@ -450,6 +464,19 @@ class Bench:
         raise RuntimeError("parley serve did not become ready (log: %s)" %
                            os.path.join(self.tmp, "parley.log"))
 
+    def parley_death(self):
+        """None while parley runs; else how it ended and the end of its log."""
+        if self.parley is None or self.parley.poll() is None:
+            return None
+        code = self.parley.returncode
+        how = ("signal %s" % signal.Signals(-code).name) if code < 0 else "status %d" % code
+        try:
+            with open(os.path.join(self.tmp, "parley.log"), errors="replace") as f:
+                tail = f.read()[-1500:].strip().splitlines()[-8:]
+        except OSError:
+            tail = []
+        return "parley exited (%s) during the run; log tail: %s" % (how, " | ".join(tail))
+
     def parley_url(self, path):
         return "http://127.0.0.1:%d%s" % (self.parley_port, path)
 
@@ -527,13 +554,31 @@ class Suite:
         self.raw = {}      # per-run details, for the JSON
         self.checks = []   # integrity problems found
 
+    def valid_runs(self, what, fn):
+        """RUNS runs of fn(); a run during which parley died (crash, or killed
+        by someone else on this shared machine) is reported and redone, at most
+        RUNS + 2 attempts in all."""
+        runs, attempts = [], 0
+        while len(runs) < RUNS and attempts < RUNS + 2:
+            attempts += 1
+            r = fn()
+            if r.get("parley_death"):
+                self.checks.append("%s, attempt %d: %s (run discarded and redone)"
+                                   % (what, attempts, r["parley_death"]))
+                log("   attempt %d discarded: %s" % (attempts, r["parley_death"]))
+                continue
+            runs.append(r)
+        if not runs:
+            raise RuntimeError("%s: no valid run in %d attempts" % (what, attempts))
+        return runs
+
     def show_top(self, runs):
         top = runs[0].get("top_statements") if runs else None
         if top:
-            log("   top statements (run 1): calls, total ms, mean ms, rows, query")
+            log("   pg_stat_statements (run 1): calls, plan ms, exec ms, rows, query")
             for t in top:
-                log("     %8s %10s %8s %8s  %s" % (t["calls"], t["total_ms"], t["mean_ms"],
-                                                 t["rows"], t["query"]))
+                log("     %8s %9s %9s %8s  %s" % (t["calls"], t["plan_ms"], t["exec_ms"],
+                                                t["rows"], t["query"]))
 
     def row(self, rid, name, unit, values, p50=None, p99=None, p999=None, note="",
             lat_kind=""):
@@ -560,8 +605,9 @@ class Suite:
             json.dump({"model": "llama-3.1-8b-instant", "stream": True,
                        "stream_options": {"include_usage": True},
                        "max_completion_tokens": 512, "temperature": 0.7,
-                       "messages": [{"role": "system", "content": "You are a helpful assistant."},
-                                    {"role": "user", "content": "loadgen message 1 from user 2"}]}, f)
+                       "messages": [
+                           {"role": "system", "content": "You are a helpful assistant."},
+                           {"role": "user", "content": "loadgen message 1 from user 2"}]}, f)
         wa = os.path.join(b.tmp, "wa.json")
         with open(wa, "w") as f:
             json.dump({"messaging_product": "whatsapp", "recipient_type": "individual",
@@ -615,26 +661,35 @@ class Suite:
         b = self.b
         log("== a. ceiling: GET /healthz on parley serve --no-workers, %gs per run" % DUR)
         db = b.new_db("ceiling")
-        pid = b.start_parley(db, 0)
         try:
             for c in CONNS:
-                rps, p50, p99, p999, runs = [], [], [], [], []
-                for _ in range(RUNS):
-                    m = Meter(parley=pid)
+                def one(c=c):
+                    if b.parley is None or b.parley.poll() is not None:
+                        b.parley = None
+                        b.start_parley(db, 0)
+                    m = Meter(parley=b.parley.pid)
                     d, lg_cpu = run_loadgen(["--url", b.parley_url("/"), "--path", "/healthz",
                                              "--method", "GET", "--connections", str(c),
                                              "--duration", str(DUR)])
-                    mm = m.stop()
-                    rps.append(d["rps"])
-                    a, cc, e = lg_lat(d)
-                    p50.append(a), p99.append(cc), p999.append(e)
-                    runs.append({"loadgen": d, "loadgen_cpu_s": lg_cpu, **mm})
+                    return {"loadgen": d, "loadgen_cpu_s": lg_cpu, **m.stop(),
+                            "parley_death": b.parley_death()}
+                runs = self.valid_runs("ceiling %d conns" % c, one)
+                for i, r in enumerate(runs):
+                    d = r["loadgen"]
+                    if d["errors"] or d["completed"] != d["responses"].get("200", 0):
+                        self.checks.append("ceiling %d conns run %d: %d errors %s, answers %s"
+                                           % (c, i + 1, d["errors"], d["error_kinds"],
+                                              d["responses"]))
                 self.raw["a%d" % c] = runs
+                lat = [lg_lat(r["loadgen"]) for r in runs]
                 lg = statistics.median(r["loadgen_cpu_s"] / r["wall_s"] for r in runs)
-                oth = statistics.median(r["other_load_cores"] for r in runs)
-                self.row("a%d" % c, "a. ceiling /healthz, %d conns" % c, "req/s", rps, p50,
-                         p99, p999, "loadgen %.0f%% of a core; other load %.2f cores"
-                         % (100 * lg, oth), "client")
+                self.row("a%d" % c, "a. ceiling /healthz, %d conns" % c, "req/s",
+                         [r["loadgen"]["rps"] for r in runs], [x[0] for x in lat],
+                         [x[1] for x in lat], [x[2] for x in lat],
+                         "loadgen %.0f%% of a core, %.1f us CPU/req" % (
+                             100 * lg, statistics.median(
+                                 1e6 * r["loadgen_cpu_s"] / max(r["loadgen"]["completed"], 1)
+                                 for r in runs)), "client")
         finally:
             b.stop_parley()
             b.drop_db(db)
@@ -660,6 +715,7 @@ class Suite:
             _, hwm = proc_mem(pid)
             stored = int(b.pg.psql(db, "SELECT count(*) FROM messages WHERE direction = 'in'"))
             top = b.pg.statements_top(db)
+            death = b.parley_death()
         finally:
             b.stop_parley()
         b.drop_db(db)
@@ -672,7 +728,8 @@ class Suite:
                 if bcount else None,
                 "commits": bcount, "acked_200": ok, "stored": stored,
                 "expected_stored": expected, "stored_minus_expected": stored - expected,
-                "non_200": d["completed"] - ok, "errors": d["errors"], "top_statements": top}
+                "non_200": d["completed"] - ok, "errors": d["errors"], "top_statements": top,
+                "parley_death": death}
 
     def ingest(self, dup=0.0):
         conns_list = [64] if dup else CONNS
@@ -680,7 +737,8 @@ class Suite:
         log("== %s: unique signed WhatsApp webhooks, %gs per run, %d users, "
             "serve --no-workers" % (label, DUR, USERS))
         for c in conns_list:
-            runs = [self.ingest_run(c, dup) for _ in range(RUNS)]
+            runs = self.valid_runs("%s %d conns" % (label, c),
+                                   lambda c=c: self.ingest_run(c, dup))
             rid = ("c%d" if dup else "b%d") % c
             self.raw[rid] = runs
             self.show_top(runs)
@@ -715,7 +773,7 @@ class Suite:
     def wait_drain(self, db, acked):
         deadline = time.monotonic() + DRAIN_TIMEOUT
         pending = total = -1
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and self.b.parley.poll() is None:
             out = self.b.pg.psql(db, "SELECT count(*) FILTER (WHERE reply_state = 'pending'),"
                                      " count(*) FROM messages WHERE direction = 'in'")
             pending, total = (int(x) for x in out.split())
@@ -762,6 +820,7 @@ class Suite:
             resp = b.pg.psql(db, "SELECT kind || '/' || status, count(*) FROM responses"
                                  " GROUP BY 1 ORDER BY 1")
             top = b.pg.statements_top(db)
+            death = b.parley_death()
             first_in = float(b.pg.psql(db, "SELECT extract(epoch FROM min(received_at)) * 1000"
                                            " FROM messages WHERE direction = 'in'") or 0)
         finally:
@@ -780,7 +839,7 @@ class Suite:
             k = key_re.search(parts[0])
             if k and parts[1] and parts[2]:
                 inputs[k.groups()] = (float(parts[1]), float(parts[2]))
-        added, send_ts, unmatched = [], [], 0
+        added, added_cfg, send_ts, unmatched = [], [], [], 0
         for r in recs:
             body_ = r.get("body")
             if not isinstance(body_, dict) or body_.get("status") == "read":
@@ -793,6 +852,7 @@ class Suite:
                 continue
             llm, first = inputs[k.groups()]
             added.append(r["ts_ms"] - first - llm)
+            added_cfg.append(r["ts_ms"] - first - llm_ms)
         replies = len(send_ts)
         span = (max(send_ts) - first_in) / 1000 if send_ts and first_in else None
         lat_sum = met.get("parley_reply_latency_seconds_sum", 0)
@@ -811,9 +871,14 @@ class Suite:
             "added_ms_p50": pct(added, 50), "added_ms_p99": pct(added, 99),
             "added_ms_p999": pct(added, 99.9), "added_ms_max": max(added) if added else None,
             "added_n": len(added),
+            # Minus the fake's configured latency instead of the measured
+            # call: counts Parley's own LLM client time (and the fake's) too.
+            "added_incl_client_ms_p50": pct(added_cfg, 50),
+            "added_incl_client_ms_p99": pct(added_cfg, 99),
             "metric_mean_reply_latency_ms": 1000 * lat_sum / lat_n if lat_n else None,
             "metric_mean_llm_ms": 1000 * llm_sum / llm_n if llm_n else None,
             "rss_idle_kb": rss_idle, "rss_peak_kb": hwm, "top_statements": top,
+            "parley_death": death,
             "parley_cpu_s_per_1000": 1000 * mm["parley_cpu_s"] / replies if replies else None,
             "pg_cpu_s_per_1000": 1000 * mm["pg_cpu_s"] / replies if replies else None,
         }
@@ -826,10 +891,9 @@ class Suite:
         else:
             what = "closed loop 64 conns for %gs (at most %d messages)" % (DUR, E2E_MAX)
         log("== d. end to end: LLM %d ms, %d workers, %s, 1e6 users" % (llm_ms, WORKERS, what))
-        runs = []
-        for i in range(RUNS):
-            r = self.e2e_run(llm_ms, paced)
-            runs.append(r)
+        runs = self.valid_runs("e2e LLM %d ms%s" % (llm_ms, " paced" if paced else ""),
+                               lambda: self.e2e_run(llm_ms, paced))
+        for i, r in enumerate(runs):
             log("   run %d: %d replies, %s/s, added p50 %s p99 %s ms, pending left %d, "
                 "states %s, other load %.2f cores" % (
                     i + 1, r["replies"], fmt_num(r["replies_per_s"]),
@@ -860,6 +924,11 @@ class Suite:
             note = "%.0f%% of ideal %d/s; %s" % (
                 100 * statistics.median(r["replies_per_s"] or 0 for r in runs) / ideal,
                 ideal, note)
+        note = "added p99 %s ms if the LLM client's own time counts; %s" % (
+            fmt_num(statistics.median(r["added_incl_client_ms_p99"] for r in runs
+                                      if r["added_incl_client_ms_p99"] is not None)
+                    if any(r["added_incl_client_ms_p99"] is not None for r in runs)
+                    else None), note)
         if paced:
             note = "ack p99 %s ms; %s" % (fmt_num(statistics.median(
                 r["loadgen"]["latency_ms"]["p99"] for r in runs)), note)
@@ -1190,7 +1259,7 @@ def slim_runs(raw):
         out[k] = []
         for r in runs:
             s = {x: (round(y, 4) if isinstance(y, float) else y)
-                 for x, y in r.items() if x != "loadgen"}
+                 for x, y in r.items() if x != "loadgen" and y not in ([], None)}
             d = r["loadgen"]
             s["loadgen"] = {x: d.get(x) for x in ("requests", "completed", "duplicates",
                                                    "responses", "errors", "error_kinds",
@@ -1203,4 +1272,10 @@ if __name__ == "__main__":
     resource.setrlimit(resource.RLIMIT_NOFILE, (
         min(65536, resource.getrlimit(resource.RLIMIT_NOFILE)[1]),
         resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("bench: interrupted (everything it started is stopped)", file=sys.stderr)
+        sys.exit(130)
+    except (RuntimeError, subprocess.CalledProcessError) as e:
+        sys.exit("bench: failed: %s" % e)

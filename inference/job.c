@@ -127,7 +127,8 @@ static const char SQL_RESPONSE_DONE[] =
     " error = coalesce($3, error) WHERE id = $1::bigint";
 static const char SQL_INBOUND_DONE[] =
     "UPDATE messages SET reply_state = $2, response_id = $3::bigint"
-    " WHERE id = ANY (ARRAY(SELECT jsonb_array_elements_text($1::jsonb)"
+    " WHERE conversation_id = $4::bigint"
+    " AND id = ANY (ARRAY(SELECT jsonb_array_elements_text($1::jsonb)"
     "::bigint)) AND reply_state = 'pending'";
 static const char SQL_RELEASE_DONE[] =
     "UPDATE conversations SET lease_owner = NULL, lease_until = NULL,"
@@ -820,7 +821,7 @@ rephrase_event(struct job_state *s, struct core_dbconn *c)
 static enum core_status
 finish(struct job_state *s, struct core_dbconn *c)
 {
-    const char *p[3] = { s->job->conversation_id, s->w->owner,
+    const char *p[4] = { s->job->conversation_id, s->w->owner,
                          s->job->lease_count };
     cJSON *ev = cJSON_CreateArray(), *ids = pending_ids(s);
     char *ids_json = cJSON_PrintUnformatted(ids);
@@ -849,8 +850,9 @@ finish(struct job_state *s, struct core_dbconn *c)
     p[0] = ids_json;
     p[1] = istate;
     p[2] = s->response_id[0] ? s->response_id : NULL;
+    p[3] = s->job->conversation_id;
     if (st == CORE_OK)
-        st = core_db_query(c, SQL_INBOUND_DONE, 3, p, NULL);
+        st = core_db_query(c, SQL_INBOUND_DONE, 4, p, NULL);
     if (st == CORE_OK)
         st = rephrase_event(s, c);
     p[0] = s->job->conversation_id;
