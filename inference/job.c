@@ -8,7 +8,8 @@
  *      outbound messages in state 'sending' and the llm events, so a crash
  *      during the send is visible afterwards;
  *   C. finish (after sending): outbound ids and statuses, early delivery
- *      statuses joined, events, inbound messages answered, lease released.
+ *      statuses joined, events, ad signals, inbound messages answered,
+ *      lease released - one call of parley_finish_job(), one round trip.
  * Every transaction re-checks the lease (owner + lease_count as fencing
  * token); a job that lost its lease rolls back and stops.
  */
@@ -103,72 +104,6 @@ static const char SQL_EVENTS[] =
     "  jsonb_to_recordset($3::jsonb) AS e(type text, message_id bigint,"
     "  ref text, data jsonb)"
     " WHERE c.id = $1::bigint";
-static const char SQL_DROP_ECHO[] =
-    "DELETE FROM messages WHERE platform = $1 AND platform_message_id = $2"
-    " AND direction = 'out' AND response_id IS NULL";
-static const char SQL_SENT[] =
-    "UPDATE messages SET platform_message_id = $2::text, status = $3,"
-    " status_rank = $4::smallint, error_code = $5::int,"
-    " sent_at = CASE WHEN $2 IS NULL THEN NULL ELSE now() END"
-    " WHERE id = $1::bigint";
-static const char SQL_LINK_EARLY[] =
-    "WITH l AS (UPDATE events SET response_id = $2::bigint,"
-    "  message_id = $3::bigint WHERE ref_platform_message_id = $1"
-    "  AND response_id IS NULL"
-    "  AND received_at > now() - interval '1 day' RETURNING type),"
-    " r AS (SELECT max(CASE type WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2"
-    "  WHEN 'read' THEN 3 WHEN 'failed' THEN 4 ELSE 0 END) AS rk FROM l)"
-    " UPDATE messages m SET status_rank = r.rk, status = CASE r.rk"
-    "  WHEN 1 THEN 'sent' WHEN 2 THEN 'delivered' WHEN 3 THEN 'read'"
-    "  ELSE 'failed' END"
-    " FROM r WHERE m.id = $3::bigint AND r.rk > m.status_rank";
-static const char SQL_RESPONSE_DONE[] =
-    "UPDATE responses SET status = $2, completed_at = now(),"
-    " error = coalesce($3, error) WHERE id = $1::bigint";
-static const char SQL_INBOUND_DONE[] =
-    "UPDATE messages SET reply_state = $2, response_id = $3::bigint"
-    " WHERE conversation_id = $4::bigint"
-    " AND id = ANY (ARRAY(SELECT jsonb_array_elements_text($1::jsonb)"
-    "::bigint)) AND reply_state = 'pending'";
-static const char SQL_RELEASE_DONE[] =
-    "UPDATE conversations SET lease_owner = NULL, lease_until = NULL,"
-    " pending_since = (SELECT min(received_at) FROM messages"
-    "  WHERE conversation_id = $1::bigint AND reply_state = 'pending')"
-    " WHERE id = $1::bigint AND lease_owner = $2 AND lease_count = $3::int";
-/* Ad signals of this job's messages: per-user rows and the decayed profile
- * only where the policy allows and never for a sensitive category; the
- * user-less daily aggregate for everything. Half-life: 30 days. */
-static const char SQL_SIGNALS[] =
-    "WITH s AS (SELECT * FROM jsonb_to_recordset($2::jsonb) AS x("
-    "  message_id bigint, category text, name text, tier int, score real,"
-    "  intents text[], sensitive boolean, per_user boolean)),"
-    " c AS (SELECT id, user_id, platform FROM conversations"
-    "  WHERE id = $1::bigint),"
-    " ins AS (INSERT INTO interest_signals (user_id, conversation_id,"
-    "  message_id, platform, category, category_name, tier, score, intents)"
-    "  SELECT c.user_id, c.id, s.message_id, c.platform, s.category, s.name,"
-    "  s.tier, s.score, s.intents FROM s, c"
-    "  WHERE s.per_user AND NOT s.sensitive),"
-    " prof AS (INSERT INTO interest_profiles (user_id, category, score,"
-    "  last_seen_at) SELECT c.user_id, s.category, sum(s.score), now()"
-    "  FROM s, c WHERE s.per_user AND NOT s.sensitive"
-    "  GROUP BY c.user_id, s.category"
-    "  ON CONFLICT (user_id, category) DO UPDATE SET score ="
-    "  interest_profiles.score * power(0.5, extract(epoch FROM now() -"
-    "  interest_profiles.last_seen_at) / 2592000.0) + excluded.score,"
-    "  last_seen_at = now())"
-    " INSERT INTO interest_aggregates (day, platform, category, sensitive,"
-    "  count) SELECT current_date, c.platform, s.category, s.sensitive,"
-    "  count(*) FROM s, c GROUP BY 1, 2, 3, 4"
-    " ON CONFLICT (day, platform, category) DO UPDATE"
-    " SET count = interest_aggregates.count + excluded.count";
-/* Taken first in the finish transaction: holding the row lock before any
- * later statement takes its snapshot means pending_since below sees every
- * message whose ingest already updated this conversation, and an ingest
- * that comes after waits for us and sets pending_since itself. */
-static const char SQL_LOCK[] =
-    "SELECT 1 FROM conversations WHERE id = $1::bigint AND lease_owner = $2"
-    " AND lease_count = $3::int FOR UPDATE";
 static const char SQL_RELEASE[] =
     "UPDATE conversations SET lease_owner = NULL, lease_until = NULL"
     " WHERE id = $1::bigint AND lease_owner = $2 AND lease_count = $3::int";
@@ -204,8 +139,8 @@ struct job_state {
     int nparts;
     char part_ids[JOB_MAX_PARTS][24];
     struct adp_send_result sent[JOB_MAX_PARTS];
-    int nsent;          /* parts the platform accepted */
-    char *signals_json; /* ad signals to store, or NULL */
+    int nsent;              /* parts the platform accepted */
+    char *signals_json;     /* ad signals to store, or NULL */
     char prev_response[24]; /* the last exchange: our response ... */
     char *prev_user_text;   /* ... and the user message it answered */
 };
@@ -750,40 +685,32 @@ send_all(struct job_state *s)
 
 /* ---- C. finish --------------------------------------------------------- */
 
-static enum core_status
-finish_parts(struct job_state *s, struct core_dbconn *c, cJSON *ev)
+static const char SQL_FINISH[] = "SELECT parley_finish_job($1::jsonb)";
+
+/* Outbound parts: ids and statuses, plus their message_sent / send_failed
+ * events. */
+static void
+finish_parts(const struct job_state *s, cJSON *parts, cJSON *ev)
 {
-    char rank[8], code[16];
-    const char *p[5];
-    enum core_status st = CORE_OK;
     cJSON *d;
     int i;
 
-    for (i = 0; i < s->nparts && st == CORE_OK; i++) {
+    for (i = 0; i < s->nparts; i++) {
         const struct adp_send_result *res = &s->sent[i];
         int ok = i < s->nsent;
         int tried = i <= s->nsent;
+        cJSON *o = cJSON_CreateObject();
 
+        cJSON_AddStringToObject(o, "id", s->part_ids[i]);
+        if (ok)
+            cJSON_AddStringToObject(o, "pid", res->message_id);
+        cJSON_AddStringToObject(o, "status",
+                                ok ? "sent" : (tried ? "failed" : "not_sent"));
+        cJSON_AddNumberToObject(o, "rank", ok ? 1 : 0);
+        if (!ok && res->error_code)
+            cJSON_AddNumberToObject(o, "ecode", res->error_code);
+        cJSON_AddItemToArray(parts, o);
         if (ok) {
-            p[0] = s->platform;
-            p[1] = res->message_id;
-            st = core_db_query(c, SQL_DROP_ECHO, 2, p, NULL);
-        }
-        snprintf(rank, sizeof(rank), "%d", ok ? 1 : 0);
-        snprintf(code, sizeof(code), "%d", res->error_code);
-        p[0] = s->part_ids[i];
-        p[1] = ok ? res->message_id : NULL;
-        p[2] = ok ? "sent" : (tried ? "failed" : "not_sent");
-        p[3] = rank;
-        p[4] = !ok && res->error_code ? code : NULL;
-        if (st == CORE_OK)
-            st = core_db_query(c, SQL_SENT, 5, p, NULL);
-        if (ok) {
-            p[0] = res->message_id;
-            p[1] = s->response_id;
-            p[2] = s->part_ids[i];
-            if (st == CORE_OK)
-                st = core_db_query(c, SQL_LINK_EARLY, 3, p, NULL);
             d = event_obj(ev, "message_sent", s->part_ids[i], res->message_id);
             cJSON_AddNumberToObject(d, "part", i + 1);
             cJSON_AddNumberToObject(d, "parts", s->nparts);
@@ -795,87 +722,72 @@ finish_parts(struct job_state *s, struct core_dbconn *c, cJSON *ev)
             cJSON_AddStringToObject(d, "error_title", res->error_title);
         }
     }
-    return st;
 }
 
 /* Implicit signal (never a training label by default): the first new
  * message repeats the previous question in other words, a hint that the
  * previous response did not help. Linked to that previous response. */
-static enum core_status
-rephrase_event(struct job_state *s, struct core_dbconn *c)
+static void
+rephrase_event(const struct job_state *s, cJSON *ev)
 {
-    cJSON *ev, *d;
-    double sim;
+    cJSON *d;
 
     if (!s->prev_user_text || !s->prev_response[0] || s->npending == 0 ||
         !s->pending[0].text ||
         !ana_is_rephrase(s->prev_user_text, s->pending[0].text))
-        return CORE_OK;
-    sim = ana_text_similarity(s->prev_user_text, s->pending[0].text);
-    ev = cJSON_CreateArray();
+        return;
     d = event_obj(ev, "user_rephrased", s->pending[0].id, NULL);
-    cJSON_AddNumberToObject(d, "similarity", sim);
-    return add_events(s, c, s->prev_response, ev);
+    cJSON_AddNumberToObject(
+        d, "similarity",
+        ana_text_similarity(s->prev_user_text, s->pending[0].text));
+    cJSON_AddStringToObject(cJSON_GetArrayItem(ev, cJSON_GetArraySize(ev) - 1),
+                            "response_id", s->prev_response);
 }
 
+/* Everything the job did, as one parley_finish_job() call: one round trip
+ * and one transaction (migrations/0005_jobs.sql). */
 static enum core_status
 finish(struct job_state *s, struct core_dbconn *c)
 {
-    const char *p[4] = { s->job->conversation_id, s->w->owner,
-                         s->job->lease_count };
-    cJSON *ev = cJSON_CreateArray(), *ids = pending_ids(s);
-    char *ids_json = cJSON_PrintUnformatted(ids);
-    const char *rstatus, *istate;
+    cJSON *j = cJSON_CreateObject(), *parts = cJSON_CreateArray();
+    cJSON *ev = cJSON_CreateArray();
+    const char *p[1];
+    char *json = NULL;
     PGresult *r = NULL;
     enum core_status st;
+    const char *istate;
 
-    rstatus = s->nparts == 0 || s->nsent == s->nparts
-                  ? "sent"
-                  : (s->nsent > 0 ? "partial" : "failed");
     istate = !s->kind ? "skipped" : (s->nsent > 0 ? "answered" : "failed");
     if (s->kind && strcmp(s->kind, "window_closed") == 0)
         istate = "skipped";
-    st = core_db_begin(c);
-    if (st == CORE_OK)
-        st = core_db_query(c, SQL_LOCK, 3, p, &r);
-    if (st == CORE_OK && PQntuples(r) != 1)
-        st = CORE_ERR_CONFLICT;
-    if (st == CORE_OK && s->response_id[0])
-        st = finish_parts(s, c, ev);
-    p[0] = s->response_id;
-    p[1] = rstatus;
-    p[2] = NULL;
-    if (st == CORE_OK && s->response_id[0])
-        st = core_db_query(c, SQL_RESPONSE_DONE, 3, p, NULL);
-    p[0] = ids_json;
-    p[1] = istate;
-    p[2] = s->response_id[0] ? s->response_id : NULL;
-    p[3] = s->job->conversation_id;
-    if (st == CORE_OK)
-        st = core_db_query(c, SQL_INBOUND_DONE, 4, p, NULL);
-    if (st == CORE_OK)
-        st = rephrase_event(s, c);
-    p[0] = s->job->conversation_id;
-    p[1] = s->signals_json;
-    if (st == CORE_OK && s->signals_json)
-        st = core_db_query(c, SQL_SIGNALS, 2, p, NULL);
-    if (st == CORE_OK && cJSON_GetArraySize(ev) > 0) {
-        st = add_events(s, c, s->response_id[0] ? s->response_id : NULL, ev);
-        ev = NULL;
+    cJSON_AddStringToObject(j, "conv", s->job->conversation_id);
+    cJSON_AddStringToObject(j, "owner", s->w->owner);
+    cJSON_AddStringToObject(j, "lease", s->job->lease_count);
+    if (s->response_id[0]) {
+        cJSON_AddStringToObject(j, "response_id", s->response_id);
+        cJSON_AddStringToObject(j, "rstatus",
+                                s->nparts == 0 || s->nsent == s->nparts
+                                    ? "sent"
+                                    : (s->nsent > 0 ? "partial" : "failed"));
+        finish_parts(s, parts, ev);
     }
-    p[0] = s->job->conversation_id;
-    p[1] = s->w->owner;
-    p[2] = s->job->lease_count;
-    if (st == CORE_OK)
-        st = core_db_query(c, SQL_RELEASE_DONE, 3, p, NULL);
-    if (st == CORE_OK)
-        st = core_db_commit(c);
-    if (st != CORE_OK)
-        core_db_rollback(c);
+    cJSON_AddStringToObject(j, "istate", istate);
+    cJSON_AddItemToObject(j, "inbound", pending_ids(s));
+    rephrase_event(s, ev);
+    cJSON_AddItemToObject(j, "parts", parts);
+    cJSON_AddItemToObject(j, "events", ev);
+    if (s->signals_json)
+        cJSON_AddItemToObject(j, "signals", cJSON_Parse(s->signals_json));
+    json = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    if (!json)
+        return CORE_ERR_NOMEM;
+    p[0] = json;
+    st = core_db_query(c, SQL_FINISH, 1, p, &r);
+    if (st == CORE_OK && strcmp(PQgetvalue(r, 0, 0), "t") != 0)
+        st = CORE_ERR_CONFLICT;
     PQclear(r);
-    cJSON_Delete(ev);
-    cJSON_Delete(ids);
-    free(ids_json);
+    free(json);
     return st;
 }
 
