@@ -73,37 +73,6 @@ static const char SQL_HISTORY[] =
     "  WHERE conversation_id = $1::bigint AND status IN ('sent', 'partial')"
     "  AND kind = 'llm' AND completion IS NOT NULL"
     ") h ORDER BY t DESC, id DESC LIMIT 60";
-static const char SQL_RESPONSE[] =
-    "INSERT INTO responses (conversation_id, kind, model, request_messages,"
-    " completion, finish_reason, prompt_tokens, completion_tokens, ttft_ms,"
-    " llm_ms, attempts, error, worker)"
-    " SELECT c.id, $4, $5, $6::jsonb, $7, $8, $9::int, $10::int, $11::int,"
-    "  $12::int, $13::int, $14, $15"
-    " FROM conversations c WHERE c.id = $1::bigint AND c.lease_owner = $2"
-    " AND c.lease_count = $3::int RETURNING id";
-static const char SQL_EXTEND[] =
-    "UPDATE conversations SET lease_until = now() + $4::int *"
-    " interval '1 millisecond' WHERE id = $1::bigint AND lease_owner = $2"
-    " AND lease_count = $3::int";
-static const char SQL_INPUTS[] =
-    "INSERT INTO response_inputs (response_id, message_id)"
-    " SELECT $1::bigint, x::bigint FROM jsonb_array_elements_text($2::jsonb) x";
-static const char SQL_OUTBOUND[] =
-    "INSERT INTO messages (conversation_id, direction, platform, kind, text,"
-    " part, response_id, status)"
-    " SELECT $1::bigint, 'out', $2, 'text', t, ord::int, $3::bigint, 'sending'"
-    " FROM jsonb_array_elements_text($4::jsonb) WITH ORDINALITY AS x(t, ord)"
-    " ORDER BY ord RETURNING id";
-static const char SQL_EVENTS[] =
-    "INSERT INTO events (type, platform, channel, user_id, user_pseudonym,"
-    " conversation_id, message_id, response_id, ref_platform_message_id,"
-    " data)"
-    " SELECT e.type, c.platform, c.channel, u.id, u.pseudonym, c.id,"
-    "  e.message_id, $2::bigint, e.ref, e.data"
-    " FROM conversations c JOIN users u ON u.id = c.user_id,"
-    "  jsonb_to_recordset($3::jsonb) AS e(type text, message_id bigint,"
-    "  ref text, data jsonb)"
-    " WHERE c.id = $1::bigint";
 static const char SQL_RELEASE[] =
     "UPDATE conversations SET lease_owner = NULL, lease_until = NULL"
     " WHERE id = $1::bigint AND lease_owner = $2 AND lease_count = $3::int";
@@ -177,23 +146,6 @@ acquire(struct inf_worker_ctx *w)
     enum core_status st;
 
     return core_db_acquire(w->db, JOB_DB_WAIT_MS, &st);
-}
-
-/* Insert events [{type, message_id, ref, data}] for this job. */
-static enum core_status
-add_events(struct job_state *s, struct core_dbconn *c, const char *resp_id,
-           cJSON *events)
-{
-    char *json = cJSON_PrintUnformatted(events);
-    const char *p[3] = { s->job->conversation_id, resp_id, json };
-    enum core_status st;
-
-    cJSON_Delete(events);
-    if (!json)
-        return CORE_ERR_NOMEM;
-    st = core_db_query(c, SQL_EVENTS, 3, p, NULL);
-    free(json);
-    return st;
 }
 
 static cJSON *
@@ -414,15 +366,6 @@ think(struct job_state *s)
 
 /* ---- B. intent --------------------------------------------------------- */
 
-static void
-num(char *buf, size_t n, long v, int valid)
-{
-    if (valid)
-        snprintf(buf, n, "%ld", v);
-    else
-        buf[0] = '\0';
-}
-
 static cJSON *
 pending_ids(const struct job_state *s)
 {
@@ -434,8 +377,9 @@ pending_ids(const struct job_state *s)
     return a;
 }
 
-static enum core_status
-intent_llm_events(struct job_state *s, struct core_dbconn *c)
+/* The llm_request / response_generated / error events of this job. */
+static cJSON *
+intent_llm_events(const struct job_state *s)
 {
     cJSON *ev = cJSON_CreateArray(), *d;
     const char *last = s->pending[s->npending - 1].id;
@@ -459,91 +403,90 @@ intent_llm_events(struct job_state *s, struct core_dbconn *c)
         cJSON_AddStringToObject(d, "error", s->llm.error);
         cJSON_AddStringToObject(d, "class", inf_llm_error_str(s->llm.err));
     }
-    return add_events(s, c, s->response_id, ev);
+    return ev;
 }
 
+static void
+add_num(cJSON *o, const char *k, long v, int valid)
+{
+    if (valid)
+        cJSON_AddNumberToObject(o, k, (double)v);
+}
+
+static void
+add_text(cJSON *o, const char *k, const char *v)
+{
+    if (v)
+        cJSON_AddStringToObject(o, k, v);
+}
+
+static const char SQL_INTENT[] = "SELECT parley_intent_job($1::jsonb)";
+
+/* Record the response about to be sent: one parley_intent_job() call. */
 static enum core_status
 intent(struct job_state *s, struct core_dbconn *c)
 {
-    char pt[16], ct[16], ttft[16], lms[16], att[16], lease[16];
-    const char *p[15];
-    cJSON *ids = pending_ids(s), *parts = cJSON_CreateArray();
-    char *ids_json = NULL, *parts_json = NULL;
+    cJSON *j = cJSON_CreateObject(), *parts = cJSON_CreateArray(), *res;
+    cJSON *ids;
+    int llm = strcmp(s->kind, "llm") == 0, tried = s->llm.attempts > 0, i;
+    const char *p[1];
+    char *json;
     PGresult *r = NULL;
     enum core_status st;
-    int i, llm = strcmp(s->kind, "llm") == 0;
 
-    num(pt, sizeof(pt), s->llm.prompt_tokens, llm && s->llm.prompt_tokens >= 0);
-    num(ct, sizeof(ct), s->llm.completion_tokens,
-        llm && s->llm.completion_tokens >= 0);
-    num(ttft, sizeof(ttft), s->llm.ttft_ms, s->llm.attempts > 0);
-    num(lms, sizeof(lms), s->llm.total_ms, s->llm.attempts > 0);
-    num(att, sizeof(att), s->llm.attempts, s->llm.attempts > 0);
-    p[0] = s->job->conversation_id;
-    p[1] = s->w->owner;
-    p[2] = s->job->lease_count;
-    p[3] = s->kind;
-    p[4] = s->llm.model ? s->llm.model
-                        : (s->llm.attempts ? s->w->cfg->llm_model : NULL);
-    p[5] = s->request_json;
-    p[6] = llm && s->llm.content ? s->llm.content : s->reply;
-    p[7] = s->llm.finish_reason;
-    p[8] = pt[0] ? pt : NULL;
-    p[9] = ct[0] ? ct : NULL;
-    p[10] = ttft[0] ? ttft : NULL;
-    p[11] = lms[0] ? lms : NULL;
-    p[12] = att[0] ? att : NULL;
-    p[13] = strcmp(s->kind, "apology") == 0 ? s->llm.error : NULL;
-    p[14] = s->w->name;
-    st = core_db_begin(c);
-    if (st == CORE_OK)
-        st = core_db_query(c, SQL_RESPONSE, 15, p, &r);
-    if (st != CORE_OK)
-        goto out;
-    if (PQntuples(r) != 1) {
-        st = CORE_ERR_CONFLICT;
-        goto out;
-    }
-    snprintf(s->response_id, sizeof(s->response_id), "%s", PQgetvalue(r, 0, 0));
-    PQclear(r);
-    r = NULL;
-    snprintf(lease, sizeof(lease), "%d", s->w->cfg->lease_ms);
-    p[3] = lease;
-    st = core_db_query(c, SQL_EXTEND, 4, p, NULL);
-
-    ids_json = cJSON_PrintUnformatted(ids);
-    p[0] = s->response_id;
-    p[1] = ids_json;
-    if (st == CORE_OK)
-        st = core_db_query(c, SQL_INPUTS, 2, p, NULL);
-
+    cJSON_AddStringToObject(j, "conv", s->job->conversation_id);
+    cJSON_AddStringToObject(j, "owner", s->w->owner);
+    cJSON_AddStringToObject(j, "lease", s->job->lease_count);
+    cJSON_AddNumberToObject(j, "lease_ms", s->w->cfg->lease_ms);
+    cJSON_AddStringToObject(j, "platform", s->platform);
+    cJSON_AddStringToObject(j, "kind", s->kind);
+    add_text(j, "model",
+             s->llm.model ? s->llm.model
+                          : (tried ? s->w->cfg->llm_model : NULL));
+    if (s->request_json)
+        cJSON_AddItemToObject(j, "request", cJSON_Parse(s->request_json));
+    add_text(j, "completion",
+             llm && s->llm.content ? s->llm.content : s->reply);
+    add_text(j, "finish_reason", s->llm.finish_reason);
+    add_num(j, "prompt_tokens", s->llm.prompt_tokens,
+            llm && s->llm.prompt_tokens >= 0);
+    add_num(j, "completion_tokens", s->llm.completion_tokens,
+            llm && s->llm.completion_tokens >= 0);
+    add_num(j, "ttft_ms", s->llm.ttft_ms, tried);
+    add_num(j, "llm_ms", s->llm.total_ms, tried);
+    add_num(j, "attempts", s->llm.attempts, tried);
+    add_text(j, "error", strcmp(s->kind, "apology") == 0 ? s->llm.error : NULL);
+    cJSON_AddStringToObject(j, "worker", s->w->name);
+    cJSON_AddItemToObject(j, "inputs", pending_ids(s));
     for (i = 0; i < s->nparts; i++)
         cJSON_AddItemToArray(parts, cJSON_CreateString(s->parts[i]));
-    parts_json = cJSON_PrintUnformatted(parts);
-    p[0] = s->job->conversation_id;
-    p[1] = s->platform;
-    p[2] = s->response_id;
-    p[3] = parts_json;
-    if (st == CORE_OK)
-        st = core_db_query(c, SQL_OUTBOUND, 4, p, &r);
-    if (st == CORE_OK) {
-        for (i = 0; i < PQntuples(r) && i < s->nparts; i++)
-            snprintf(s->part_ids[i], sizeof(s->part_ids[i]), "%s",
-                     PQgetvalue(r, i, 0));
-    }
-    if (st == CORE_OK)
-        st = intent_llm_events(s, c);
-    if (st == CORE_OK)
-        st = core_db_commit(c);
-out:
+    cJSON_AddItemToObject(j, "parts", parts);
+    cJSON_AddItemToObject(j, "events", intent_llm_events(s));
+    json = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    if (!json)
+        return CORE_ERR_NOMEM;
+    p[0] = json;
+    st = core_db_query(c, SQL_INTENT, 1, p, &r);
+    free(json);
     if (st != CORE_OK)
-        core_db_rollback(c);
+        return st;
+    if (PQgetisnull(r, 0, 0)) {
+        PQclear(r);
+        return CORE_ERR_CONFLICT;
+    }
+    res = cJSON_Parse(PQgetvalue(r, 0, 0));
     PQclear(r);
-    cJSON_Delete(ids);
-    cJSON_Delete(parts);
-    free(ids_json);
-    free(parts_json);
-    return st;
+    if (!res)
+        return CORE_ERR_INTERNAL;
+    snprintf(s->response_id, sizeof(s->response_id), "%.0f",
+             cJSON_GetNumberValue(cJSON_GetObjectItem(res, "response_id")));
+    ids = cJSON_GetObjectItem(res, "parts");
+    for (i = 0; i < s->nparts && i < cJSON_GetArraySize(ids); i++)
+        snprintf(s->part_ids[i], sizeof(s->part_ids[i]), "%.0f",
+                 cJSON_GetNumberValue(cJSON_GetArrayItem(ids, i)));
+    cJSON_Delete(res);
+    return CORE_OK;
 }
 
 /* ---- send -------------------------------------------------------------- */

@@ -123,3 +123,61 @@ BEGIN
     WHERE id = conv;
     RETURN true;
 END $$;
+
+-- parley_intent_job(j): record, before anything is sent, the response the
+-- job is about to send: the response row (exact request, completion,
+-- tokens, timings), which inbound messages fed it, the outbound parts in
+-- state 'sending', the llm events; and extend the lease. One round trip.
+-- Returns {"response_id": id, "parts": [outbound message ids in order]}, or
+-- NULL, changing nothing, when the caller no longer holds the lease.
+CREATE FUNCTION parley_intent_job(j jsonb)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    conv  bigint := (j->>'conv')::bigint;
+    resp  bigint;
+    parts jsonb;
+BEGIN
+    UPDATE conversations
+    SET lease_until = now() + (j->>'lease_ms')::int * interval '1 millisecond'
+    WHERE id = conv AND lease_owner = j->>'owner'
+      AND lease_count = (j->>'lease')::int;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+
+    INSERT INTO responses (conversation_id, kind, model, request_messages,
+                           completion, finish_reason, prompt_tokens,
+                           completion_tokens, ttft_ms, llm_ms, attempts,
+                           error, worker)
+    VALUES (conv, j->>'kind', j->>'model', j->'request', j->>'completion',
+            j->>'finish_reason', (j->>'prompt_tokens')::int,
+            (j->>'completion_tokens')::int, (j->>'ttft_ms')::int,
+            (j->>'llm_ms')::int, (j->>'attempts')::int, j->>'error',
+            j->>'worker')
+    RETURNING id INTO resp;
+
+    INSERT INTO response_inputs (response_id, message_id)
+    SELECT resp, x::bigint
+    FROM jsonb_array_elements_text(coalesce(j->'inputs', '[]')) x;
+
+    WITH ins AS (
+        INSERT INTO messages (conversation_id, direction, platform, kind,
+                              text, part, response_id, status)
+        SELECT conv, 'out', j->>'platform', 'text', t, ord::int, resp,
+               'sending'
+        FROM jsonb_array_elements_text(coalesce(j->'parts', '[]'))
+             WITH ORDINALITY AS x(t, ord)
+        RETURNING id, part)
+    SELECT coalesce(jsonb_agg(id ORDER BY part), '[]') INTO parts FROM ins;
+
+    INSERT INTO events (type, platform, channel, user_id, user_pseudonym,
+                        conversation_id, message_id, response_id, data)
+    SELECT e.type, c.platform, c.channel, u.id, u.pseudonym, c.id,
+           e.message_id, resp, e.data
+    FROM conversations c JOIN users u ON u.id = c.user_id,
+         jsonb_to_recordset(coalesce(j->'events', '[]')) AS e(
+             type text, message_id bigint, data jsonb)
+    WHERE c.id = conv;
+
+    RETURN jsonb_build_object('response_id', resp, 'parts', parts);
+END $$;
