@@ -231,9 +231,10 @@ load_numbers(struct core_config *cfg, const struct cfg_file *f, char *err,
     NUM("PARLEY_COALESCE_MS", 0, 0, 60000, coalesce_ms, int);
     NUM("PARLEY_RETENTION_DAYS", 395, 1, 36500, retention_days, int);
 #undef NUM
+    /* Workers hold a connection only for short transactions; the ingest
+     * committers have their own. */
     if (cfg->db_pool_size == 0)
-        cfg->db_pool_size =
-            cfg->ingest_committers + cfg->http_threads + cfg->workers / 2 + 4;
+        cfg->db_pool_size = cfg->http_threads + cfg->workers / 2 + 4;
     if (get_double(f, "PARLEY_LLM_TEMPERATURE", 0.7, 0.0, 2.0,
                    &cfg->llm_temperature, err, errlen) != CORE_OK)
         return CORE_ERR_CONFIG;

@@ -123,7 +123,7 @@ cmd_erase(const struct core_config *cfg, const char *platform,
 static int
 cmd_serve(const struct core_config *cfg, int workers, int gateway)
 {
-    struct core_db *db = NULL;
+    struct core_db *db = NULL, *ingest_db = NULL;
     struct gw_ingest *ingest = NULL;
     struct gw_server *srv = NULL;
     struct inf_pool *pool = NULL;
@@ -153,8 +153,13 @@ cmd_serve(const struct core_config *cfg, int workers, int gateway)
         }
     }
     if (gateway) {
-        ingest = gw_ingest_new(cfg, db, cfg->ingest_committers,
-                               pool ? inf_pool_wake : NULL, pool);
+        /* The committers get connections of their own: behind 64 busy
+         * workers in one pool, webhook acks waited for a connection. */
+        ingest_db = core_db_new(db_url(cfg), cfg->ingest_committers + 1);
+        ingest = ingest_db ? gw_ingest_new(cfg, ingest_db,
+                                           cfg->ingest_committers,
+                                           pool ? inf_pool_wake : NULL, pool)
+                           : NULL;
         if (!ingest) {
             fprintf(stderr, "parley: could not start ingest\n");
             goto out;
@@ -177,6 +182,7 @@ out:
     inf_pool_shutdown(pool, SHUTDOWN_DEADLINE_MS);
     gw_server_free(srv);
     inf_pool_free(pool);
+    core_db_free(ingest_db);
     core_db_free(db);
     if (rc == 0)
         log_info("stopped", "%s", "");
