@@ -32,12 +32,13 @@ CREATE TABLE conversations (
     platform        text NOT NULL,
     channel         text NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now(),
-    last_inbound_at timestamptz,
     pending_since   timestamptz,
     not_before      timestamptz,
     lease_owner     text,
     lease_until     timestamptz,
     lease_count     int NOT NULL DEFAULT 0,
+    last_reply_at   timestamptz,  -- when our last reply was accepted
+    last_response_id bigint,      -- ... and which response it carried
     UNIQUE (platform, channel, user_id)
 );
 CREATE INDEX conversations_ready_idx ON conversations (pending_since)

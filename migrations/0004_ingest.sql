@@ -210,16 +210,13 @@ BEGIN
         INSERT INTO events (type, platform, channel, user_id, user_pseudonym,
                             conversation_id, message_id, response_id, data)
         SELECT 'user_replied', x.platform, x.channel, x.user_id, x.upseudo,
-               x.conv_id, x.own_id, lo.response_id,
+               x.conv_id, x.own_id, c.last_response_id,
                jsonb_build_object('seconds',
-                                  round(extract(epoch FROM now() - lo.sent_at)))
+                   round(extract(epoch FROM now() - c.last_reply_at)))
         FROM unnest(items) x
-        JOIN LATERAL (SELECT m.response_id, m.sent_at FROM messages m
-                      WHERE m.conversation_id = x.conv_id AND m.direction = 'out'
-                        AND m.sent_at IS NOT NULL
-                      ORDER BY m.id DESC LIMIT 1) lo
-          ON lo.sent_at > now() - interval '10 minutes'
-        WHERE x.etype = 'message_received' AND x.own_id IS NOT NULL;
+        JOIN conversations c ON c.id = x.conv_id
+        WHERE x.etype = 'message_received' AND x.own_id IS NOT NULL
+          AND c.last_reply_at > now() - interval '10 minutes';
     END IF;
 
     -- 6. Delivery status of our messages: a later, lower rank never
@@ -269,12 +266,15 @@ BEGIN
     WHERE id IN (SELECT x.conv_id FROM unnest(items) x
                  WHERE x.queue AND x.own_id IS NOT NULL)
     ORDER BY id FOR NO KEY UPDATE;
-    UPDATE conversations c SET pending_since = coalesce(c.pending_since, now()),
-                               last_inbound_at = now()
+    --    Only a conversation that was idle changes: one already pending
+    --    (or being answered: its worker recomputes pending_since under the
+    --    same row lock) is left alone, so a chatty user does not rewrite
+    --    the row on every message.
+    UPDATE conversations c SET pending_since = now()
     FROM (SELECT DISTINCT x.conv_id AS id
           FROM unnest(items) x
           WHERE x.queue AND x.own_id IS NOT NULL) q
-    WHERE c.id = q.id;
+    WHERE c.id = q.id AND c.pending_since IS NULL;
     IF FOUND THEN
         -- Wakes `parley serve` processes blocked in LISTEN parley_work;
         -- delivered at COMMIT, collapsed within the transaction.

@@ -14,6 +14,7 @@ DECLARE
     resp  bigint := (j->>'response_id')::bigint;
     plat  text;
     p     record;
+    sent  boolean := false;
 BEGIN
     SELECT c.platform INTO plat FROM conversations c
     WHERE c.id = conv AND c.lease_owner = j->>'owner'
@@ -33,6 +34,7 @@ BEGIN
               AND platform_message_id = p.pid AND direction = 'out'
               AND response_id IS NULL;
         END IF;
+        sent := sent OR p.pid IS NOT NULL;
         UPDATE messages SET platform_message_id = p.pid, status = p.status,
                status_rank = p.rank, error_code = p.ecode,
                sent_at = CASE WHEN p.pid IS NULL THEN NULL ELSE now() END
@@ -119,7 +121,10 @@ BEGIN
     UPDATE conversations SET lease_owner = NULL, lease_until = NULL,
            pending_since = (SELECT min(received_at) FROM messages
                             WHERE conversation_id = conv
-                              AND reply_state = 'pending')
+                              AND reply_state = 'pending'),
+           last_reply_at = CASE WHEN sent THEN now() ELSE last_reply_at END,
+           last_response_id = CASE WHEN sent THEN resp
+                                   ELSE last_response_id END
     WHERE id = conv;
     RETURN true;
 END $$;
