@@ -520,26 +520,6 @@ nap_ms(long ms)
     nanosleep(&ts, NULL);
 }
 
-static const char *
-send_class_str(enum adp_send_class c)
-{
-    switch (c) {
-    case ADP_SEND_OK:
-        return "ok";
-    case ADP_SEND_RATE_LIMIT:
-        return "rate_limit";
-    case ADP_SEND_TRANSIENT:
-        return "transient";
-    case ADP_SEND_WINDOW_CLOSED:
-        return "window_closed";
-    case ADP_SEND_UNREACHABLE:
-        return "unreachable";
-    case ADP_SEND_PERMANENT:
-        return "permanent";
-    }
-    return "unknown";
-}
-
 static void
 count_send(struct job_state *s, const struct adp_send_result *res)
 {
@@ -547,7 +527,7 @@ count_send(struct job_state *s, const struct adp_send_result *res)
 
     snprintf(labels, sizeof(labels),
              "platform=\"%s\",result=\"%s\",code=\"%d\"", s->platform,
-             send_class_str(res->cls), res->error_code);
+             adp_send_class_str(res->cls), res->error_code);
     core_metric_add(s->w->m->sends, labels, 1);
 }
 
@@ -581,13 +561,13 @@ send_part(struct job_state *s, int i, const struct adp_button *buttons,
         log_warn("send failed, retrying",
                  "platform=%s class=%s code=%d "
                  "http=%ld attempt=%d wait_ms=%ld",
-                 s->platform, send_class_str(res->cls), res->error_code,
+                 s->platform, adp_send_class_str(res->cls), res->error_code,
                  res->http_status, attempt, wait_ms);
         nap_ms(wait_ms + (long)(job_rand() % (unsigned long)(wait_ms / 4 + 1)));
         wait_ms = wait_ms * 2 < 8000 ? wait_ms * 2 : 8000;
     }
     log_warn("send failed", "platform=%s class=%s code=%d title=\"%s\"",
-             s->platform, send_class_str(res->cls), res->error_code,
+             s->platform, adp_send_class_str(res->cls), res->error_code,
              res->error_title);
     return st;
 }
@@ -659,7 +639,7 @@ finish_parts(const struct job_state *s, cJSON *parts, cJSON *ev)
             cJSON_AddNumberToObject(d, "parts", s->nparts);
         } else if (tried) {
             d = event_obj(ev, "send_failed", s->part_ids[i], NULL);
-            cJSON_AddStringToObject(d, "class", send_class_str(res->cls));
+            cJSON_AddStringToObject(d, "class", adp_send_class_str(res->cls));
             cJSON_AddNumberToObject(d, "error_code", res->error_code);
             cJSON_AddNumberToObject(d, "http_status", (double)res->http_status);
             cJSON_AddStringToObject(d, "error_title", res->error_title);
