@@ -28,9 +28,11 @@ add_word(struct wordset *s, const char *w, size_t len)
     if (len >= SIM_MAX_WORD)
         len = SIM_MAX_WORD - 1;
     for (i = 0; i < len; i++) {
-        char c = w[i];
+        unsigned char c = (unsigned char)w[i];
 
-        buf[i] = c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+        if (c >= 'A' && c <= 'Z')
+            c = (unsigned char)(c | 0x20); /* ASCII lower case */
+        buf[i] = (char)c;
     }
     buf[len] = '\0';
     for (k = 0; k < s->n; k++)

@@ -42,6 +42,22 @@ set_error(struct core_dbconn *c, const char *msg, const char *state)
     snprintf(c->sqlstate, sizeof(c->sqlstate), "%s", state ? state : "");
 }
 
+/* Server notices (e.g. "terminating connection due to administrator
+ * command") go to our log, not raw to stderr. */
+static void
+on_notice(void *arg, const char *message)
+{
+    char line[256];
+    size_t n;
+
+    (void)arg;
+    snprintf(line, sizeof(line), "%s", message);
+    for (n = 0; line[n]; n++)
+        if (line[n] == '\n' || line[n] == '"')
+            line[n] = ' ';
+    log_info("database notice", "detail=\"%s\"", line);
+}
+
 static enum core_status
 conn_open(struct core_dbconn *c, const char *conninfo)
 {
@@ -63,6 +79,7 @@ conn_open(struct core_dbconn *c, const char *conninfo)
         c->pg = NULL;
         return CORE_ERR_UNAVAILABLE;
     }
+    PQsetNoticeProcessor(c->pg, on_notice, NULL);
     /* Generic plans: every statement is prepared once per connection and
      * finds its rows by key, so re-planning per call (custom plans, which
      * PostgreSQL keeps choosing for some statements) is pure cost: measured

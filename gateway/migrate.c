@@ -132,7 +132,6 @@ gw_migrate_apply(struct core_dbconn *c, FILE *out, char *err, size_t errlen)
         applied++;
         if (out)
             fprintf(out, "applied %s\n", m->name);
-        log_info("migration applied", "name=%s", m->name);
     }
     if (out)
         fprintf(out, "%d applied, %d already current\n", applied,

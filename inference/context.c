@@ -73,8 +73,7 @@ inf_ctx_describe(const char *kind, const char *text)
         snprintf(buf, sizeof(buf),
                  "[The user sent %s %s with the caption: %.*s]",
                  strchr("aeiou", k[0]) ? "an" : "a", k, cut, text);
-    }
-    else
+    } else
         snprintf(buf, sizeof(buf),
                  "[The user sent %s %s without text. You cannot see it; say "
                  "what you received and ask what they need.]",

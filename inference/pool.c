@@ -440,10 +440,6 @@ inf_pool_new(const struct core_config *cfg, struct core_db *db,
     if (pthread_create(&p->dispatcher, NULL, dispatcher_main, p) != 0)
         goto fail;
     p->dispatcher_started = 1;
-    if (!cfg->llm_base_url || !*cfg->llm_base_url)
-        log_warn("no PARLEY_LLM_BASE_URL: replies come from the built-in "
-                 "echo provider",
-                 "workers=%d", cfg->workers);
     log_info("worker pool started", "workers=%d owner=%s", p->nworkers,
              p->owner);
     return p;
