@@ -228,7 +228,6 @@ load_numbers(struct core_config *cfg, const struct cfg_file *f, char *err,
     NUM("PARLEY_LLM_STREAM", 1, 0, 1, llm_stream, bool);
     NUM("PARLEY_CONTEXT_TOKENS", 3000, 100, 1000000, context_tokens, int);
     NUM("PARLEY_LEASE_MS", 120000, 1000, 3600000, lease_ms, int);
-    NUM("PARLEY_COALESCE_MS", 0, 0, 60000, coalesce_ms, int);
     NUM("PARLEY_RETENTION_DAYS", 395, 1, 36500, retention_days, int);
 #undef NUM
     /* Workers hold a connection only for short transactions; the ingest

@@ -47,7 +47,6 @@ struct core_config {
     int context_tokens; /* PARLEY_CONTEXT_TOKENS */
     char *apology_text; /* PARLEY_APOLOGY_TEXT */
     int lease_ms;       /* PARLEY_LEASE_MS */
-    int coalesce_ms;    /* PARLEY_COALESCE_MS */
 
     char *meta_app_secret;      /* secret */
     char *meta_verify_token;    /* secret */
