@@ -218,7 +218,7 @@ load_numbers(struct core_config *cfg, const struct cfg_file *f, char *err,
     } while (0)
     NUM("PARLEY_WORKERS", 16, 1, 1024, workers, int);
     NUM("PARLEY_HTTP_THREADS", 2, 1, 256, http_threads, int);
-    NUM("PARLEY_INGEST_COMMITTERS", 1, 1, 64, ingest_committers, int);
+    NUM("PARLEY_INGEST_COMMITTERS", 2, 1, 64, ingest_committers, int);
     NUM("PARLEY_DB_POOL_SIZE", 0, 0, 512, db_pool_size, int);
     NUM("PARLEY_BODY_MAX_BYTES", 4L << 20, 1024, 64L << 20, body_max_bytes,
         size_t);
