@@ -30,7 +30,6 @@ struct gw_ingest {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct gw_ingest_job *head, *tail;
-    size_t depth;
     int stopping;
 
     pthread_t *threads;
@@ -43,7 +42,6 @@ struct gw_ingest {
     struct ana_feedback_map fbmap; /* reaction emoji -> polarity */
     struct core_metric *m_batch;
     struct core_metric *m_commit;
-    struct core_metric *m_events;
 };
 
 static const char *
@@ -366,9 +364,8 @@ out:
 }
 
 static void
-finish(struct gw_ingest *in, struct gw_ingest_job *job, enum core_status st)
+finish(struct gw_ingest_job *job, enum core_status st)
 {
-    (void)in;
     job->status = st;
     job->done(job);
 }
@@ -389,12 +386,12 @@ process(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
             jobs[i]->stored = jobs[i]->queued = 0;
             st = store_batch(in, &jobs[i], 1);
             queued += st == CORE_OK ? jobs[i]->queued : 0;
-            finish(in, jobs[i], st);
+            finish(jobs[i], st);
         }
     } else {
         for (i = 0; i < njobs; i++) {
             queued += st == CORE_OK ? jobs[i]->queued : 0;
-            finish(in, jobs[i], st);
+            finish(jobs[i], st);
         }
     }
     if (queued && in->wake)
@@ -419,7 +416,6 @@ committer_main(void *arg)
         for (n = 0; n < INGEST_MAX_JOBS && in->head; n++) {
             jobs[n] = in->head;
             in->head = in->head->next;
-            in->depth--;
         }
         if (!in->head)
             in->tail = NULL;
@@ -504,7 +500,6 @@ gw_ingest_submit(struct gw_ingest *in, struct gw_ingest_job *job)
     else
         in->head = job;
     in->tail = job;
-    in->depth++;
     pthread_cond_signal(&in->cv);
     pthread_mutex_unlock(&in->mu);
 }

@@ -219,6 +219,24 @@ PAGE_ID = "1122334455667788"
 IG_ID = "17841400000000001"
 
 
+def fake_env(fake, model, system_prompt, **overrides):
+    """Environment for `parley serve` wired to the fake LLM and Graph API,
+    with test-friendly timings (short leases, few LLM attempts)."""
+    e = {
+        "PARLEY_LLM_BASE_URL": fake.llm_base,
+        "PARLEY_LLM_MODEL": model,
+        "PARLEY_LLM_API_KEY": "fake-llm-key",
+        "PARLEY_GRAPH_API_BASE": fake.graph_base,
+        "PARLEY_SYSTEM_PROMPT": system_prompt,
+        "PARLEY_LLM_TIMEOUT_MS": "10000",
+        "PARLEY_LLM_MAX_ATTEMPTS": "3",
+        "PARLEY_LEASE_MS": "3000",
+        "PARLEY_FEEDBACK": "off",
+    }
+    e.update(overrides)
+    return e
+
+
 def wa_message(mid, frm, text, ts=None, context_id=None):
     m = {"from": frm, "id": mid, "timestamp": str(int(ts or time.time())),
          "type": "text", "text": {"body": text}}

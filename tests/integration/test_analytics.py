@@ -35,20 +35,8 @@ THUMBS_UP = "\U0001F44D"
 # helpers: Parley, the fake, webhook bodies
 
 def start(parley, fake, env=None):
-    """`parley serve` wired to the fake, with test-friendly timings."""
-    e = {
-        "PARLEY_LLM_BASE_URL": fake.llm_base,
-        "PARLEY_LLM_MODEL": MODEL,
-        "PARLEY_LLM_API_KEY": "fake-llm-key",
-        "PARLEY_GRAPH_API_BASE": fake.graph_base,
-        "PARLEY_SYSTEM_PROMPT": SYSTEM_PROMPT,
-        "PARLEY_LLM_TIMEOUT_MS": "10000",
-        "PARLEY_LLM_MAX_ATTEMPTS": "3",
-        "PARLEY_COALESCE_MS": "200",
-        "PARLEY_LEASE_MS": "3000",
-        "PARLEY_FEEDBACK": "off",
-    }
-    e.update(env or {})
+    """parley serve wired to the fake, with test-friendly timings."""
+    e = harness.fake_env(fake, MODEL, SYSTEM_PROMPT, **(env or {}))
     return parley(env=e)
 
 

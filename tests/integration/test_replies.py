@@ -29,19 +29,7 @@ CHANNELS = {"whatsapp": WA_PHONE_ID, "messenger": PAGE_ID, "instagram": IG_ID}
 
 def start(parley, fake, env=None, args=("serve",)):
     """parley serve wired to the fake, with test-friendly timings."""
-    e = {
-        "PARLEY_LLM_BASE_URL": fake.llm_base,
-        "PARLEY_LLM_MODEL": MODEL,
-        "PARLEY_LLM_API_KEY": "fake-llm-key",
-        "PARLEY_GRAPH_API_BASE": fake.graph_base,
-        "PARLEY_SYSTEM_PROMPT": SYSTEM_PROMPT,
-        "PARLEY_LLM_TIMEOUT_MS": "10000",
-        "PARLEY_LLM_MAX_ATTEMPTS": "3",
-        "PARLEY_COALESCE_MS": "200",
-        "PARLEY_LEASE_MS": "3000",
-        "PARLEY_FEEDBACK": "off",
-    }
-    e.update(env or {})
+    e = harness.fake_env(fake, MODEL, SYSTEM_PROMPT, **(env or {}))
     return parley(env=e, args=args)
 
 
@@ -385,8 +373,7 @@ def test_kill_9_mid_way_then_restart_answers_everything_once_in_order(parley, fa
     # A slow send widens the window between send and commit, so that the
     # kill may also hit a job that sent but did not record it.
     fake.control(llm_latency_ms=300, graph_latency_ms=150)
-    p = start(parley, fake, env={"PARLEY_WORKERS": "8", "PARLEY_LEASE_MS": "2000",
-                                 "PARLEY_COALESCE_MS": "50"})
+    p = start(parley, fake, env={"PARLEY_WORKERS": "8", "PARLEY_LEASE_MS": "2000"})
     db = parley.db
     for k in (1, 2):
         _post_round(p, k, n_conv, "CR")
@@ -458,7 +445,7 @@ def test_kill_9_mid_way_then_restart_answers_everything_once_in_order(parley, fa
 def test_two_processes_share_work_without_overlap(parley, fake):
     n_conv, rounds = 20, 3
     fake.control(llm_latency_ms=200)
-    common = {"PARLEY_WORKERS": "3", "PARLEY_COALESCE_MS": "50"}
+    common = {"PARLEY_WORKERS": "3"}
     a = start(parley, fake, env=dict(common, PARLEY_LLM_MODEL="model-a"))
     b = start(parley, fake, env=dict(common, PARLEY_LLM_MODEL="model-b"))
     db = parley.db
