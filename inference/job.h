@@ -8,6 +8,7 @@
 #include <curl/curl.h>
 #include <stdatomic.h>
 
+#include "core/batch.h"
 #include "core/config.h"
 #include "core/db.h"
 #include "core/metrics.h"
@@ -30,7 +31,9 @@ struct inf_worker_ctx {
     struct inf_llm *llm;
     CURL *send_curl;
     struct inf_metrics *m;
-    atomic_int *abandon; /* 2: shutdown deadline passed, give up */
+    atomic_int *abandon;         /* 2: shutdown deadline passed, give up */
+    struct core_batch *intents;  /* INF_SQL_INTENTS, shared by the pool */
+    struct core_batch *finishes; /* INF_SQL_FINISHES */
     char name[32];
 };
 
@@ -47,6 +50,11 @@ struct inf_metrics {
 };
 
 /* Run one job to completion (or until the lease is lost). */
+/* The job's two writes, grouped across workers (core/batch.h): the intent
+ * before sending, everything else after. */
+extern const char INF_SQL_INTENTS[];
+extern const char INF_SQL_FINISHES[];
+
 void inf_job_run(struct inf_worker_ctx *w, struct inf_job *job);
 /* Release a lease we hold without doing the work (shutdown). */
 void inf_job_release(struct inf_worker_ctx *w, struct core_dbconn *c,

@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/batch.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "inference/job.h"
@@ -83,6 +84,7 @@ struct inf_pool {
     pthread_t *threads;
     struct worker_slot *workers;
     int nworkers;
+    struct core_batch *intents, *finishes; /* grouped job transactions */
     struct inf_metrics m;
 };
 
@@ -415,6 +417,10 @@ inf_pool_new(const struct core_config *cfg, struct core_db *db,
         goto fail;
     fcntl(p->wake_fd[0], F_SETFL, O_NONBLOCK);
     fcntl(p->wake_fd[1], F_SETFL, O_NONBLOCK);
+    p->intents = core_batch_new(db, "intent", INF_SQL_INTENTS, cfg->workers);
+    p->finishes = core_batch_new(db, "finish", INF_SQL_FINISHES, cfg->workers);
+    if (!p->intents || !p->finishes)
+        goto fail;
     p->threads = calloc((size_t)cfg->workers, sizeof(*p->threads));
     p->workers = calloc((size_t)cfg->workers, sizeof(*p->workers));
     if (!p->threads || !p->workers)
@@ -428,6 +434,8 @@ inf_pool_new(const struct core_config *cfg, struct core_db *db,
         s->ctx.owner = p->owner;
         s->ctx.m = &p->m;
         s->ctx.abandon = &p->abandon;
+        s->ctx.intents = p->intents;
+        s->ctx.finishes = p->finishes;
         snprintf(s->ctx.name, sizeof(s->ctx.name), "w%d", i);
         s->ctx.llm = inf_llm_new(cfg);
         s->ctx.send_curl = curl_easy_init();
@@ -505,6 +513,8 @@ inf_pool_free(struct inf_pool *p)
     }
     free(p->workers);
     free(p->threads);
+    core_batch_free(p->intents); /* after the workers: none is waiting */
+    core_batch_free(p->finishes);
     if (p->wake_fd[0] > 0) {
         close(p->wake_fd[0]);
         close(p->wake_fd[1]);
