@@ -83,8 +83,16 @@ conn_open(struct core_dbconn *c, const char *conninfo)
     /* Generic plans: every statement is prepared once per connection and
      * finds its rows by key, so re-planning per call (custom plans, which
      * PostgreSQL keeps choosing for some statements) is pure cost: measured
-     * 1.5-3 ms of planning per UPDATE of the partitioned events table. */
-    r = PQexec(c->pg, "SET plan_cache_mode = force_generic_plan");
+     * 1.5-3 ms of planning per UPDATE of the partitioned events table.
+     * A generic plan is kept for the connection's life, so one made while
+     * a table was nearly empty (a fresh install, a new partition) would
+     * scan that table on every call as it grows, until an ANALYZE happens
+     * to invalidate it: with sequential scans priced out, plans reach
+     * rows through the indexes they were written for (measured: ingest at
+     * 64 connections on a fresh database 3,100 -> 5,100-6,400/s). Tables
+     * without a usable index are still scanned. */
+    r = PQexec(c->pg, "SET plan_cache_mode = force_generic_plan;"
+                      " SET enable_seqscan = off");
     PQclear(r);
     return CORE_OK;
 }
@@ -252,6 +260,34 @@ result_ok(PGresult *r)
     return s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
 }
 
+/* The index of sql's prepared statement on c, preparing it the first
+ * time; -1 when the connection's table is full (run it unprepared). */
+static enum core_status
+prepared(struct core_dbconn *c, const char *sql, int *idx)
+{
+    char name[16];
+    PGresult *r;
+    enum core_status st;
+    int i;
+
+    for (i = 0; i < c->nsql; i++)
+        if (c->sql[i] == sql)
+            break;
+    if (i == c->nsql && c->nsql < (int)(sizeof(c->sql) / sizeof(c->sql[0]))) {
+        snprintf(name, sizeof(name), "p%d", i);
+        r = PQprepare(c->pg, name, sql, 0, NULL);
+        if (!result_ok(r)) {
+            st = result_error(c, r);
+            PQclear(r);
+            return st;
+        }
+        PQclear(r);
+        c->sql[c->nsql++] = sql;
+    }
+    *idx = i < c->nsql ? i : -1;
+    return CORE_OK;
+}
+
 enum core_status
 core_db_query(struct core_dbconn *c, const char *sql, int nparams,
               const char *const *params, PGresult **res)
@@ -267,21 +303,10 @@ core_db_query(struct core_dbconn *c, const char *sql, int nparams,
         set_error(c, "no connection", "08003");
         return CORE_ERR_UNAVAILABLE;
     }
-    for (i = 0; i < c->nsql; i++)
-        if (c->sql[i] == sql)
-            break;
-    if (i == c->nsql && c->nsql < (int)(sizeof(c->sql) / sizeof(c->sql[0]))) {
-        snprintf(name, sizeof(name), "p%d", i);
-        r = PQprepare(c->pg, name, sql, 0, NULL);
-        if (!result_ok(r)) {
-            st = result_error(c, r);
-            PQclear(r);
-            return st;
-        }
-        PQclear(r);
-        c->sql[c->nsql++] = sql;
-    }
-    if (i < c->nsql) {
+    st = prepared(c, sql, &i);
+    if (st != CORE_OK)
+        return st;
+    if (i >= 0) {
         snprintf(name, sizeof(name), "p%d", i);
         r = PQexecPrepared(c->pg, name, nparams, params, NULL, NULL, 0);
     } else {
@@ -297,6 +322,95 @@ core_db_query(struct core_dbconn *c, const char *sql, int nparams,
     else
         PQclear(r);
     return CORE_OK;
+}
+
+/* Read the pipeline's results: one per statement, each followed by NULL,
+ * then the sync. Every result is consumed, also after a failure. */
+static enum core_status
+pipeline_read(struct core_dbconn *c, struct core_db_stmt *q, int n)
+{
+    enum core_status st = CORE_OK;
+    PGresult *r;
+    int i;
+
+    for (i = 0; i < n; i++) {
+        r = PQgetResult(c->pg);
+        if (!r) {
+            set_error(c, PQerrorMessage(c->pg), NULL);
+            c->broken = true;
+            return CORE_ERR_UNAVAILABLE;
+        }
+        if (st == CORE_OK && !result_ok(r)) {
+            st = PQresultStatus(r) == PGRES_PIPELINE_ABORTED
+                     ? CORE_ERR_DB
+                     : result_error(c, r);
+            PQclear(r);
+        } else if (st == CORE_OK) {
+            q[i].res = r;
+        } else {
+            PQclear(r);
+        }
+        while ((r = PQgetResult(c->pg)) != NULL) /* end of this statement */
+            PQclear(r);
+    }
+    r = PQgetResult(c->pg); /* the sync */
+    if (!r || PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
+        c->broken = true;
+        if (st == CORE_OK) {
+            set_error(c, "pipeline out of step", "08P01");
+            st = CORE_ERR_UNAVAILABLE;
+        }
+    }
+    PQclear(r);
+    return st;
+}
+
+enum core_status
+core_db_pipeline(struct core_dbconn *c, struct core_db_stmt *q, int n)
+{
+    char name[16];
+    enum core_status st = CORE_OK;
+    int i, idx, ok = 1;
+
+    for (i = 0; i < n; i++)
+        q[i].res = NULL;
+    if (!c->pg || c->broken) {
+        set_error(c, "no connection", "08003");
+        return CORE_ERR_UNAVAILABLE;
+    }
+    for (i = 0; i < n && st == CORE_OK; i++) /* prepared before, not in it */
+        st = prepared(c, q[i].sql, &idx);
+    if (st != CORE_OK)
+        return st;
+    if (!PQenterPipelineMode(c->pg)) {
+        set_error(c, PQerrorMessage(c->pg), NULL);
+        return CORE_ERR_DB;
+    }
+    for (i = 0; i < n && ok; i++) {
+        (void)prepared(c, q[i].sql, &idx); /* found: no round trip */
+        if (idx >= 0) {
+            snprintf(name, sizeof(name), "p%d", idx);
+            ok = PQsendQueryPrepared(c->pg, name, q[i].nparams, q[i].params,
+                                     NULL, NULL, 0);
+        } else {
+            ok = PQsendQueryParams(c->pg, q[i].sql, q[i].nparams, NULL,
+                                   q[i].params, NULL, NULL, 0);
+        }
+    }
+    if (!ok || !PQpipelineSync(c->pg)) {
+        set_error(c, PQerrorMessage(c->pg), NULL);
+        c->broken = true; /* half a pipeline sent: start afresh */
+        return CORE_ERR_UNAVAILABLE;
+    }
+    st = pipeline_read(c, q, n);
+    if (!PQexitPipelineMode(c->pg))
+        c->broken = true;
+    if (st != CORE_OK)
+        for (i = 0; i < n; i++) {
+            PQclear(q[i].res);
+            q[i].res = NULL;
+        }
+    return st;
 }
 
 enum core_status

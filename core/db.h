@@ -54,6 +54,20 @@ enum core_status core_db_query(struct core_dbconn *c, const char *sql,
                                int nparams, const char *const *params,
                                PGresult **res);
 /* Unprepared statement without parameters (BEGIN, COMMIT, DDL). */
+/* One statement of a pipeline: res is set on CORE_OK (caller PQclears). */
+struct core_db_stmt {
+    const char *sql; /* static storage, as for core_db_query */
+    int nparams;
+    const char *const *params;
+    PGresult *res;
+};
+
+/* Run n statements in one round trip (libpq pipeline mode) and one
+ * implicit transaction: if one fails, none of their effects remain and
+ * the first failure is returned (no res set). */
+enum core_status core_db_pipeline(struct core_dbconn *c, struct core_db_stmt *q,
+                                  int n);
+
 enum core_status core_db_exec(struct core_dbconn *c, const char *sql);
 enum core_status core_db_begin(struct core_dbconn *c);
 enum core_status core_db_commit(struct core_dbconn *c);

@@ -52,7 +52,9 @@ static const char SQL_PENDING[] =
 static const char SQL_STALE[] =
     "WITH s AS (UPDATE responses SET status = 'abandoned',"
     "  completed_at = now() WHERE conversation_id = $1::bigint"
-    "  AND status = 'sending' RETURNING id),"
+    "  AND status = 'sending' AND EXISTS (SELECT 1 FROM conversations"
+    "   WHERE id = $1::bigint AND lease_owner = $2 AND lease_count = $3::int)"
+    "  RETURNING id),"
     " o AS (UPDATE messages SET status = 'unknown' WHERE response_id IN"
     "  (SELECT id FROM s) AND status = 'sending')"
     " INSERT INTO events (type, platform, channel, user_id, user_pseudonym,"
@@ -171,37 +173,38 @@ load(struct job_state *s, struct core_dbconn *c)
 {
     const char *p[3] = { s->job->conversation_id, s->w->owner,
                          s->job->lease_count };
-    PGresult *r = NULL;
+    /* One round trip and one transaction; the stale-response repair
+     * checks the lease itself, the reads are dropped if it is gone. */
+    struct core_db_stmt q[4] = { { SQL_LOAD, 3, p, NULL },
+                                 { SQL_STALE, 3, p, NULL },
+                                 { SQL_PENDING, 1, p, NULL },
+                                 { SQL_HISTORY, 1, p, NULL } };
+    PGresult *r;
     enum core_status st;
     int i;
 
-    st = core_db_query(c, SQL_LOAD, 3, p, &r);
+    st = core_db_pipeline(c, q, 4);
     if (st != CORE_OK)
         return st;
+    r = q[0].res;
     if (PQntuples(r) != 1) {
-        PQclear(r);
-        return CORE_ERR_CONFLICT;
+        st = CORE_ERR_CONFLICT;
+        goto out;
     }
     snprintf(s->user_id, sizeof(s->user_id), "%s", PQgetvalue(r, 0, 0));
     s->opted_out = PQgetvalue(r, 0, 1)[0] == 't';
     s->confirm_opt_out = PQgetvalue(r, 0, 2)[0] == 't';
     snprintf(s->platform, sizeof(s->platform), "%s", PQgetvalue(r, 0, 3));
     snprintf(s->channel, sizeof(s->channel), "%s", PQgetvalue(r, 0, 4));
-    PQclear(r);
 
-    st = core_db_query(c, SQL_STALE, 1, p, &r);
-    if (st != CORE_OK)
-        return st;
+    r = q[1].res;
     for (i = 0; i < PQntuples(r); i++) {
         core_metric_add(s->w->m->dup_sends, NULL, 1);
         log_warn("possible duplicate send", "conversation=%s response=%s",
                  s->job->conversation_id, PQgetvalue(r, i, 0));
     }
-    PQclear(r);
 
-    st = core_db_query(c, SQL_PENDING, 1, p, &r);
-    if (st != CORE_OK)
-        return st;
+    r = q[2].res;
     for (i = 0; i < PQntuples(r) && i < JOB_MAX_PENDING; i++) {
         struct pending_msg *m = &s->pending[s->npending++];
 
@@ -211,11 +214,8 @@ load(struct job_state *s, struct core_dbconn *c)
         m->text = dup_or_null(r, i, 3);
         m->received_ms = strtoll(PQgetvalue(r, i, 4), NULL, 10);
     }
-    PQclear(r);
 
-    st = core_db_query(c, SQL_HISTORY, 1, p, &r);
-    if (st != CORE_OK)
-        return st;
+    r = q[3].res;
     st = inf_ctx_turns_from_result(r, &s->history, &s->nhistory);
     /* Newest first: [assistant, user, ...] is the last exchange. */
     if (st == CORE_OK && PQntuples(r) >= 2 &&
@@ -225,7 +225,9 @@ load(struct job_state *s, struct core_dbconn *c)
                  PQgetvalue(r, 0, 2));
         s->prev_user_text = strdup(PQgetvalue(r, 1, 1));
     }
-    PQclear(r);
+out:
+    for (i = 0; i < 4; i++)
+        PQclear(q[i].res);
     return st;
 }
 
@@ -420,18 +422,19 @@ add_text(cJSON *o, const char *k, const char *v)
         cJSON_AddStringToObject(o, k, v);
 }
 
-static const char SQL_INTENT[] = "SELECT parley_intent_job($1::jsonb)";
+const char INF_SQL_INTENTS[] =
+    "SELECT t.n, parley_intent_job(t.j)"
+    " FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS t(j, n)";
 
-/* Record the response about to be sent: one parley_intent_job() call. */
+/* Record the response about to be sent: one parley_intent_job() call,
+ * grouped with other workers' into one transaction. */
 static enum core_status
-intent(struct job_state *s, struct core_dbconn *c)
+intent(struct job_state *s)
 {
     cJSON *j = cJSON_CreateObject(), *parts = cJSON_CreateArray(), *res;
     cJSON *ids;
     int llm = strcmp(s->kind, "llm") == 0, tried = s->llm.attempts > 0, i;
-    const char *p[1];
-    char *json;
-    PGresult *r = NULL;
+    char *json, *out = NULL;
     enum core_status st;
 
     cJSON_AddStringToObject(j, "conv", s->job->conversation_id);
@@ -466,17 +469,15 @@ intent(struct job_state *s, struct core_dbconn *c)
     cJSON_Delete(j);
     if (!json)
         return CORE_ERR_NOMEM;
-    p[0] = json;
-    st = core_db_query(c, SQL_INTENT, 1, p, &r);
+    st = core_batch_call(
+        s->w->intents, strtoll(s->job->conversation_id, NULL, 10), json, &out);
     free(json);
     if (st != CORE_OK)
         return st;
-    if (PQgetisnull(r, 0, 0)) {
-        PQclear(r);
-        return CORE_ERR_CONFLICT;
-    }
-    res = cJSON_Parse(PQgetvalue(r, 0, 0));
-    PQclear(r);
+    if (!out)
+        return CORE_ERR_CONFLICT; /* the lease is gone */
+    res = cJSON_Parse(out);
+    free(out);
     if (!res)
         return CORE_ERR_INTERNAL;
     snprintf(s->response_id, sizeof(s->response_id), "%.0f",
@@ -608,7 +609,9 @@ send_all(struct job_state *s)
 
 /* ---- C. finish --------------------------------------------------------- */
 
-static const char SQL_FINISH[] = "SELECT parley_finish_job($1::jsonb)";
+const char INF_SQL_FINISHES[] =
+    "SELECT t.n, parley_finish_job(t.j)"
+    " FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS t(j, n)";
 
 /* Outbound parts: ids and statuses, plus their message_sent / send_failed
  * events. */
@@ -667,16 +670,15 @@ rephrase_event(const struct job_state *s, cJSON *ev)
                             "response_id", s->prev_response);
 }
 
-/* Everything the job did, as one parley_finish_job() call: one round trip
- * and one transaction (migrations/0005_jobs.sql). */
+/* Everything the job did, as one parley_finish_job() call
+ * (migrations/0005_jobs.sql), grouped with other workers' finishes into
+ * one transaction. */
 static enum core_status
-finish(struct job_state *s, struct core_dbconn *c)
+finish(struct job_state *s)
 {
     cJSON *j = cJSON_CreateObject(), *parts = cJSON_CreateArray();
     cJSON *ev = cJSON_CreateArray();
-    const char *p[1];
-    char *json = NULL;
-    PGresult *r = NULL;
+    char *json = NULL, *out = NULL;
     enum core_status st;
     const char *istate;
 
@@ -705,11 +707,11 @@ finish(struct job_state *s, struct core_dbconn *c)
     cJSON_Delete(j);
     if (!json)
         return CORE_ERR_NOMEM;
-    p[0] = json;
-    st = core_db_query(c, SQL_FINISH, 1, p, &r);
-    if (st == CORE_OK && strcmp(PQgetvalue(r, 0, 0), "t") != 0)
-        st = CORE_ERR_CONFLICT;
-    PQclear(r);
+    st = core_batch_call(
+        s->w->finishes, strtoll(s->job->conversation_id, NULL, 10), json, &out);
+    if (st == CORE_OK && (!out || strcmp(out, "t") != 0))
+        st = CORE_ERR_CONFLICT; /* the lease is gone */
+    free(out);
     free(json);
     return st;
 }
@@ -770,6 +772,25 @@ with_db(struct job_state *s,
     return st;
 }
 
+/* The same for a grouped step: the batch logs its own errors. */
+static enum core_status
+with_batch(struct job_state *s, enum core_status (*fn)(struct job_state *),
+           int tries)
+{
+    enum core_status st = CORE_ERR_UNAVAILABLE;
+    int i;
+
+    for (i = 0; i < tries; i++) {
+        st = fn(s);
+        if (st != CORE_ERR_UNAVAILABLE)
+            return st;
+        if (aborting(s))
+            break;
+        nap_ms(500L << (i < 4 ? i : 4));
+    }
+    return st;
+}
+
 static enum core_status
 split_reply(struct job_state *s)
 {
@@ -804,7 +825,7 @@ inf_job_run(struct inf_worker_ctx *w, struct inf_job *job)
     s->adapter = adp_find(s->platform);
     if (!s->adapter || s->npending == 0) {
         s->kind = NULL;
-        (void)with_db(s, finish, 3);
+        (void)with_batch(s, finish, 3);
         count_job(s, "empty");
         goto out;
     }
@@ -828,14 +849,14 @@ inf_job_run(struct inf_worker_ctx *w, struct inf_job *job)
         (void)split_reply(s);
     }
     if (s->kind) {
-        st = with_db(s, intent, 3);
+        st = with_batch(s, intent, 3);
         if (st != CORE_OK) {
             count_job(s, st == CORE_ERR_CONFLICT ? "lease_lost" : "db_error");
             goto out;
         }
         send_all(s);
     }
-    st = with_db(s, finish, 10);
+    st = with_batch(s, finish, 10);
     if (st != CORE_OK) {
         log_error("could not record finished job",
                   "conversation=%s "
