@@ -655,6 +655,63 @@ class Suite:
             self.row(rid, name, "req/s", rps, p50, p99, p999, note, "client")
         b.fake_reset()
 
+    # a'. the PostgreSQL ceiling ------------------------------------------------
+
+    def pg_ceiling(self):
+        """PostgreSQL alone, on the same cluster and settings, with pgbench: the
+        commit and row rates the durable paths are bounded by."""
+        b = self.b
+        log("== a'. PostgreSQL ceiling (pgbench, same cluster), %gs per run" % DUR)
+        db = "bench_pgceiling"
+        b.pg.psql("postgres", "DROP DATABASE IF EXISTS %s" % db)
+        b.pg.psql("postgres", "CREATE DATABASE %s" % db)
+        b.pg.psql(db, "CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY"
+                      " PRIMARY KEY, k text NOT NULL, body text)")
+        scripts = {
+            # One row per transaction: what a receiver committing each
+            # webhook on its own does.
+            "single": "INSERT INTO t (k, body) VALUES (md5(random()::text), 'x');\n",
+            # 100 rows per transaction: a group commit's shape.
+            "rows100": "INSERT INTO t (k, body) SELECT md5(random()::text), 'x'"
+                       " FROM generate_series(1, 100);\n",
+        }
+        rows = {"single": 1, "rows100": 100}
+        try:
+            for key, clients, name in (("single", 64, "single-row commits, 64 clients"),
+                                       ("rows100", 16, "100-row transactions, 16 clients")):
+                path = os.path.join(b.tmp, "pgbench-%s.sql" % key)
+                with open(path, "w") as f:
+                    f.write(scripts[key])
+                os.chmod(path, 0o644)
+
+                def one(path=path, clients=clients):
+                    t0 = time.monotonic()
+                    cpu0 = tree_cpu(b.pg.postmaster())
+                    r = subprocess.run(
+                        [b.pg.bin + "/pgbench", "-n", "-h", "127.0.0.1", "-p", str(b.pg.port),
+                         "-U", "postgres", "-c", str(clients), "-j", "2", "-T",
+                         str(int(max(DUR, 1))), "-f", path, db],
+                        capture_output=True, text=True, cwd=ROOT)
+                    if r.returncode != 0:
+                        raise RuntimeError("pgbench: " + r.stderr[-300:])
+                    m = re.search(r"tps = ([0-9.]+)", r.stdout)
+                    lat = re.search(r"latency average = ([0-9.]+) ms", r.stdout)
+                    wall = time.monotonic() - t0
+                    return {"tps": float(m.group(1)), "lat_ms": float(lat.group(1)),
+                            "pg_cores": (tree_cpu(b.pg.postmaster()) - cpu0) / wall,
+                            "wall_s": wall}
+                runs = self.valid_runs("pgbench %s" % key, one)
+                self.raw["p_" + key] = runs
+                per_s = [r["tps"] * rows[key] for r in runs]
+                self.row("p_" + key, "a'. PostgreSQL %s" % name,
+                         "commits/s" if key == "single" else "rows/s", per_s,
+                         note="pgbench; %.0f tx/s, mean latency %.2f ms; pg %.2f cores" % (
+                             statistics.median(r["tps"] for r in runs),
+                             statistics.median(r["lat_ms"] for r in runs),
+                             statistics.median(r["pg_cores"] for r in runs)))
+        finally:
+            b.pg.psql("postgres", "DROP DATABASE IF EXISTS %s" % db)
+
     # a. the HTTP ceiling ------------------------------------------------------
 
     def ceiling(self):
@@ -1206,6 +1263,7 @@ def main():
         b.start_fake()
         suite.fakes()
         suite.ceiling()
+        suite.pg_ceiling()
         suite.ingest()
         suite.ingest(dup=0.5)
         suite.e2e(0)
@@ -1260,7 +1318,10 @@ def slim_runs(raw):
         for r in runs:
             s = {x: (round(y, 4) if isinstance(y, float) else y)
                  for x, y in r.items() if x != "loadgen" and y not in ([], None)}
-            d = r["loadgen"]
+            d = r.get("loadgen")
+            if d is None:  # pgbench runs
+                out[k].append(s)
+                continue
             s["loadgen"] = {x: d.get(x) for x in ("requests", "completed", "duplicates",
                                                    "responses", "errors", "error_kinds",
                                                    "duration_s", "rps", "latency_ms")}
