@@ -1,11 +1,12 @@
 /*
  * core/batch.c - group execution of one SQL function (see batch.h).
  *
- * One thread per batch. Callers queue a request and sleep on the shared
- * condition; the thread takes everything queued (up to max), runs it as
- * one statement, hands each caller its row and wakes them all. While a
- * batch is in the database the next one gathers, so the batch size grows
- * with the load and a lone call waits for nothing but its own statement.
+ * BATCH_THREADS threads per batch. Callers queue a request and sleep on
+ * the shared condition; a free thread takes everything queued (up to max),
+ * runs it as one statement, hands each caller its row and wakes them all.
+ * While batches are in the database the next one gathers, so the batch
+ * size grows with the load and a lone call waits for nothing but its own
+ * statement.
  */
 #include "core/batch.h"
 
@@ -19,6 +20,8 @@
 
 #define BATCH_ACQUIRE_MS 2000
 #define BATCH_MAX_BYTES  (256u << 20)
+/* Batches in the database at once: while one commits, the next runs. */
+#define BATCH_THREADS 2
 
 struct batch_req {
     long long key;
@@ -41,8 +44,12 @@ struct core_batch {
     pthread_cond_t done; /* callers wait for their result */
     struct batch_req *head, *tail;
     int stopping;
-    struct batch_req **reqs; /* the batch being run */
-    pthread_t thread;
+    struct batch_req **reqs; /* the batches being run, max per thread */
+    struct batch_thread {
+        struct core_batch *b;
+        struct batch_req **reqs;
+        pthread_t thread;
+    } threads[BATCH_THREADS];
     int started;
 
     struct core_batch_metrics {
@@ -158,7 +165,9 @@ execute(struct core_batch *b, struct batch_req **reqs, int n)
 static void *
 batch_main(void *arg)
 {
-    struct core_batch *b = arg;
+    struct batch_thread *t = arg;
+    struct core_batch *b = t->b;
+    struct batch_req **reqs = t->reqs;
 
     pthread_mutex_lock(&b->mu);
     for (;;) {
@@ -169,16 +178,16 @@ batch_main(void *arg)
         if (!b->head)
             break;
         while (b->head && n < b->max) {
-            b->reqs[n++] = b->head;
+            reqs[n++] = b->head;
             b->head = b->head->next;
         }
         if (!b->head)
             b->tail = NULL;
         pthread_mutex_unlock(&b->mu);
-        execute(b, b->reqs, n);
+        execute(b, reqs, n);
         pthread_mutex_lock(&b->mu);
         for (i = 0; i < n; i++)
-            b->reqs[i]->done = 1; /* the caller may return from here on */
+            reqs[i]->done = 1; /* the caller may return from here on */
         pthread_cond_broadcast(&b->done);
     }
     pthread_mutex_unlock(&b->mu);
@@ -189,6 +198,7 @@ struct core_batch *
 core_batch_new(struct core_db *db, const char *name, const char *sql, int max)
 {
     struct core_batch *b = calloc(1, sizeof(*b));
+    int i;
 
     if (!b)
         return NULL;
@@ -197,7 +207,7 @@ core_batch_new(struct core_db *db, const char *name, const char *sql, int max)
     snprintf(b->labels, sizeof(b->labels), "step=\"%s\"", name);
     b->sql = sql;
     b->max = max > 0 ? max : 1;
-    b->reqs = calloc((size_t)b->max, sizeof(*b->reqs));
+    b->reqs = calloc((size_t)b->max * BATCH_THREADS, sizeof(*b->reqs));
     if (!b->reqs) {
         free(b);
         return NULL;
@@ -218,11 +228,17 @@ core_batch_new(struct core_db *db, const char *name, const char *sql, int max)
     core_metric_add(b->m.batches, b->labels, 0);
     core_metric_add(b->m.calls, b->labels, 0);
     core_metric_add(b->m.fallbacks, b->labels, 0);
-    if (pthread_create(&b->thread, NULL, batch_main, b) != 0) {
-        core_batch_free(b);
-        return NULL;
+    for (i = 0; i < BATCH_THREADS; i++) {
+        struct batch_thread *t = &b->threads[i];
+
+        t->b = b;
+        t->reqs = b->reqs + (size_t)i * (size_t)b->max;
+        if (pthread_create(&t->thread, NULL, batch_main, t) != 0) {
+            core_batch_free(b);
+            return NULL;
+        }
+        b->started++;
     }
-    b->started = 1;
     return b;
 }
 
@@ -233,10 +249,10 @@ core_batch_free(struct core_batch *b)
         return;
     pthread_mutex_lock(&b->mu);
     b->stopping = 1;
-    pthread_cond_signal(&b->work);
+    pthread_cond_broadcast(&b->work);
     pthread_mutex_unlock(&b->mu);
-    if (b->started)
-        pthread_join(b->thread, NULL);
+    while (b->started > 0)
+        pthread_join(b->threads[--b->started].thread, NULL);
     pthread_mutex_destroy(&b->mu);
     pthread_cond_destroy(&b->work);
     pthread_cond_destroy(&b->done);

@@ -423,11 +423,11 @@ add_text(cJSON *o, const char *k, const char *v)
 }
 
 const char INF_SQL_INTENTS[] =
-    "SELECT t.n, parley_intent_job(t.j)"
-    " FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS t(j, n)";
+    "SELECT n, result FROM parley_intent_jobs($1::jsonb)";
 
-/* Record the response about to be sent: one parley_intent_job() call,
- * grouped with other workers' into one transaction. */
+/* Record the response about to be sent: one document for
+ * parley_intent_job() (0005), grouped with other workers' into one call of
+ * its set-based twin parley_intent_jobs() (0006). */
 static enum core_status
 intent(struct job_state *s)
 {
@@ -610,8 +610,7 @@ send_all(struct job_state *s)
 /* ---- C. finish --------------------------------------------------------- */
 
 const char INF_SQL_FINISHES[] =
-    "SELECT t.n, parley_finish_job(t.j)"
-    " FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS t(j, n)";
+    "SELECT n, ok FROM parley_finish_jobs($1::jsonb)";
 
 /* Outbound parts: ids and statuses, plus their message_sent / send_failed
  * events. */
@@ -670,9 +669,9 @@ rephrase_event(const struct job_state *s, cJSON *ev)
                             "response_id", s->prev_response);
 }
 
-/* Everything the job did, as one parley_finish_job() call
- * (migrations/0005_jobs.sql), grouped with other workers' finishes into
- * one transaction. */
+/* Everything the job did, as one document for parley_finish_job()
+ * (migrations/0005_jobs.sql); grouped with other workers' finishes into one
+ * call of its set-based twin parley_finish_jobs() (0006). */
 static enum core_status
 finish(struct job_state *s)
 {
