@@ -2,12 +2,14 @@
  * batchcheck - drive core/batch.c from many threads against a real
  * PostgreSQL, for tests/integration/test_batch.py.
  *
- *   batchcheck URL THREADS CALLS FAIL_EVERY
+ *   batchcheck URL THREADS CALLS FAIL_EVERY SLEEP_MS
  *
  * Each thread makes CALLS calls of bc_call(jsonb) (created by the test)
  * through one core_batch; every FAIL_EVERY-th call asks the function to
- * raise. Prints one JSON line: how many calls returned what they should,
- * how many failed as asked, any mismatch, and the batches run.
+ * raise, and every call asks it to sleep SLEEP_MS first (so that calls
+ * pile up while a batch is in the database, however slow the threads). Prints
+ * one JSON line: how many calls returned what they should, how many failed as
+ * asked, any mismatch, and the batches run.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -24,7 +26,7 @@ static const char SQL[] = "SELECT t.n, bc_call(t.j)"
                           " WITH ORDINALITY AS t(j, n)";
 
 static struct core_batch *batch;
-static int ncalls, fail_every;
+static int ncalls, fail_every, sleep_ms;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static int n_ok, n_failed, n_mismatch;
 
@@ -38,8 +40,8 @@ thread_main(void *arg)
         char in[96], want[32], *out = NULL;
         enum core_status st;
 
-        snprintf(in, sizeof(in), "{\"v\": %d, \"fail\": %s}", v,
-                 fail ? "true" : "false");
+        snprintf(in, sizeof(in), "{\"v\": %d, \"fail\": %s, \"sleep_ms\": %d}",
+                 v, fail ? "true" : "false", sleep_ms);
         snprintf(want, sizeof(want), "r%d", v);
         st = core_batch_call(batch, v, in, &out);
         pthread_mutex_lock(&mu);
@@ -75,13 +77,15 @@ main(int argc, char **argv)
     pthread_t th[256];
     int nthreads, i;
 
-    if (argc != 5) {
-        fprintf(stderr, "usage: batchcheck URL THREADS CALLS FAIL_EVERY\n");
+    if (argc != 6) {
+        fprintf(stderr,
+                "usage: batchcheck URL THREADS CALLS FAIL_EVERY SLEEP_MS\n");
         return 2;
     }
     nthreads = atoi(argv[2]);
     ncalls = atoi(argv[3]);
     fail_every = atoi(argv[4]);
+    sleep_ms = atoi(argv[5]);
     if (nthreads < 1 || nthreads > 256 || ncalls < 1)
         return 2;
     db = core_db_new(argv[1], 2);
