@@ -31,8 +31,8 @@ def run_check(db, threads, calls, fail_every, sleep_ms=0):
 
 def test_calls_are_grouped_and_each_gets_its_own_result(db):
     db.query(FUNC)
-    # Every call takes 10 ms in the database: while the two batches of the
-    # step run, the other threads' calls queue up and go in the next one.
+    # Every call takes 10 ms in the database: while a batch runs, the other
+    # threads' calls queue up and go in the next one.
     r = run_check(db, threads=32, calls=5, fail_every=0, sleep_ms=10)
     assert r["mismatch"] == 0 and r["failed"] == 0
     assert r["ok"] == 32 * 5 == r["calls"]
