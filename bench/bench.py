@@ -45,6 +45,10 @@ E2E_MAX = int(env("BENCH_E2E_MAX", "20000"))
 E2E_200_MSGS = int(env("BENCH_E2E_200_MSGS", "600" if QUICK else "1600"))
 PACED_S = float(env("BENCH_PACED_SECONDS", "4" if QUICK else "10"))
 PACED_RATE = 100
+# Before the paced run: the same rate for this long, not measured, so that
+# the pool's connections exist, plans are made and every worker's LLM
+# connection is open (the run without it: p99 set by the first second).
+PACED_WARMUP_S = float(env("BENCH_PACED_WARMUP", "3"))
 WORKERS = int(env("BENCH_WORKERS", "64"))
 DRAIN_TIMEOUT = float(env("BENCH_DRAIN_TIMEOUT", "90"))
 BUILD_DIR = os.path.join(ROOT, env("BENCH_BUILD_DIR", "build/release"))
@@ -849,10 +853,21 @@ class Suite:
         try:
             time.sleep(1.0)
             rss_idle, _ = proc_mem(pid)
-            b.pg.statements_reset()
-            m = Meter(parley=pid, pg=b.pg, fake=b.fake.pid)
             args = ["--url", b.parley_url("/webhooks/whatsapp"), "--secret", SECRET,
                     "--connections", "64", "--users", "1000000"]
+            cutoff = 0.0
+            if paced and PACED_WARMUP_S > 0:
+                w, _ = run_loadgen(args + ["--rate", str(PACED_RATE), "--duration",
+                                           str(PACED_WARMUP_S), "--run-id", "warmup",
+                                           "--seed", "7"])
+                self.wait_drain(db, w["responses"].get("200", 0))
+                cutoff = float(b.pg.psql(db, "SELECT coalesce(extract(epoch FROM"
+                                             " max(received_at)) * 1000, 0) FROM messages"))
+                b.fake_reset()  # forget the warm-up's sends
+                if llm_ms:
+                    b.fake_control({"llm_latency_ms": llm_ms})
+            b.pg.statements_reset()
+            m = Meter(parley=pid, pg=b.pg, fake=b.fake.pid)
             if paced:
                 args += ["--rate", str(PACED_RATE), "--duration", str(PACED_S)]
             elif llm_ms:
@@ -861,6 +876,10 @@ class Suite:
                 args += ["--requests", str(E2E_MAX), "--duration", str(DUR)]
             d, lg_cpu = run_loadgen(args)
             acked = d["responses"].get("200", 0)
+            if cutoff:
+                acked += int(b.pg.psql(db, "SELECT count(*) FROM messages WHERE direction = 'in'"
+                                           " AND received_at <= to_timestamp(%f / 1000)"
+                                           % cutoff))
             drained, pending, total = self.wait_drain(db, acked)
             mm = m.stop()
             met = b.metrics()
@@ -871,7 +890,8 @@ class Suite:
                 JOIN LATERAL (SELECT min(m2.received_at) AS first
                               FROM response_inputs ri JOIN messages m2 ON m2.id = ri.message_id
                               WHERE ri.response_id = r.id) f ON true
-                WHERE m.direction = 'in' AND r.kind = 'llm'""")
+                WHERE m.direction = 'in' AND r.kind = 'llm'
+                  AND f.first > to_timestamp(%f / 1000)""" % cutoff)
             states = b.pg.psql(db, "SELECT reply_state, count(*) FROM messages"
                                    " WHERE direction = 'in' GROUP BY 1 ORDER BY 1")
             resp = b.pg.psql(db, "SELECT kind || '/' || status, count(*) FROM responses"
@@ -879,7 +899,9 @@ class Suite:
             top = b.pg.statements_top(db)
             death = b.parley_death()
             first_in = float(b.pg.psql(db, "SELECT extract(epoch FROM min(received_at)) * 1000"
-                                           " FROM messages WHERE direction = 'in'") or 0)
+                                           " FROM messages WHERE direction = 'in'"
+                                           " AND received_at > to_timestamp(%f / 1000)"
+                                           % cutoff) or 0)
         finally:
             b.stop_parley()
         b.drop_db(db)
@@ -942,7 +964,8 @@ class Suite:
 
     def e2e(self, llm_ms, paced=False):
         if paced:
-            what = "%d msg/s for %gs" % (PACED_RATE, PACED_S)
+            what = "%d msg/s for %gs after a %gs warm-up" % (PACED_RATE, PACED_S,
+                                                              PACED_WARMUP_S)
         elif llm_ms:
             what = "%d messages" % E2E_200_MSGS
         else:
@@ -987,7 +1010,7 @@ class Suite:
                     if any(r["added_incl_client_ms_p99"] is not None for r in runs)
                     else None), note)
         if paced:
-            note = "ack p99 %s ms; %s" % (fmt_num(statistics.median(
+            note = "after %gs unmeasured warm-up; ack p99 %s ms; %s" % (PACED_WARMUP_S, fmt_num(statistics.median(
                 r["loadgen"]["latency_ms"]["p99"] for r in runs)), note)
         name = "d. e2e LLM %d ms, %d workers%s" % (
             llm_ms, WORKERS, ", %d msg/s" % PACED_RATE if paced else "")
