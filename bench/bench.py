@@ -855,7 +855,7 @@ class Suite:
             rss_idle, _ = proc_mem(pid)
             args = ["--url", b.parley_url("/webhooks/whatsapp"), "--secret", SECRET,
                     "--connections", "64", "--users", "1000000"]
-            cutoff = 0.0
+            cutoff, warm_sent = 0.0, 0
             if paced and PACED_WARMUP_S > 0:
                 w, _ = run_loadgen(args + ["--rate", str(PACED_RATE), "--duration",
                                            str(PACED_WARMUP_S), "--run-id", "warmup",
@@ -863,6 +863,8 @@ class Suite:
                 self.wait_drain(db, w["responses"].get("200", 0))
                 cutoff = float(b.pg.psql(db, "SELECT coalesce(extract(epoch FROM"
                                              " max(received_at)) * 1000, 0) FROM messages"))
+                warm_sent = int(b.pg.psql(db, "SELECT count(*) FROM responses"
+                                              " WHERE kind = 'llm' AND status = 'sent'"))
                 b.fake_reset()  # forget the warm-up's sends
                 if llm_ms:
                     b.fake_control({"llm_latency_ms": llm_ms})
@@ -946,6 +948,7 @@ class Suite:
                 line.split("\t") for line in states.splitlines() if "\t" in line),
             "responses": dict(line.split("\t") for line in resp.splitlines() if "\t" in line),
             "replies": replies, "unmatched_sends": unmatched,
+            "warmup_replies": warm_sent,
             "replies_per_s": replies / span if span and span > 0 else None,
             "added_ms_p50": pct(added, 50), "added_ms_p99": pct(added, 99),
             "added_ms_p999": pct(added, 99.9), "added_ms_max": max(added) if added else None,
@@ -982,14 +985,16 @@ class Suite:
             answered = int(r["reply_states"].get("answered", 0))
             sent_ok = int(r["responses"].get("llm/sent", 0))
             if (not r["drained"] or r["unmatched_sends"] or r["stored"] != r["acked_200"]
-                    or answered != r["acked_200"] or r["replies"] != sent_ok
+                    or answered != r["acked_200"]
+                    or r["replies"] != sent_ok - r.get("warmup_replies", 0)
                     or sum(int(v) for v in r["responses"].values()) != sent_ok):
                 self.checks.append(
-                    "e2e LLM %d ms%s run %d: %d acked, %d stored, %d replies sent, %d still "
+                    "e2e LLM %d ms%s run %d: %d acked, %d stored, %d replies sent (after "
+                    "the warm-up's %d), %d still "
                     "pending after %gs, %d sends not matched to a message, messages %s, "
                     "responses %s" % (
                         llm_ms, " paced" if paced else "", i + 1, r["acked_200"], r["stored"],
-                        r["replies"], r["pending_left"], DRAIN_TIMEOUT, r["unmatched_sends"],
+                        r["replies"], r.get("warmup_replies", 0), r["pending_left"], DRAIN_TIMEOUT, r["unmatched_sends"],
                         r["reply_states"], r["responses"]))
         rid = "d%d%s" % (llm_ms, "p" if paced else "")
         self.raw[rid] = runs
