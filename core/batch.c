@@ -1,12 +1,14 @@
 /*
  * core/batch.c - group execution of one SQL function (see batch.h).
  *
- * BATCH_THREADS threads per batch. Callers queue a request and sleep on
- * the shared condition; a free thread takes everything queued (up to max),
- * runs it as one statement, hands each caller its row and wakes them all.
- * While batches are in the database the next one gathers, so the batch
- * size grows with the load and a lone call waits for nothing but its own
- * statement.
+ * One thread per batch. Callers queue a request and sleep on the shared
+ * condition; the thread takes everything queued (up to max), runs it as
+ * one statement, hands each caller its row and wakes them all. While a
+ * batch is in the database the next one gathers, so the batch size grows
+ * with the load and a lone call waits for nothing but its own statement.
+ * (Two threads, two batches in the database at once, measured on 2 cores
+ * with 64 workers and a 0 ms LLM: 523-548 replies/s against 545-576 with
+ * one; no difference with a 200 ms LLM.)
  */
 #include "core/batch.h"
 
@@ -20,10 +22,6 @@
 
 #define BATCH_ACQUIRE_MS 2000
 #define BATCH_MAX_BYTES  (256u << 20)
-/* Batches of one step in the database at once. Measured on 2 cores (64
- * workers, LLM 0 ms): one gave 545-576 replies/s, two 523-548/s; with a
- * 200 ms LLM no difference. More backends only contend for the CPU. */
-#define BATCH_THREADS 1
 
 struct batch_req {
     long long key;
@@ -46,12 +44,8 @@ struct core_batch {
     pthread_cond_t done; /* callers wait for their result */
     struct batch_req *head, *tail;
     int stopping;
-    struct batch_req **reqs; /* the batches being run, max per thread */
-    struct batch_thread {
-        struct core_batch *b;
-        struct batch_req **reqs;
-        pthread_t thread;
-    } threads[BATCH_THREADS];
+    struct batch_req **reqs; /* the batch being run, up to max */
+    pthread_t thread;
     int started;
 
     struct core_batch_metrics {
@@ -167,9 +161,8 @@ execute(struct core_batch *b, struct batch_req **reqs, int n)
 static void *
 batch_main(void *arg)
 {
-    struct batch_thread *t = arg;
-    struct core_batch *b = t->b;
-    struct batch_req **reqs = t->reqs;
+    struct core_batch *b = arg;
+    struct batch_req **reqs = b->reqs;
 
     pthread_mutex_lock(&b->mu);
     for (;;) {
@@ -200,7 +193,6 @@ struct core_batch *
 core_batch_new(struct core_db *db, const char *name, const char *sql, int max)
 {
     struct core_batch *b = calloc(1, sizeof(*b));
-    int i;
 
     if (!b)
         return NULL;
@@ -209,7 +201,7 @@ core_batch_new(struct core_db *db, const char *name, const char *sql, int max)
     snprintf(b->labels, sizeof(b->labels), "step=\"%s\"", name);
     b->sql = sql;
     b->max = max > 0 ? max : 1;
-    b->reqs = calloc((size_t)b->max * BATCH_THREADS, sizeof(*b->reqs));
+    b->reqs = calloc((size_t)b->max, sizeof(*b->reqs));
     if (!b->reqs) {
         free(b);
         return NULL;
@@ -230,17 +222,11 @@ core_batch_new(struct core_db *db, const char *name, const char *sql, int max)
     core_metric_add(b->m.batches, b->labels, 0);
     core_metric_add(b->m.calls, b->labels, 0);
     core_metric_add(b->m.fallbacks, b->labels, 0);
-    for (i = 0; i < BATCH_THREADS; i++) {
-        struct batch_thread *t = &b->threads[i];
-
-        t->b = b;
-        t->reqs = b->reqs + (size_t)i * (size_t)b->max;
-        if (pthread_create(&t->thread, NULL, batch_main, t) != 0) {
-            core_batch_free(b);
-            return NULL;
-        }
-        b->started++;
+    if (pthread_create(&b->thread, NULL, batch_main, b) != 0) {
+        core_batch_free(b);
+        return NULL;
     }
+    b->started = 1;
     return b;
 }
 
@@ -253,8 +239,8 @@ core_batch_free(struct core_batch *b)
     b->stopping = 1;
     pthread_cond_broadcast(&b->work);
     pthread_mutex_unlock(&b->mu);
-    while (b->started > 0)
-        pthread_join(b->threads[--b->started].thread, NULL);
+    if (b->started)
+        pthread_join(b->thread, NULL);
     pthread_mutex_destroy(&b->mu);
     pthread_cond_destroy(&b->work);
     pthread_cond_destroy(&b->done);

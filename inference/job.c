@@ -9,7 +9,9 @@
  *      during the send is visible afterwards;
  *   C. finish (after sending): outbound ids and statuses, early delivery
  *      statuses joined, events, ad signals, inbound messages answered,
- *      lease released - one call of parley_finish_job(), one round trip.
+ *      lease released.
+ * B and C are JSON documents, grouped with other workers' into one call of
+ * parley_intent_jobs() / parley_finish_jobs() (migrations/0006).
  * Every transaction re-checks the lease (owner + lease_count as fencing
  * token); a job that lost its lease rolls back and stops.
  */
@@ -142,14 +144,6 @@ dup_or_null(PGresult *r, int row, int col)
     return PQgetisnull(r, row, col) ? NULL : strdup(PQgetvalue(r, row, col));
 }
 
-static struct core_dbconn *
-acquire(struct inf_worker_ctx *w)
-{
-    enum core_status st;
-
-    return core_db_acquire(w->db, JOB_DB_WAIT_MS, &st);
-}
-
 static cJSON *
 event_obj(cJSON *arr, const char *type, const char *message_id, const char *ref)
 {
@@ -169,7 +163,7 @@ event_obj(cJSON *arr, const char *type, const char *message_id, const char *ref)
 /* ---- A. load ----------------------------------------------------------- */
 
 static enum core_status
-load(struct job_state *s, struct core_dbconn *c)
+load_on(struct job_state *s, struct core_dbconn *c)
 {
     const char *p[3] = { s->job->conversation_id, s->w->owner,
                          s->job->lease_count };
@@ -228,6 +222,22 @@ load(struct job_state *s, struct core_dbconn *c)
 out:
     for (i = 0; i < 4; i++)
         PQclear(q[i].res);
+    return st;
+}
+
+static enum core_status
+load(struct job_state *s)
+{
+    enum core_status st;
+    struct core_dbconn *c = core_db_acquire(s->w->db, JOB_DB_WAIT_MS, &st);
+
+    if (!c)
+        return CORE_ERR_UNAVAILABLE;
+    st = load_on(s, c);
+    if (st != CORE_OK && st != CORE_ERR_CONFLICT)
+        log_warn("job load failed", "conversation=%s sqlstate=%s error=\"%s\"",
+                 s->job->conversation_id, c->sqlstate, c->error);
+    core_db_release(s->w->db, c);
     return st;
 }
 
@@ -425,9 +435,8 @@ add_text(cJSON *o, const char *k, const char *v)
 const char INF_SQL_INTENTS[] =
     "SELECT n, result FROM parley_intent_jobs($1::jsonb)";
 
-/* Record the response about to be sent: one document for
- * parley_intent_job() (0005), grouped with other workers' into one call of
- * its set-based twin parley_intent_jobs() (0006). */
+/* Record the response about to be sent: one document, grouped with other
+ * workers' into one call of parley_intent_jobs() (migrations/0006). */
 static enum core_status
 intent(struct job_state *s)
 {
@@ -669,9 +678,8 @@ rephrase_event(const struct job_state *s, cJSON *ev)
                             "response_id", s->prev_response);
 }
 
-/* Everything the job did, as one document for parley_finish_job()
- * (migrations/0005_jobs.sql); grouped with other workers' finishes into one
- * call of its set-based twin parley_finish_jobs() (0006). */
+/* Everything the job did, as one document, grouped with other workers'
+ * into one call of parley_finish_jobs() (migrations/0006). */
 static enum core_status
 finish(struct job_state *s)
 {
@@ -741,40 +749,11 @@ count_job(struct job_state *s, const char *result)
     core_metric_add(s->w->m->jobs, labels, 1);
 }
 
-/* Run a transaction step, retrying while the database is unavailable. */
+/* Run a step (load, or a grouped write), retrying while the database is
+ * unavailable; the step logs its own errors. */
 static enum core_status
-with_db(struct job_state *s,
-        enum core_status (*fn)(struct job_state *, struct core_dbconn *),
-        int tries)
-{
-    enum core_status st = CORE_ERR_UNAVAILABLE;
-    int i;
-
-    for (i = 0; i < tries; i++) {
-        struct core_dbconn *c = acquire(s->w);
-
-        if (c) {
-            st = fn(s, c);
-            if (st != CORE_OK && st != CORE_ERR_CONFLICT)
-                log_warn("job step failed",
-                         "conversation=%s sqlstate=%s "
-                         "error=\"%s\"",
-                         s->job->conversation_id, c->sqlstate, c->error);
-            core_db_release(s->w->db, c);
-            if (st != CORE_ERR_UNAVAILABLE)
-                return st;
-        }
-        if (aborting(s))
-            break;
-        nap_ms(500L << (i < 4 ? i : 4));
-    }
-    return st;
-}
-
-/* The same for a grouped step: the batch logs its own errors. */
-static enum core_status
-with_batch(struct job_state *s, enum core_status (*fn)(struct job_state *),
-           int tries)
+with_retries(struct job_state *s, enum core_status (*fn)(struct job_state *),
+             int tries)
 {
     enum core_status st = CORE_ERR_UNAVAILABLE;
     int i;
@@ -816,7 +795,7 @@ inf_job_run(struct inf_worker_ctx *w, struct inf_job *job)
     s->w = w;
     s->job = job;
     core_log_set_request_id(job->conversation_id);
-    st = with_db(s, load, 3);
+    st = with_retries(s, load, 3);
     if (st != CORE_OK) {
         count_job(s, st == CORE_ERR_CONFLICT ? "lease_lost" : "db_error");
         goto out;
@@ -824,7 +803,7 @@ inf_job_run(struct inf_worker_ctx *w, struct inf_job *job)
     s->adapter = adp_find(s->platform);
     if (!s->adapter || s->npending == 0) {
         s->kind = NULL;
-        (void)with_batch(s, finish, 3);
+        (void)with_retries(s, finish, 3);
         count_job(s, "empty");
         goto out;
     }
@@ -848,14 +827,14 @@ inf_job_run(struct inf_worker_ctx *w, struct inf_job *job)
         (void)split_reply(s);
     }
     if (s->kind) {
-        st = with_batch(s, intent, 3);
+        st = with_retries(s, intent, 3);
         if (st != CORE_OK) {
             count_job(s, st == CORE_ERR_CONFLICT ? "lease_lost" : "db_error");
             goto out;
         }
         send_all(s);
     }
-    st = with_batch(s, finish, 10);
+    st = with_retries(s, finish, 10);
     if (st != CORE_OK) {
         log_error("could not record finished job",
                   "conversation=%s "

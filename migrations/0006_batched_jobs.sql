@@ -1,14 +1,18 @@
--- Set-based twins of the per-job functions of 0005, for grouped calls.
+-- The jobs' writes for a whole batch of jobs (core/batch.c groups
+-- concurrent workers' calls) in set-based statements: the statement count
+-- per batch no longer grows with the jobs in it. They replace the per-job
+-- parley_finish_job() / parley_intent_job() of 0005 (same documents, same
+-- effects), which are dropped at the end.
 
--- parley_finish_jobs(batch): parley_finish_job() for a whole batch of jobs
--- (core/batch.c groups concurrent workers' finishes) in set-based
--- statements: the statement count per batch no longer grows with the jobs
--- in it. batch is a JSON array of the per-job documents of
--- parley_finish_job(); returns (n, ok) per element, n 1-based, ok false
--- (nothing of that job changed) when its lease is gone. Same effects,
--- same lock order (conversations by id, first), same snapshot rule: every
--- statement after the locks sees each message whose ingest touched the
--- conversation before.
+-- parley_finish_jobs(batch): batch is a JSON array of job documents
+--   {conv, owner, lease, response_id?, rstatus, istate, inbound: [ids],
+--    parts: [{id, pid, status, rank, ecode}],
+--    events: [{type, message_id, response_id?, ref, data}], signals?}
+-- Returns (n, ok) per element, n 1-based, ok false (nothing of that job
+-- changed) when its lease is gone. Conversations are locked first, by id;
+-- every later statement takes its snapshot after the locks, so it sees
+-- each message whose ingest touched the conversation before, and an ingest
+-- that comes later waits.
 
 CREATE FUNCTION parley_finish_jobs(batch jsonb)
 RETURNS TABLE (n int, ok boolean) LANGUAGE plpgsql AS $$
@@ -168,7 +172,7 @@ BEGIN
     FROM jsonb_array_elements(batch) WITH ORDINALITY t(j, n);
 END $$;
 
--- The ad-signal part of a finished job (see parley_finish_job): per-user
+-- The ad-signal part of a finished job: per-user
 -- rows and the decayed profile (half-life 30 days) only where the policy
 -- allows and never for a sensitive category; the user-less daily
 -- aggregate for everything.
@@ -207,11 +211,15 @@ RETURNS void LANGUAGE sql AS $$
     SET count = interest_aggregates.count + excluded.count;
 $$;
 
--- parley_intent_jobs(batch): parley_intent_job() for a whole batch of jobs
--- in set-based statements. batch is a JSON array of the per-job documents
--- of parley_intent_job(); returns (n, result) per element, n 1-based,
--- result {"response_id": id, "parts": [outbound message ids in order]} or
--- NULL (nothing of that job changed) when its lease is gone.
+-- parley_intent_jobs(batch): record, before anything is sent, the response
+-- each job is about to send. batch is a JSON array of job documents
+--   {conv, owner, lease, lease_ms, platform, kind, model, request,
+--    completion, finish_reason, prompt_tokens, completion_tokens, ttft_ms,
+--    llm_ms, attempts, error, worker, inputs: [message ids],
+--    parts: [texts], events: [{type, message_id, data}]}
+-- Returns (n, result) per element, n 1-based, result {"response_id": id,
+-- "parts": [outbound message ids in order]} or NULL (nothing of that job
+-- changed) when its lease is gone.
 CREATE FUNCTION parley_intent_jobs(batch jsonb)
 RETURNS TABLE (n int, result jsonb) LANGUAGE plpgsql AS $$
 DECLARE
@@ -314,3 +322,7 @@ BEGIN
       ON r.conv = (t.j->>'conv')::bigint
     LEFT JOIN unnest(pr_resp, pr_parts) p(resp, parts) ON p.resp = r.id;
 END $$;
+
+-- Replaced by the functions above; nothing calls them.
+DROP FUNCTION parley_finish_job(jsonb);
+DROP FUNCTION parley_intent_job(jsonb);
