@@ -127,7 +127,7 @@ execute(struct core_batch *b, struct batch_req **reqs, int n)
     struct core_dbconn *c;
     int i;
 
-    qsort(reqs, (size_t)n, sizeof(*reqs), by_key);
+    qsort(reqs, (size_t)n, sizeof(struct batch_req *), by_key);
     c = core_db_acquire(b->db, BATCH_ACQUIRE_MS, &st);
     if (c) {
         st = run(b, c, reqs, n);
@@ -201,7 +201,7 @@ core_batch_new(struct core_db *db, const char *name, const char *sql, int max)
     snprintf(b->labels, sizeof(b->labels), "step=\"%s\"", name);
     b->sql = sql;
     b->max = max > 0 ? max : 1;
-    b->reqs = calloc((size_t)b->max, sizeof(*b->reqs));
+    b->reqs = calloc((size_t)b->max, sizeof(struct batch_req *));
     if (!b->reqs) {
         free(b);
         return NULL;

@@ -22,7 +22,9 @@ cppcheck --quiet --enable=warning,performance,portability --std=c11 \
 echo "lint: clang-tidy" >&2
 CFLAGS="-std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -I. $(pkg-config --cflags libmicrohttpd libcurl libpq libcjson openssl)"
 # shellcheck disable=SC2086
-clang-tidy --quiet $CSRCS -- $CFLAGS 2>/dev/null | grep -E 'warning:|error:' && fail=1
+# (clang-tidy exits non-zero on a finding: read its output, not its status)
+tidy=$(clang-tidy --quiet $CSRCS -- $CFLAGS 2>/dev/null | grep -E 'warning:|error:')
+[ -n "$tidy" ] && { echo "$tidy"; fail=1; }
 
 echo "lint: clang-format" >&2
 # shellcheck disable=SC2086
