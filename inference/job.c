@@ -14,6 +14,9 @@
  * parley_intent_jobs() / parley_finish_jobs() (migrations/0006).
  * Every transaction re-checks the lease (owner + lease_count as fencing
  * token); a job that lost its lease rolls back and stops.
+ * A is run by the dispatcher for everything it claimed (inf_job_load_many),
+ * the LLM call by a worker, B, the sends and C by a delivery thread
+ * (inference/job.h).
  */
 #include "inference/job.h"
 
@@ -90,7 +93,9 @@ struct pending_msg {
 };
 
 struct job_state {
-    struct inf_worker_ctx *w;
+    struct inf_worker_ctx *w; /* the thread running the current stage */
+    char worker[32];          /* the worker that thought */
+    int empty;                /* nothing to answer: finish only */
     struct inf_job *job;
     const struct adp_adapter *adapter;
     char user_id[256];
@@ -162,29 +167,35 @@ event_obj(cJSON *arr, const char *type, const char *message_id, const char *ref)
 
 /* ---- A. load ----------------------------------------------------------- */
 
-static enum core_status
-load_on(struct job_state *s, struct core_dbconn *c)
-{
-    const char *p[3] = { s->job->conversation_id, s->w->owner,
-                         s->job->lease_count };
-    /* One round trip and one transaction; the stale-response repair
-     * checks the lease itself, the reads are dropped if it is gone. */
-    struct core_db_stmt q[4] = { { SQL_LOAD, 3, p, NULL },
-                                 { SQL_STALE, 3, p, NULL },
-                                 { SQL_PENDING, 1, p, NULL },
-                                 { SQL_HISTORY, 1, p, NULL } };
-    PGresult *r;
-    enum core_status st;
-    int i;
+#define LOAD_STMTS 4
+#define LOAD_CHUNK 16 /* jobs per pipelined round trip */
 
-    st = core_db_pipeline(c, q, 4);
-    if (st != CORE_OK)
-        return st;
-    r = q[0].res;
-    if (PQntuples(r) != 1) {
-        st = CORE_ERR_CONFLICT;
-        goto out;
-    }
+/* The four statements of one job's load; p holds its three parameters.
+ * One transaction: the stale-response repair checks the lease itself, the
+ * reads are dropped if it is gone. */
+static void
+load_stmts(struct job_state *s, const char **p, struct core_db_stmt *q)
+{
+    p[0] = s->job->conversation_id;
+    p[1] = s->w->owner;
+    p[2] = s->job->lease_count;
+    q[0] = (struct core_db_stmt){ SQL_LOAD, 3, p, NULL };
+    q[1] = (struct core_db_stmt){ SQL_STALE, 3, p, NULL };
+    q[2] = (struct core_db_stmt){ SQL_PENDING, 1, p, NULL };
+    q[3] = (struct core_db_stmt){ SQL_HISTORY, 1, p, NULL };
+}
+
+/* Read the results of load_stmts() into s. CORE_ERR_CONFLICT: the lease is
+ * gone. */
+static enum core_status
+load_parse(struct job_state *s, struct core_db_stmt *q)
+{
+    PGresult *r = q[0].res;
+    int i;
+    enum core_status st;
+
+    if (PQntuples(r) != 1)
+        return CORE_ERR_CONFLICT;
     snprintf(s->user_id, sizeof(s->user_id), "%s", PQgetvalue(r, 0, 0));
     s->opted_out = PQgetvalue(r, 0, 1)[0] == 't';
     s->confirm_opt_out = PQgetvalue(r, 0, 2)[0] == 't';
@@ -219,26 +230,85 @@ load_on(struct job_state *s, struct core_dbconn *c)
                  PQgetvalue(r, 0, 2));
         s->prev_user_text = strdup(PQgetvalue(r, 1, 1));
     }
-out:
-    for (i = 0; i < 4; i++)
-        PQclear(q[i].res);
     return st;
 }
 
+static void
+clear_results(struct core_db_stmt *q, int n)
+{
+    int i;
+
+    for (i = 0; i < n; i++) {
+        PQclear(q[i].res);
+        q[i].res = NULL;
+    }
+}
+
+/* The worker's own load: when the dispatcher's could not run. */
 static enum core_status
 load(struct job_state *s)
 {
+    const char *p[3];
+    struct core_db_stmt q[LOAD_STMTS];
     enum core_status st;
     struct core_dbconn *c = core_db_acquire(s->w->db, JOB_DB_WAIT_MS, &st);
 
     if (!c)
         return CORE_ERR_UNAVAILABLE;
-    st = load_on(s, c);
+    load_stmts(s, p, q);
+    st = core_db_pipeline(c, q, LOAD_STMTS);
+    if (st == CORE_OK)
+        st = load_parse(s, q);
+    clear_results(q, LOAD_STMTS);
     if (st != CORE_OK && st != CORE_ERR_CONFLICT)
         log_warn("job load failed", "conversation=%s sqlstate=%s error=\"%s\"",
                  s->job->conversation_id, c->sqlstate, c->error);
     core_db_release(s->w->db, c);
     return st;
+}
+
+void
+inf_job_load_many(struct inf_worker_ctx *w, struct core_dbconn *c,
+                  struct inf_job **jobs, int n)
+{
+    const char *p[LOAD_CHUNK][3];
+    struct core_db_stmt q[LOAD_CHUNK * LOAD_STMTS];
+    struct job_state *st[LOAD_CHUNK];
+    int base, k, m;
+
+    for (base = 0; base < n; base += LOAD_CHUNK) {
+        m = n - base < LOAD_CHUNK ? n - base : LOAD_CHUNK;
+        for (k = 0; k < m; k++) {
+            st[k] = calloc(1, sizeof(*st[k]));
+            if (!st[k])
+                break;
+            st[k]->w = w;
+            st[k]->job = jobs[base + k];
+            load_stmts(st[k], p[k], &q[(size_t)k * LOAD_STMTS]);
+        }
+        m = k;
+        if (m > 0 && core_db_pipeline(c, q, m * LOAD_STMTS) != CORE_OK) {
+            /* Not fatal: each worker loads its own job, with retries. */
+            log_warn("batched load failed", "jobs=%d sqlstate=%s error=\"%s\"",
+                     m, c->sqlstate, c->error);
+            for (k = 0; k < m; k++)
+                free(st[k]);
+            return;
+        }
+        for (k = 0; k < m; k++) {
+            struct inf_job *j = jobs[base + k];
+            enum core_status rc = load_parse(st[k], &q[(size_t)k * LOAD_STMTS]);
+
+            if (rc == CORE_OK) {
+                j->state = st[k];
+            } else {
+                j->lost = rc == CORE_ERR_CONFLICT;
+                state_free(st[k]);
+                free(st[k]);
+            }
+        }
+        clear_results(q, m * LOAD_STMTS);
+    }
 }
 
 /* ---- ad signals -------------------------------------------------------- */
@@ -468,7 +538,7 @@ intent(struct job_state *s)
     add_num(j, "llm_ms", s->llm.total_ms, tried);
     add_num(j, "attempts", s->llm.attempts, tried);
     add_text(j, "error", strcmp(s->kind, "apology") == 0 ? s->llm.error : NULL);
-    cJSON_AddStringToObject(j, "worker", s->w->name);
+    cJSON_AddStringToObject(j, "worker", s->worker);
     cJSON_AddItemToObject(j, "inputs", pending_ids(s));
     for (i = 0; i < s->nparts; i++)
         cJSON_AddItemToArray(parts, cJSON_CreateString(s->parts[i]));
@@ -784,27 +854,53 @@ split_reply(struct job_state *s)
     return CORE_OK;
 }
 
-void
-inf_job_run(struct inf_worker_ctx *w, struct inf_job *job)
+static void
+job_free(struct inf_job *job)
 {
-    struct job_state *s = calloc(1, sizeof(*s));
-    enum core_status st;
+    if (job->state) {
+        state_free(job->state);
+        free(job->state);
+        job->state = NULL;
+    }
+}
 
-    if (!s)
-        return;
-    s->w = w;
-    s->job = job;
+void
+inf_job_discard(struct inf_job *job)
+{
+    job_free(job);
+}
+
+int
+inf_job_think(struct inf_worker_ctx *w, struct inf_job *job)
+{
+    struct job_state *s = job->state;
+    enum core_status st;
+    int go = 0;
+
     core_log_set_request_id(job->conversation_id);
-    st = with_retries(s, load, 3);
-    if (st != CORE_OK) {
-        count_job(s, st == CORE_ERR_CONFLICT ? "lease_lost" : "db_error");
+    if (job->lost) {
+        core_metric_add(w->m->jobs, "result=\"lease_lost\"", 1);
         goto out;
     }
+    if (!s) {
+        s = job->state = calloc(1, sizeof(*s));
+        if (!s)
+            goto out;
+        s->job = job;
+        s->w = w;
+        st = with_retries(s, load, 3);
+        if (st != CORE_OK) {
+            count_job(s, st == CORE_ERR_CONFLICT ? "lease_lost" : "db_error");
+            goto out;
+        }
+    }
+    s->w = w;
+    snprintf(s->worker, sizeof(s->worker), "%s", w->name);
     s->adapter = adp_find(s->platform);
     if (!s->adapter || s->npending == 0) {
         s->kind = NULL;
-        (void)with_retries(s, finish, 3);
-        count_job(s, "empty");
+        s->empty = 1;
+        go = 1;
         goto out;
     }
     if (s->adapter->mark_read && !s->opted_out &&
@@ -825,6 +921,29 @@ inf_job_run(struct inf_worker_ctx *w, struct inf_job *job)
         s->reply = strdup(w->cfg->apology_text);
         s->kind = "apology";
         (void)split_reply(s);
+    }
+    go = 1;
+out:
+    if (!go)
+        job_free(job);
+    core_log_set_request_id(NULL);
+    return go;
+}
+
+void
+inf_job_deliver(struct inf_worker_ctx *d, struct inf_job *job)
+{
+    struct job_state *s = job->state;
+    enum core_status st;
+
+    if (!s)
+        return;
+    s->w = d;
+    core_log_set_request_id(job->conversation_id);
+    if (s->empty) {
+        (void)with_retries(s, finish, 3);
+        count_job(s, "empty");
+        goto out;
     }
     if (s->kind) {
         st = with_retries(s, intent, 3);
@@ -848,8 +967,7 @@ inf_job_run(struct inf_worker_ctx *w, struct inf_job *job)
                           : (s->nsent == s->nparts ? s->kind : "send_failed"));
 out:
     core_log_set_request_id(NULL);
-    state_free(s);
-    free(s);
+    job_free(job);
 }
 
 void

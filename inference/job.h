@@ -1,6 +1,15 @@
 /*
  * One unit of inference work: a claimed conversation. Private to
- * inference/; pool.c claims and hands out jobs, job.c runs them.
+ * inference/; pool.c claims and hands out jobs, job.c runs them in three
+ * stages, each on its own thread:
+ *   1. the dispatcher loads what it claimed (inf_job_load_many), several
+ *      conversations per round trip;
+ *   2. a worker thread thinks (inf_job_think): mark read, the LLM call;
+ *   3. a delivery thread records and sends (inf_job_deliver): intent,
+ *      sends, finish.
+ * So a worker spends its time on the LLM, not waiting on PostgreSQL or the
+ * platform. A job belongs to exactly one thread at a time; the queues
+ * between the stages hand it over under the pool's mutex.
  */
 #ifndef INFERENCE_JOB_H
 #define INFERENCE_JOB_H
@@ -19,11 +28,14 @@
 struct inf_job {
     unsigned magic;
     char conversation_id[24];
-    char lease_count[16]; /* fencing token of our lease */
+    char lease_count[16];    /* fencing token of our lease */
+    struct job_state *state; /* job.c's; NULL until loaded */
+    int lost;                /* the load found the lease gone */
     struct inf_job *next;
 };
 
-/* What a worker thread owns: never shared. */
+/* What a worker (or delivery, or the dispatcher) thread owns: never
+ * shared. Delivery threads have no llm; the dispatcher's has no CURL. */
 struct inf_worker_ctx {
     const struct core_config *cfg;
     struct core_db *db;
@@ -49,13 +61,22 @@ struct inf_metrics {
     struct core_metric *dup_sends;
 };
 
-/* Run one job to completion (or until the lease is lost). */
 /* The job's two writes, grouped across workers (core/batch.h): the intent
  * before sending, everything else after. */
 extern const char INF_SQL_INTENTS[];
 extern const char INF_SQL_FINISHES[];
 
-void inf_job_run(struct inf_worker_ctx *w, struct inf_job *job);
+/* Dispatcher: load n claimed jobs on c, a few round trips in all. A job
+ * whose load fails is left unloaded (its worker loads it) or marked lost. */
+void inf_job_load_many(struct inf_worker_ctx *w, struct core_dbconn *c,
+                       struct inf_job **jobs, int n);
+/* Worker: load if needed, mark read, think. Returns 1 when the job goes on
+ * to inf_job_deliver(), 0 when it is over (counted, state freed). */
+int inf_job_think(struct inf_worker_ctx *w, struct inf_job *job);
+/* Delivery thread: intent, sends, finish; frees the job's state. */
+void inf_job_deliver(struct inf_worker_ctx *d, struct inf_job *job);
+/* Free the state of a job that will not run (shutdown). */
+void inf_job_discard(struct inf_job *job);
 /* Release a lease we hold without doing the work (shutdown). */
 void inf_job_release(struct inf_worker_ctx *w, struct core_dbconn *c,
                      const struct inf_job *job);

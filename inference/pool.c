@@ -10,8 +10,14 @@
  * not in memory. It sleeps on a self-pipe (in-process wake after ingest
  * commits), the LISTEN parley_work socket (other processes), and a slow
  * poll timeout as the last resort.
- * Threads: 1 dispatcher, N workers. Shared state: the job queue (mutex +
- * condvar), counters; the config is immutable.
+ * The dispatcher also loads what it claimed (a few round trips for all of
+ * it), workers only think (the LLM call), and delivery threads record and
+ * send (inference/job.h), so a worker goes from one LLM call to the next
+ * without waiting on PostgreSQL or the platform.
+ * Threads: 1 dispatcher, N workers, N delivery threads. Shared state: the
+ * two job queues (one mutex, a condvar each), counters; the config is
+ * immutable. In flight at most: N + N/8 claimed ahead for the workers, N
+ * in delivery.
  */
 #include "inference/pool.h"
 
@@ -75,11 +81,15 @@ struct inf_pool {
     char owner[96];
 
     pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct inf_job *head, *tail;
+    pthread_cond_t cv;             /* workers: a job was queued */
+    pthread_cond_t dcv;            /* delivery: a job was thought */
+    struct inf_job *head, *tail;   /* loaded, waiting for a worker */
+    struct inf_job *dhead, *dtail; /* thought, waiting for delivery */
     int queued;
-    int busy;
+    int busy;           /* jobs in workers' hands */
+    int delivering;     /* queued for or in delivery */
     int stopping;       /* no more claims; workers drain the queue */
+    int dstopping;      /* workers joined: delivery drains and ends */
     atomic_int abandon; /* stopping: release queued jobs, cancel late ones */
 
     int wake_fd[2];
@@ -88,6 +98,10 @@ struct inf_pool {
     pthread_t *threads;
     struct worker_slot *workers;
     int nworkers;
+    pthread_t *dthreads;
+    struct worker_slot *delivery;
+    int ndelivery;
+    struct inf_worker_ctx dctx;            /* the dispatcher's, for loading */
     struct core_batch *intents, *finishes; /* grouped job transactions */
     struct inf_metrics m;
 };
@@ -142,7 +156,8 @@ claim(struct inf_pool *p, struct core_dbconn *c, int n)
     char nbuf[16], lease[16];
     const char *params[3] = { nbuf, p->owner, lease };
     PGresult *r = NULL;
-    int i, rows;
+    struct inf_job **jobs;
+    int i, rows, got = 0;
 
     snprintf(nbuf, sizeof(nbuf), "%d", n);
     snprintf(lease, sizeof(lease), "%d", p->cfg->lease_ms);
@@ -151,7 +166,8 @@ claim(struct inf_pool *p, struct core_dbconn *c, int n)
         return -1;
     }
     rows = PQntuples(r);
-    for (i = 0; i < rows; i++) {
+    jobs = calloc((size_t)rows + 1, sizeof(struct inf_job *));
+    for (i = 0; i < rows && jobs; i++) {
         struct inf_job *j = calloc(1, sizeof(*j));
 
         if (!j)
@@ -166,10 +182,15 @@ claim(struct inf_pool *p, struct core_dbconn *c, int n)
             log_warn("reclaimed expired lease", "conversation=%s",
                      j->conversation_id);
         }
-        push_job(p, j);
+        jobs[got++] = j;
     }
     core_metric_add(p->m.claims, NULL, rows);
     PQclear(r);
+    /* Out of memory: what was not made into a job waits for its lease. */
+    inf_job_load_many(&p->dctx, c, jobs, got);
+    for (i = 0; i < got; i++)
+        push_job(p, jobs[i]);
+    free(jobs);
     return rows;
 }
 
@@ -254,6 +275,8 @@ dispatcher_main(void *arg)
         idle = p->nworkers +
                (p->nworkers + POOL_PREFETCH_PER - 1) / POOL_PREFETCH_PER -
                p->busy - p->queued;
+        if (idle > p->ndelivery - p->delivering)
+            idle = p->ndelivery - p->delivering; /* delivery is behind */
         if (p->stopping) {
             pthread_mutex_unlock(&p->mu);
             break;
@@ -325,28 +348,89 @@ release_job(struct inf_worker_ctx *w, struct inf_job *j)
     }
 }
 
+/* A worker hands a thought job to delivery. */
+static void
+push_delivery(struct inf_pool *p, struct inf_job *j)
+{
+    pthread_mutex_lock(&p->mu);
+    j->next = NULL;
+    if (p->dtail)
+        p->dtail->next = j;
+    else
+        p->dhead = j;
+    p->dtail = j;
+    p->busy--;
+    p->delivering++;
+    pthread_cond_signal(&p->dcv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static struct inf_job *
+pop_delivery(struct inf_pool *p)
+{
+    struct inf_job *j;
+
+    pthread_mutex_lock(&p->mu);
+    while (!p->dhead && !p->dstopping)
+        pthread_cond_wait(&p->dcv, &p->mu);
+    j = p->dhead;
+    if (j) {
+        p->dhead = j->next;
+        if (!p->dhead)
+            p->dtail = NULL;
+    }
+    pthread_mutex_unlock(&p->mu);
+    return j;
+}
+
 static void *
 worker_main(void *arg)
 {
     struct worker_slot *slot = arg;
     struct inf_pool *p = slot->pool;
     struct inf_job *j;
-    int abandon;
+    int deliver;
 
     while ((j = pop_job(p)) != NULL) {
-        abandon = atomic_load(&p->abandon);
+        deliver = 0;
         core_metric_add(p->m.workers_busy, NULL, 1);
-        if (abandon)
+        if (atomic_load(&p->abandon)) {
             release_job(&slot->ctx, j);
-        else
-            inf_job_run(&slot->ctx, j);
+            inf_job_discard(j);
+        } else {
+            deliver = inf_job_think(&slot->ctx, j);
+        }
         core_metric_add(p->m.workers_busy, NULL, -1);
+        if (deliver) {
+            push_delivery(p, j);
+            inf_pool_wake(p);
+            continue;
+        }
         j->magic = 0;
         free(j);
         pthread_mutex_lock(&p->mu);
         p->busy--;
         pthread_mutex_unlock(&p->mu);
         inf_pool_wake(p); /* a worker is free: the dispatcher may claim */
+    }
+    return NULL;
+}
+
+static void *
+delivery_main(void *arg)
+{
+    struct worker_slot *slot = arg;
+    struct inf_pool *p = slot->pool;
+    struct inf_job *j;
+
+    while ((j = pop_delivery(p)) != NULL) {
+        inf_job_deliver(&slot->ctx, j);
+        j->magic = 0;
+        free(j);
+        pthread_mutex_lock(&p->mu);
+        p->delivering--;
+        pthread_mutex_unlock(&p->mu);
+        inf_pool_wake(p);
     }
     return NULL;
 }
@@ -403,6 +487,19 @@ make_owner(char *out, size_t n)
                     (unsigned long)ts.tv_nsec);
 }
 
+static void
+ctx_init(struct inf_pool *p, struct inf_worker_ctx *c, const char *name)
+{
+    c->cfg = p->cfg;
+    c->db = p->db;
+    c->owner = p->owner;
+    c->m = &p->m;
+    c->abandon = &p->abandon;
+    c->intents = p->intents;
+    c->finishes = p->finishes;
+    snprintf(c->name, sizeof(c->name), "%s", name);
+}
+
 struct inf_pool *
 inf_pool_new(const struct core_config *cfg, struct core_db *db,
              const char *conninfo)
@@ -418,6 +515,7 @@ inf_pool_new(const struct core_config *cfg, struct core_db *db,
     make_owner(p->owner, sizeof(p->owner));
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
+    pthread_cond_init(&p->dcv, NULL);
     register_metrics(&p->m);
     if (!p->conninfo || pipe(p->wake_fd) != 0)
         goto fail;
@@ -429,19 +527,29 @@ inf_pool_new(const struct core_config *cfg, struct core_db *db,
         goto fail;
     p->threads = calloc((size_t)cfg->workers, sizeof(*p->threads));
     p->workers = calloc((size_t)cfg->workers, sizeof(*p->workers));
-    if (!p->threads || !p->workers)
+    p->dthreads = calloc((size_t)cfg->workers, sizeof(*p->dthreads));
+    p->delivery = calloc((size_t)cfg->workers, sizeof(*p->delivery));
+    if (!p->threads || !p->workers || !p->dthreads || !p->delivery)
         goto fail;
+    ctx_init(p, &p->dctx, "dispatcher");
+    for (i = 0; i < cfg->workers; i++) {
+        struct worker_slot *s = &p->delivery[i];
+
+        s->pool = p;
+        ctx_init(p, &s->ctx, "d");
+        snprintf(s->ctx.name, sizeof(s->ctx.name), "d%d", i);
+        s->ctx.send_curl = curl_easy_init();
+        if (!s->ctx.send_curl)
+            goto fail;
+        if (pthread_create(&p->dthreads[i], NULL, delivery_main, s) != 0)
+            goto fail;
+        p->ndelivery++;
+    }
     for (i = 0; i < cfg->workers; i++) {
         struct worker_slot *s = &p->workers[i];
 
         s->pool = p;
-        s->ctx.cfg = cfg;
-        s->ctx.db = db;
-        s->ctx.owner = p->owner;
-        s->ctx.m = &p->m;
-        s->ctx.abandon = &p->abandon;
-        s->ctx.intents = p->intents;
-        s->ctx.finishes = p->finishes;
+        ctx_init(p, &s->ctx, "w");
         snprintf(s->ctx.name, sizeof(s->ctx.name), "w%d", i);
         s->ctx.llm = inf_llm_new(cfg);
         s->ctx.send_curl = curl_easy_init();
@@ -454,8 +562,8 @@ inf_pool_new(const struct core_config *cfg, struct core_db *db,
     if (pthread_create(&p->dispatcher, NULL, dispatcher_main, p) != 0)
         goto fail;
     p->dispatcher_started = 1;
-    log_info("worker pool started", "workers=%d owner=%s", p->nworkers,
-             p->owner);
+    log_info("worker pool started", "workers=%d delivery=%d owner=%s",
+             p->nworkers, p->ndelivery, p->owner);
     return p;
 fail:
     log_error("could not start the worker pool", "workers=%d", cfg->workers);
@@ -482,11 +590,11 @@ inf_pool_shutdown(struct inf_pool *p, int deadline_ms)
         p->dispatcher_started = 0;
     }
     /* Jobs still queued are not started: give their leases back now so
-     * another process takes them at once. */
+     * another process takes them at once. Thought jobs are delivered. */
     atomic_store(&p->abandon, 1);
     for (;;) {
         pthread_mutex_lock(&p->mu);
-        busy = p->busy + p->queued;
+        busy = p->busy + p->queued + p->delivering;
         pthread_mutex_unlock(&p->mu);
         if (busy == 0 || now_ms() - t0 >= deadline_ms)
             break;
@@ -501,6 +609,14 @@ inf_pool_shutdown(struct inf_pool *p, int deadline_ms)
     for (i = 0; i < p->nworkers; i++)
         pthread_join(p->threads[i], NULL);
     p->nworkers = 0;
+    /* No worker is left to hand over a job: delivery drains its queue. */
+    pthread_mutex_lock(&p->mu);
+    p->dstopping = 1;
+    pthread_cond_broadcast(&p->dcv);
+    pthread_mutex_unlock(&p->mu);
+    for (i = 0; i < p->ndelivery; i++)
+        pthread_join(p->dthreads[i], NULL);
+    p->ndelivery = 0;
 }
 
 void
@@ -517,8 +633,14 @@ inf_pool_free(struct inf_pool *p)
                 curl_easy_cleanup(p->workers[i].ctx.send_curl);
         }
     }
+    if (p->delivery)
+        for (i = 0; i < p->cfg->workers; i++)
+            if (p->delivery[i].ctx.send_curl)
+                curl_easy_cleanup(p->delivery[i].ctx.send_curl);
     free(p->workers);
     free(p->threads);
+    free(p->delivery);
+    free(p->dthreads);
     core_batch_free(p->intents); /* after the workers: none is waiting */
     core_batch_free(p->finishes);
     if (p->wake_fd[0] > 0) {
@@ -528,5 +650,6 @@ inf_pool_free(struct inf_pool *p)
     free(p->conninfo);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
+    pthread_cond_destroy(&p->dcv);
     free(p);
 }
