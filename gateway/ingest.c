@@ -314,11 +314,7 @@ store_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
         c = core_db_acquire(in->db, INGEST_ACQUIRE_MS, &st);
         if (!c)
             goto out;
-        st = core_db_begin(c);
-        if (st == CORE_OK)
-            st = core_db_query(c, SQL_INGEST, 1, p, &r);
-        if (st == CORE_OK)
-            st = core_db_commit(c);
+        st = core_db_query(c, SQL_INGEST, 1, p, &r);
         if (st == CORE_OK)
             break;
         log_warn("ingest batch failed",
