@@ -96,6 +96,7 @@ struct job_state {
     struct inf_worker_ctx *w; /* the thread running the current stage */
     char worker[32];          /* the worker that thought */
     int empty;                /* nothing to answer: finish only */
+    int marked;               /* its read receipt went to delivery */
     struct inf_job *job;
     const struct adp_adapter *adapter;
     char user_id[256];
@@ -177,7 +178,7 @@ static void
 load_stmts(struct job_state *s, const char **p, struct core_db_stmt *q)
 {
     p[0] = s->job->conversation_id;
-    p[1] = s->w->owner;
+    p[1] = s->job->owner;
     p[2] = s->job->lease_count;
     q[0] = (struct core_db_stmt){ SQL_LOAD, 3, p, NULL };
     q[1] = (struct core_db_stmt){ SQL_STALE, 3, p, NULL };
@@ -517,7 +518,7 @@ intent(struct job_state *s)
     enum core_status st;
 
     cJSON_AddStringToObject(j, "conv", s->job->conversation_id);
-    cJSON_AddStringToObject(j, "owner", s->w->owner);
+    cJSON_AddStringToObject(j, "owner", s->job->owner);
     cJSON_AddStringToObject(j, "lease", s->job->lease_count);
     cJSON_AddNumberToObject(j, "lease_ms", s->w->cfg->lease_ms);
     cJSON_AddStringToObject(j, "platform", s->platform);
@@ -763,7 +764,7 @@ finish(struct job_state *s)
     if (s->kind && strcmp(s->kind, "window_closed") == 0)
         istate = "skipped";
     cJSON_AddStringToObject(j, "conv", s->job->conversation_id);
-    cJSON_AddStringToObject(j, "owner", s->w->owner);
+    cJSON_AddStringToObject(j, "owner", s->job->owner);
     cJSON_AddStringToObject(j, "lease", s->job->lease_count);
     if (s->response_id[0]) {
         cJSON_AddStringToObject(j, "response_id", s->response_id);
@@ -870,6 +871,40 @@ inf_job_discard(struct inf_job *job)
     job_free(job);
 }
 
+struct inf_mark *
+inf_job_mark(struct inf_job *job)
+{
+    struct job_state *s = job->state;
+    const struct adp_adapter *a = s ? adp_find(s->platform) : NULL;
+    struct inf_mark *m;
+
+    if (!a || !a->mark_read || s->opted_out || s->npending == 0 ||
+        !s->pending[s->npending - 1].platform_id)
+        return NULL;
+    m = calloc(1, sizeof(*m));
+    if (!m)
+        return NULL;
+    m->message_id = strdup(s->pending[s->npending - 1].platform_id);
+    if (!m->message_id) {
+        free(m);
+        return NULL;
+    }
+    m->adapter = a;
+    snprintf(m->channel, sizeof(m->channel), "%s", s->channel);
+    snprintf(m->user_id, sizeof(m->user_id), "%s", s->user_id);
+    s->marked = 1;
+    return m;
+}
+
+void
+inf_mark_send(struct inf_worker_ctx *d, struct inf_mark *m)
+{
+    (void)m->adapter->mark_read(d->cfg, d->send_curl, m->channel, m->user_id,
+                                m->message_id);
+    free(m->message_id);
+    free(m);
+}
+
 int
 inf_job_think(struct inf_worker_ctx *w, struct inf_job *job)
 {
@@ -903,7 +938,7 @@ inf_job_think(struct inf_worker_ctx *w, struct inf_job *job)
         go = 1;
         goto out;
     }
-    if (s->adapter->mark_read && !s->opted_out &&
+    if (!s->marked && s->adapter->mark_read && !s->opted_out &&
         s->pending[s->npending - 1].platform_id)
         (void)s->adapter->mark_read(w->cfg, w->send_curl, s->channel,
                                     s->user_id,
@@ -974,7 +1009,7 @@ void
 inf_job_release(struct inf_worker_ctx *w, struct core_dbconn *c,
                 const struct inf_job *job)
 {
-    const char *p[3] = { job->conversation_id, w->owner, job->lease_count };
+    const char *p[3] = { job->conversation_id, job->owner, job->lease_count };
     enum core_status st;
     struct core_dbconn *own = NULL;
 

@@ -24,14 +24,28 @@
 #include "inference/llm.h"
 
 #define INF_JOB_MAGIC 0x4a4f4221u
+#define INF_OWNER_MAX 128
 
 struct inf_job {
     unsigned magic;
     char conversation_id[24];
-    char lease_count[16];    /* fencing token of our lease */
-    struct job_state *state; /* job.c's; NULL until loaded */
-    int lost;                /* the load found the lease gone */
+    char owner[INF_OWNER_MAX]; /* lease owner token of its claim */
+    char lease_count[16];      /* with owner: the fencing token */
+    struct job_state *state;   /* job.c's; NULL until loaded */
+    int lost;                  /* the load found the lease gone */
     struct inf_job *next;
+};
+
+/* A read receipt for a loaded job (with WhatsApp, a typing indicator):
+ * made by the dispatcher, sent by a delivery thread, so the worker goes
+ * straight to the LLM. */
+struct adp_adapter;
+struct inf_mark {
+    struct inf_mark *next;
+    const struct adp_adapter *adapter;
+    char channel[256];
+    char user_id[256];
+    char *message_id;
 };
 
 /* What a worker (or delivery, or the dispatcher) thread owns: never
@@ -39,7 +53,6 @@ struct inf_job {
 struct inf_worker_ctx {
     const struct core_config *cfg;
     struct core_db *db;
-    const char *owner; /* lease owner id of this process */
     struct inf_llm *llm;
     CURL *send_curl;
     struct inf_metrics *m;
@@ -70,6 +83,11 @@ extern const char INF_SQL_FINISHES[];
  * whose load fails is left unloaded (its worker loads it) or marked lost. */
 void inf_job_load_many(struct inf_worker_ctx *w, struct core_dbconn *c,
                        struct inf_job **jobs, int n);
+/* Dispatcher, after loading: the job's read receipt, or NULL if it needs
+ * none (then or if the job was not loaded, its worker marks it read). */
+struct inf_mark *inf_job_mark(struct inf_job *job);
+/* Delivery thread: send the receipt (best effort) and free it. */
+void inf_mark_send(struct inf_worker_ctx *d, struct inf_mark *m);
 /* Worker: load if needed, mark read, think. Returns 1 when the job goes on
  * to inf_job_deliver(), 0 when it is over (counted, state freed). */
 int inf_job_think(struct inf_worker_ctx *w, struct inf_job *job);

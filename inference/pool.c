@@ -43,7 +43,8 @@
 /* Claimed ahead of need, per 8 workers: a worker that finishes takes its
  * next conversation from memory instead of waiting for a claim round trip
  * (their leases run from the claim; at shutdown they are handed back). */
-#define POOL_PREFETCH_PER 8
+#define POOL_PREFETCH_PER 2
+#define POOL_LOAD_CHUNK   16 /* jobs loaded per round trip */
 
 static const char SQL_CLAIM[] =
     "WITH c AS ("
@@ -58,6 +59,14 @@ static const char SQL_CLAIM[] =
     "  lease_count = v.lease_count + 1"
     " FROM c WHERE v.id = c.id"
     " RETURNING v.id, v.lease_count, c.prev_owner IS NOT NULL";
+/* The claim commits without waiting for its WAL flush: a lease is not
+ * data. If PostgreSQL crashes before the flush the claim is gone, the
+ * conversation is claimed again, and the lost claim's job is fenced off:
+ * every claim has its own owner token (process id + claim number, from
+ * memory, never reused), and the job's first durable write, the intent,
+ * flushes the claim with it. */
+static const char SQL_ASYNC_COMMIT[] =
+    "SELECT set_config('synchronous_commit', 'off', true)";
 static const char SQL_STATS[] =
     "SELECT count(*), coalesce(extract(epoch FROM now() - min(pending_since)),"
     " 0) FROM conversations WHERE pending_since IS NOT NULL";
@@ -79,12 +88,14 @@ struct inf_pool {
     struct core_db *db;
     char *conninfo;
     char owner[96];
+    unsigned long nclaims; /* claims made: the owner token's suffix */
 
     pthread_mutex_t mu;
-    pthread_cond_t cv;             /* workers: a job was queued */
-    pthread_cond_t dcv;            /* delivery: a job was thought */
-    struct inf_job *head, *tail;   /* loaded, waiting for a worker */
-    struct inf_job *dhead, *dtail; /* thought, waiting for delivery */
+    pthread_cond_t cv;              /* workers: a job was queued */
+    pthread_cond_t dcv;             /* delivery: a job was thought */
+    struct inf_job *head, *tail;    /* loaded, waiting for a worker */
+    struct inf_job *dhead, *dtail;  /* thought, waiting for delivery */
+    struct inf_mark *mhead, *mtail; /* read receipts, for delivery */
     int queued;
     int busy;           /* jobs in workers' hands */
     int delivering;     /* queued for or in delivery */
@@ -149,22 +160,44 @@ push_job(struct inf_pool *p, struct inf_job *j)
     pthread_mutex_unlock(&p->mu);
 }
 
+/* Read receipts go to delivery ahead of the jobs thought there. */
+static void
+push_mark(struct inf_pool *p, struct inf_mark *m)
+{
+    if (!m)
+        return;
+    pthread_mutex_lock(&p->mu);
+    m->next = NULL;
+    if (p->mtail)
+        p->mtail->next = m;
+    else
+        p->mhead = m;
+    p->mtail = m;
+    pthread_cond_signal(&p->dcv);
+    pthread_mutex_unlock(&p->mu);
+}
+
 /* Claim up to n conversations; returns how many were claimed, -1 on error. */
 static int
 claim(struct inf_pool *p, struct core_dbconn *c, int n)
 {
-    char nbuf[16], lease[16];
-    const char *params[3] = { nbuf, p->owner, lease };
-    PGresult *r = NULL;
+    char nbuf[16], lease[16], owner[INF_OWNER_MAX];
+    const char *params[3] = { nbuf, owner, lease };
+    struct core_db_stmt q[2] = { { SQL_ASYNC_COMMIT, 0, NULL, NULL },
+                                 { SQL_CLAIM, 3, params, NULL } };
+    PGresult *r;
     struct inf_job **jobs;
     int i, rows, got = 0;
 
     snprintf(nbuf, sizeof(nbuf), "%d", n);
     snprintf(lease, sizeof(lease), "%d", p->cfg->lease_ms);
-    if (core_db_query(c, SQL_CLAIM, 3, params, &r) != CORE_OK) {
+    snprintf(owner, sizeof(owner), "%s/%lu", p->owner, ++p->nclaims);
+    if (core_db_pipeline(c, q, 2) != CORE_OK) {
         log_warn("could not claim work", "error=\"%s\"", c->error);
         return -1;
     }
+    PQclear(q[0].res);
+    r = q[1].res;
     rows = PQntuples(r);
     jobs = calloc((size_t)rows + 1, sizeof(struct inf_job *));
     for (i = 0; i < rows && jobs; i++) {
@@ -177,6 +210,7 @@ claim(struct inf_pool *p, struct core_dbconn *c, int n)
                  PQgetvalue(r, i, 0));
         snprintf(j->lease_count, sizeof(j->lease_count), "%s",
                  PQgetvalue(r, i, 1));
+        snprintf(j->owner, sizeof(j->owner), "%s", owner);
         if (PQgetvalue(r, i, 2)[0] == 't') {
             core_metric_add(p->m.lease_expiries, NULL, 1);
             log_warn("reclaimed expired lease", "conversation=%s",
@@ -186,10 +220,17 @@ claim(struct inf_pool *p, struct core_dbconn *c, int n)
     }
     core_metric_add(p->m.claims, NULL, rows);
     PQclear(r);
-    /* Out of memory: what was not made into a job waits for its lease. */
-    inf_job_load_many(&p->dctx, c, jobs, got);
-    for (i = 0; i < got; i++)
-        push_job(p, jobs[i]);
+    /* Out of memory: what was not made into a job waits for its lease.
+     * Each chunk goes to the workers as soon as it is loaded. */
+    for (i = 0; i < got; i += POOL_LOAD_CHUNK) {
+        int k, m = got - i < POOL_LOAD_CHUNK ? got - i : POOL_LOAD_CHUNK;
+
+        inf_job_load_many(&p->dctx, c, jobs + i, m);
+        for (k = 0; k < m; k++) {
+            push_mark(p, inf_job_mark(jobs[i + k]));
+            push_job(p, jobs[i + k]);
+        }
+    }
     free(jobs);
     return rows;
 }
@@ -365,22 +406,26 @@ push_delivery(struct inf_pool *p, struct inf_job *j)
     pthread_mutex_unlock(&p->mu);
 }
 
-static struct inf_job *
-pop_delivery(struct inf_pool *p)
+/* Next work for a delivery thread: a read receipt (*m) or a job; both
+ * NULL when the pool stops and the queues are empty. */
+static void
+pop_delivery(struct inf_pool *p, struct inf_job **j, struct inf_mark **m)
 {
-    struct inf_job *j;
-
     pthread_mutex_lock(&p->mu);
-    while (!p->dhead && !p->dstopping)
+    while (!p->dhead && !p->mhead && !p->dstopping)
         pthread_cond_wait(&p->dcv, &p->mu);
-    j = p->dhead;
-    if (j) {
-        p->dhead = j->next;
+    *m = p->mhead;
+    *j = NULL;
+    if (*m) {
+        p->mhead = (*m)->next;
+        if (!p->mhead)
+            p->mtail = NULL;
+    } else if ((*j = p->dhead) != NULL) {
+        p->dhead = (*j)->next;
         if (!p->dhead)
             p->dtail = NULL;
     }
     pthread_mutex_unlock(&p->mu);
-    return j;
 }
 
 static void *
@@ -422,8 +467,16 @@ delivery_main(void *arg)
     struct worker_slot *slot = arg;
     struct inf_pool *p = slot->pool;
     struct inf_job *j;
+    struct inf_mark *m;
 
-    while ((j = pop_delivery(p)) != NULL) {
+    for (;;) {
+        pop_delivery(p, &j, &m);
+        if (m) {
+            inf_mark_send(&slot->ctx, m);
+            continue;
+        }
+        if (!j)
+            break;
         inf_job_deliver(&slot->ctx, j);
         j->magic = 0;
         free(j);
@@ -492,7 +545,6 @@ ctx_init(struct inf_pool *p, struct inf_worker_ctx *c, const char *name)
 {
     c->cfg = p->cfg;
     c->db = p->db;
-    c->owner = p->owner;
     c->m = &p->m;
     c->abandon = &p->abandon;
     c->intents = p->intents;

@@ -488,3 +488,37 @@ def test_two_processes_share_work_without_overlap(parley, fake):
         "LEFT JOIN response_inputs ri ON ri.message_id = m.id "
         "WHERE m.direction = 'in' GROUP BY 1 HAVING count(ri.response_id) <> 1")
     assert not per_msg, per_msg
+
+
+def test_claim_lost_in_a_crash_is_fenced_off(parley, fake):
+    """A claim commits without waiting for its WAL flush, so a PostgreSQL
+    crash can lose it while its job is thinking. Simulated by undoing the
+    claim in the database: the conversation is claimed again with the same
+    lease_count, and only the per-claim owner token tells the two jobs
+    apart. The first job's intent must fail its lease check: one reply."""
+    fake.control(llm_latency_ms=1500)
+    p = start(parley, fake)
+    db = parley.db
+    user = user_id("whatsapp", 31)
+    post(p, "whatsapp", harness.wa_text("wamid.FENCE1", user, "fence me"))
+    wait_until(lambda: len(llm_calls(fake)) == 1, 10, what="the first job thinking")
+    owner1, count1 = db.query("SELECT lease_owner, lease_count FROM conversations")[0]
+    assert owner1, "not leased while thinking"
+    db.execute("UPDATE conversations SET lease_owner = NULL, lease_until = NULL, "
+               "lease_count = lease_count - 1")
+    db.execute("NOTIFY parley_work")
+    wait_until(lambda: db.query("SELECT lease_owner IS NOT NULL, lease_count = %s "
+                                "FROM conversations", (count1,))[0] == (True, True),
+               10, what="the conversation claimed again with the same lease_count")
+    owner2 = db.scalar("SELECT lease_owner FROM conversations")
+    wait_answered(db, 1, timeout=20)
+    time.sleep(0.5)  # the first job's delivery has had its chance to send
+    sends = text_sends(fake, user)
+    assert len(sends) == 1, f"{len(sends)} replies: the lost claim's job was not fenced off"
+    assert len(llm_calls(fake)) == 2
+    assert owner2 != owner1, "a claim's owner token was reused"
+    rows = db.query("SELECT status FROM responses")
+    assert rows == [("sent",)], rows
+    metrics = p.get("/metrics").text
+    assert re.search(r'^parley_jobs_total\{result="lease_lost"\} 1$', metrics, re.M), \
+        [ln for ln in metrics.splitlines() if ln.startswith("parley_jobs_total")]
