@@ -54,7 +54,10 @@ DRAIN_TIMEOUT = float(env("BENCH_DRAIN_TIMEOUT", "90"))
 BUILD_DIR = os.path.join(ROOT, env("BENCH_BUILD_DIR", "build/release"))
 PG_DIR = env("BENCH_PG_DIR", os.path.join(ROOT, "var", "bench-pg"))
 KEEP = env("BENCH_KEEP", "0") == "1"
-UPDATE_DOC = env("BENCH_UPDATE_DOC", "0" if QUICK else "1") == "1"
+# BENCH_ONLY=b,d200: run only these scenarios (fakes a a' b c d0 d200 dpaced e);
+# for development: such a run never updates docs/PERFORMANCE.md or latest.json.
+ONLY = set(env("BENCH_ONLY", "").split(",")) - {""} or None
+UPDATE_DOC = env("BENCH_UPDATE_DOC", "0" if QUICK or ONLY else "1") == "1"
 RESULTS = os.path.join(ROOT, "bench", "results")
 SECRET = "bench-app-secret"
 CLK = os.sysconf("SC_CLK_TCK")
@@ -1289,15 +1292,15 @@ def main():
         report["machine"] = machine_info(b.pg)
         log("bench: machine %s" % json.dumps(report["machine"]))
         b.start_fake()
-        suite.fakes()
-        suite.ceiling()
-        suite.pg_ceiling()
-        suite.ingest()
-        suite.ingest(dup=0.5)
-        suite.e2e(0)
-        suite.e2e(200)
-        suite.e2e(200, paced=True)
-        suite.memory()
+        for key, run in (("fakes", suite.fakes), ("a", suite.ceiling),
+                         ("a'", suite.pg_ceiling), ("b", suite.ingest),
+                         ("c", lambda: suite.ingest(dup=0.5)),
+                         ("d0", lambda: suite.e2e(0)),
+                         ("d200", lambda: suite.e2e(200)),
+                         ("dpaced", lambda: suite.e2e(200, paced=True)),
+                         ("e", suite.memory)):
+            if ONLY is None or key in ONLY:
+                run()
     finally:
         b.cleanup()
     report["loadavg_end"] = loadavg()
@@ -1318,20 +1321,20 @@ def main():
     log("")
     log(text)
     os.makedirs(RESULTS, exist_ok=True)
-    if QUICK:
+    if QUICK or ONLY:
         out = os.path.join(RESULTS, "quick.json")
     else:
         stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M")
         out = os.path.join(RESULTS, "%s-%s.json" % (stamp, report["git"]["commit"]))
     slim = dict(report)
     slim["runs"] = slim_runs(suite.raw)
-    for path in ([out] if QUICK else [out, os.path.join(RESULTS, "latest.json")]):
+    for path in ([out] if QUICK or ONLY else [out, os.path.join(RESULTS, "latest.json")]):
         with open(path + ".tmp", "w") as f:
             json.dump(slim, f, indent=1, sort_keys=True)
             f.write("\n")
         os.replace(path + ".tmp", path)
     log("\nbench: wrote %s%s" % (os.path.relpath(out, ROOT),
-                                  "" if QUICK else " and bench/results/latest.json"))
+                                  "" if QUICK or ONLY else " and bench/results/latest.json"))
     if UPDATE_DOC:
         write_doc(report, text)
         log("bench: updated the table in docs/PERFORMANCE.md")
