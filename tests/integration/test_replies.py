@@ -522,3 +522,31 @@ def test_claim_lost_in_a_crash_is_fenced_off(parley, fake):
     metrics = p.get("/metrics").text
     assert re.search(r'^parley_jobs_total\{result="lease_lost"\} 1$', metrics, re.M), \
         [ln for ln in metrics.splitlines() if ln.startswith("parley_jobs_total")]
+
+
+def test_sigterm_finishes_the_thinking_job_and_hands_back_the_queued(parley, fake):
+    """Shutdown with one worker busy on a slow LLM call: the job in hand is
+    thought, recorded and sent (the delivery stage drains); conversations
+    claimed ahead but not started are handed back at once, unanswered; the
+    next process answers them."""
+    fake.control(llm_latency_ms=1500)
+    p = start(parley, fake, env={"PARLEY_WORKERS": "1"})
+    db = parley.db
+    users = [user_id("whatsapp", 40 + k) for k in range(3)]
+    for k, u in enumerate(users):
+        post(p, "whatsapp", harness.wa_text(f"wamid.STOP{k}", u, f"stop test {k}"))
+    wait_until(lambda: len(llm_calls(fake)) == 1, 10, what="the first job thinking")
+    p.stop()  # SIGTERM; exit code 0
+    thought = [u for u in users if text_sends(fake, u)]
+    assert len(thought) == 1, f"replies sent for {thought}"
+    assert db.query("SELECT count(*) FROM responses WHERE status = 'sent'") == [(1,)]
+    states = dict(db.query("SELECT reply_state, count(*) FROM messages "
+                           "WHERE direction = 'in' GROUP BY 1"))
+    assert states == {"answered": 1, "pending": 2}, states
+    assert db.scalar("SELECT count(*) FROM conversations WHERE lease_owner IS NOT NULL") == 0, \
+        "a lease was kept past shutdown"
+    fake.control(llm_latency_ms=0)
+    start(parley, fake)
+    wait_answered(db, 3, timeout=20)
+    assert all(len(text_sends(fake, u)) == 1 for u in users), \
+        {u: len(text_sends(fake, u)) for u in users}
