@@ -391,8 +391,12 @@ class Bench:
 
     def start_fake(self):
         errf = open(os.path.join(self.tmp, "fakeup.log"), "wb")
-        p = spawn([FAKEUP, "--port", "0", "--threads", "2", "--record-max", "50000",
-                   "--stdin-watch"], stdout=subprocess.PIPE, stderr=errf,
+        # Every reply is three recorded requests (the LLM call, the read
+        # receipt, the send); past the ring's size the oldest are dropped and
+        # the integrity check would count replies as missing.
+        p = spawn([FAKEUP, "--port", "0", "--threads", "2", "--record-max",
+                   str(max(50000, 4 * E2E_MAX)), "--stdin-watch"],
+                  stdout=subprocess.PIPE, stderr=errf,
                   stdin=subprocess.PIPE)
         errf.close()
         deadline = time.monotonic() + 10
