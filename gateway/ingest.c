@@ -375,6 +375,13 @@ process(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
     for (i = 0; i < njobs; i++)
         jobs[i]->stored = jobs[i]->queued = 0;
     st = store_batch(in, jobs, njobs);
+    if (st == CORE_OK && in->wake)
+        for (i = 0; i < njobs; i++)
+            if (jobs[i]->queued) {
+                /* Before the answers: claiming needs none of them. */
+                in->wake(in->wake_arg);
+                break;
+            }
     if (st == CORE_ERR_DB && njobs > 1) {
         /* One request's data broke the batch: store each alone so only
          * that one fails. */
@@ -384,14 +391,12 @@ process(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
             queued += st == CORE_OK ? jobs[i]->queued : 0;
             finish(jobs[i], st);
         }
+        if (queued && in->wake)
+            in->wake(in->wake_arg);
     } else {
-        for (i = 0; i < njobs; i++) {
-            queued += st == CORE_OK ? jobs[i]->queued : 0;
+        for (i = 0; i < njobs; i++)
             finish(jobs[i], st);
-        }
     }
-    if (queued && in->wake)
-        in->wake(in->wake_arg);
 }
 
 static void *
