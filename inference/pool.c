@@ -81,6 +81,35 @@ static const char SQL_PRUNE_KEYS[] =
 
 struct inf_pool;
 
+/* A queue of jobs, linked through inf_job.next; under the pool's mutex. */
+struct job_fifo {
+    struct inf_job *head, *tail;
+};
+
+static void
+fifo_push(struct job_fifo *f, struct inf_job *j)
+{
+    j->next = NULL;
+    if (f->tail)
+        f->tail->next = j;
+    else
+        f->head = j;
+    f->tail = j;
+}
+
+static struct inf_job *
+fifo_pop(struct job_fifo *f)
+{
+    struct inf_job *j = f->head;
+
+    if (j) {
+        f->head = j->next;
+        if (!f->head)
+            f->tail = NULL;
+    }
+    return j;
+}
+
 struct worker_slot {
     struct inf_pool *pool;
     struct inf_worker_ctx ctx;
@@ -96,8 +125,8 @@ struct inf_pool {
     pthread_mutex_t mu;
     pthread_cond_t cv;              /* workers: a job was queued */
     pthread_cond_t dcv;             /* delivery: a job was thought */
-    struct inf_job *head, *tail;    /* loaded, waiting for a worker */
-    struct inf_job *dhead, *dtail;  /* thought, waiting for delivery */
+    struct job_fifo ready;          /* loaded, waiting for a worker */
+    struct job_fifo thought;        /* thought, waiting for delivery */
     struct inf_mark *mhead, *mtail; /* read receipts, for delivery */
     int queued;
     int busy;           /* jobs in workers' hands */
@@ -167,12 +196,7 @@ static void
 push_job(struct inf_pool *p, struct inf_job *j)
 {
     pthread_mutex_lock(&p->mu);
-    j->next = NULL;
-    if (p->tail)
-        p->tail->next = j;
-    else
-        p->head = j;
-    p->tail = j;
+    fifo_push(&p->ready, j);
     p->queued++;
     pthread_cond_signal(&p->cv);
     pthread_mutex_unlock(&p->mu);
@@ -393,13 +417,10 @@ pop_job(struct inf_pool *p)
     struct inf_job *j;
 
     pthread_mutex_lock(&p->mu);
-    while (!p->head && !p->stopping)
+    while (!p->ready.head && !p->stopping)
         pthread_cond_wait(&p->cv, &p->mu);
-    j = p->head;
+    j = fifo_pop(&p->ready);
     if (j) {
-        p->head = j->next;
-        if (!p->head)
-            p->tail = NULL;
         p->queued--;
         p->busy++;
     }
@@ -424,12 +445,7 @@ static void
 push_delivery(struct inf_pool *p, struct inf_job *j)
 {
     pthread_mutex_lock(&p->mu);
-    j->next = NULL;
-    if (p->dtail)
-        p->dtail->next = j;
-    else
-        p->dhead = j;
-    p->dtail = j;
+    fifo_push(&p->thought, j);
     p->busy--;
     p->delivering++;
     pthread_cond_signal(&p->dcv);
@@ -442,7 +458,7 @@ static void
 pop_delivery(struct inf_pool *p, struct inf_job **j, struct inf_mark **m)
 {
     pthread_mutex_lock(&p->mu);
-    while (!p->dhead && !p->mhead && !p->dstopping)
+    while (!p->thought.head && !p->mhead && !p->dstopping)
         pthread_cond_wait(&p->dcv, &p->mu);
     *m = p->mhead;
     *j = NULL;
@@ -450,10 +466,8 @@ pop_delivery(struct inf_pool *p, struct inf_job **j, struct inf_mark **m)
         p->mhead = (*m)->next;
         if (!p->mhead)
             p->mtail = NULL;
-    } else if ((*j = p->dhead) != NULL) {
-        p->dhead = (*j)->next;
-        if (!p->dhead)
-            p->dtail = NULL;
+    } else {
+        *j = fifo_pop(&p->thought);
     }
     pthread_mutex_unlock(&p->mu);
 }
