@@ -3,8 +3,11 @@
  * inference/; pool.c claims and hands out jobs, job.c runs them in three
  * stages, each on its own thread:
  *   1. the dispatcher loads what it claimed (inf_job_load_many), several
- *      conversations per round trip;
- *   2. a worker thread thinks (inf_job_think): mark read, the LLM call;
+ *      conversations per round trip, and hands each read receipt to
+ *      delivery (inf_job_mark);
+ *   2. a worker thread thinks (inf_job_think): the context and the LLM
+ *      call (and the load and read receipt, if the dispatcher's load
+ *      failed);
  *   3. a delivery thread records and sends (inf_job_deliver): intent,
  *      sends, finish.
  * So a worker spends its time on the LLM, not waiting on PostgreSQL or the
