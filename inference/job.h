@@ -71,6 +71,7 @@ struct inf_metrics {
     struct core_metric *queue_depth;
     struct core_metric *oldest_pending;
     struct core_metric *workers_busy;
+    struct core_metric *delivery_jobs;
     struct core_metric *jobs;
     struct core_metric *sends;
     struct core_metric *e2e;

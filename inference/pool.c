@@ -448,6 +448,7 @@ push_delivery(struct inf_pool *p, struct inf_job *j)
     fifo_push(&p->thought, j);
     p->busy--;
     p->delivering++;
+    core_metric_add(p->m.delivery_jobs, NULL, 1);
     pthread_cond_signal(&p->dcv);
     pthread_mutex_unlock(&p->mu);
 }
@@ -527,6 +528,7 @@ delivery_main(void *arg)
         pthread_mutex_lock(&p->mu);
         p->delivering--;
         pthread_mutex_unlock(&p->mu);
+        core_metric_add(p->m.delivery_jobs, NULL, -1);
         wake(p, WAKE_ROOM);
     }
     return NULL;
@@ -553,7 +555,10 @@ register_metrics(struct inf_metrics *m)
         "Age of the oldest unanswered conversation", NULL, 0);
     m->workers_busy =
         core_metric_register(CORE_METRIC_GAUGE, "parley_workers_busy",
-                             "Workers running a job", NULL, 0);
+                             "Workers thinking (context, LLM call)", NULL, 0);
+    m->delivery_jobs = core_metric_register(
+        CORE_METRIC_GAUGE, "parley_delivery_jobs",
+        "Thought jobs queued for or in delivery (recording, sending)", NULL, 0);
     m->jobs = core_metric_register(CORE_METRIC_COUNTER, "parley_jobs_total",
                                    "Jobs finished by result", NULL, 0);
     m->sends = core_metric_register(
@@ -569,6 +574,7 @@ register_metrics(struct inf_metrics *m)
     core_metric_add(m->claims, NULL, 0);
     core_metric_add(m->lease_expiries, NULL, 0);
     core_metric_add(m->workers_busy, NULL, 0);
+    core_metric_add(m->delivery_jobs, NULL, 0);
     core_metric_add(m->dup_sends, NULL, 0);
 }
 

@@ -522,6 +522,10 @@ def test_claim_lost_in_a_crash_is_fenced_off(parley, fake):
     metrics = p.get("/metrics").text
     assert re.search(r'^parley_jobs_total\{result="lease_lost"\} 1$', metrics, re.M), \
         [ln for ln in metrics.splitlines() if ln.startswith("parley_jobs_total")]
+    # Nothing left in any stage.
+    for gauge in ("parley_workers_busy", "parley_delivery_jobs"):
+        assert re.search(rf"^{gauge} 0$", metrics, re.M), \
+            [ln for ln in metrics.splitlines() if ln.startswith(gauge)]
 
 
 def test_sigterm_finishes_the_thinking_job_and_hands_back_the_queued(parley, fake):
