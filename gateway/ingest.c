@@ -321,7 +321,6 @@ store_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
                  "attempt=%d jobs=%d sqlstate=%s "
                  "error=\"%s\"",
                  attempt + 1, njobs, c->sqlstate, c->error);
-        core_db_rollback(c);
         PQclear(r);
         r = NULL;
         /* Retry once for serialisation failures, deadlocks, and a pooled
@@ -366,37 +365,43 @@ finish(struct gw_ingest_job *job, enum core_status st)
     job->done(job);
 }
 
+/* Answer stored (or failed) requests; new work wakes the worker pool first,
+ * since claiming needs none of the answers. A job may be freed by its
+ * done() callback, so its counts are read before. */
+static void
+answer(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs,
+       enum core_status st)
+{
+    int i;
+
+    for (i = 0; st == CORE_OK && in->wake && i < njobs; i++)
+        if (jobs[i]->queued) {
+            in->wake(in->wake_arg);
+            break;
+        }
+    for (i = 0; i < njobs; i++)
+        finish(jobs[i], st);
+}
+
 static void
 process(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
 {
     enum core_status st;
-    int i, queued = 0;
+    int i;
 
     for (i = 0; i < njobs; i++)
         jobs[i]->stored = jobs[i]->queued = 0;
     st = store_batch(in, jobs, njobs);
-    if (st == CORE_OK && in->wake)
-        for (i = 0; i < njobs; i++)
-            if (jobs[i]->queued) {
-                /* Before the answers: claiming needs none of them. */
-                in->wake(in->wake_arg);
-                break;
-            }
     if (st == CORE_ERR_DB && njobs > 1) {
         /* One request's data broke the batch: store each alone so only
          * that one fails. */
         for (i = 0; i < njobs; i++) {
             jobs[i]->stored = jobs[i]->queued = 0;
-            st = store_batch(in, &jobs[i], 1);
-            queued += st == CORE_OK ? jobs[i]->queued : 0;
-            finish(jobs[i], st);
+            answer(in, &jobs[i], 1, store_batch(in, &jobs[i], 1));
         }
-        if (queued && in->wake)
-            in->wake(in->wake_arg);
-    } else {
-        for (i = 0; i < njobs; i++)
-            finish(jobs[i], st);
+        return;
     }
+    answer(in, jobs, njobs, st);
 }
 
 static void *

@@ -95,7 +95,6 @@ struct pending_msg {
 struct job_state {
     struct inf_worker_ctx *w; /* the thread running the current stage */
     char worker[32];          /* the worker that thought */
-    int empty;                /* nothing to answer: finish only */
     int marked;               /* its read receipt went to delivery */
     struct inf_job *job;
     const struct adp_adapter *adapter;
@@ -169,7 +168,6 @@ event_obj(cJSON *arr, const char *type, const char *message_id, const char *ref)
 /* ---- A. load ----------------------------------------------------------- */
 
 #define LOAD_STMTS 4
-#define LOAD_CHUNK 16 /* jobs per pipelined round trip */
 
 /* The four statements of one job's load; p holds its three parameters.
  * One transaction: the stale-response repair checks the lease itself, the
@@ -272,44 +270,43 @@ void
 inf_job_load_many(struct inf_worker_ctx *w, struct core_dbconn *c,
                   struct inf_job **jobs, int n)
 {
-    const char *p[LOAD_CHUNK][3];
-    struct core_db_stmt q[LOAD_CHUNK * LOAD_STMTS];
-    struct job_state *st[LOAD_CHUNK];
-    int base, k, m;
+    const char *p[INF_LOAD_MAX][3];
+    struct core_db_stmt q[INF_LOAD_MAX * LOAD_STMTS];
+    struct job_state *st[INF_LOAD_MAX];
+    int k, m;
 
-    for (base = 0; base < n; base += LOAD_CHUNK) {
-        m = n - base < LOAD_CHUNK ? n - base : LOAD_CHUNK;
-        for (k = 0; k < m; k++) {
-            st[k] = calloc(1, sizeof(*st[k]));
-            if (!st[k])
-                break;
-            st[k]->w = w;
-            st[k]->job = jobs[base + k];
-            load_stmts(st[k], p[k], &q[(size_t)k * LOAD_STMTS]);
-        }
-        m = k;
-        if (m > 0 && core_db_pipeline(c, q, m * LOAD_STMTS) != CORE_OK) {
-            /* Not fatal: each worker loads its own job, with retries. */
-            log_warn("batched load failed", "jobs=%d sqlstate=%s error=\"%s\"",
-                     m, c->sqlstate, c->error);
-            for (k = 0; k < m; k++)
-                free(st[k]);
-            return;
-        }
-        for (k = 0; k < m; k++) {
-            struct inf_job *j = jobs[base + k];
-            enum core_status rc = load_parse(st[k], &q[(size_t)k * LOAD_STMTS]);
-
-            if (rc == CORE_OK) {
-                j->state = st[k];
-            } else {
-                j->lost = rc == CORE_ERR_CONFLICT;
-                state_free(st[k]);
-                free(st[k]);
-            }
-        }
-        clear_results(q, m * LOAD_STMTS);
+    if (n > INF_LOAD_MAX)
+        n = INF_LOAD_MAX; /* the rest load in their workers */
+    for (m = 0; m < n; m++) {
+        st[m] = calloc(1, sizeof(*st[m]));
+        if (!st[m])
+            break;
+        st[m]->w = w;
+        st[m]->job = jobs[m];
+        load_stmts(st[m], p[m], &q[(size_t)m * LOAD_STMTS]);
     }
+    if (m == 0)
+        return;
+    if (core_db_pipeline(c, q, m * LOAD_STMTS) != CORE_OK) {
+        /* Not fatal: each worker loads its own job, with retries. */
+        log_warn("batched load failed", "jobs=%d sqlstate=%s error=\"%s\"", m,
+                 c->sqlstate, c->error);
+        for (k = 0; k < m; k++)
+            free(st[k]);
+        return;
+    }
+    for (k = 0; k < m; k++) {
+        enum core_status rc = load_parse(st[k], &q[(size_t)k * LOAD_STMTS]);
+
+        if (rc == CORE_OK) {
+            jobs[k]->state = st[k];
+        } else {
+            jobs[k]->lost = rc == CORE_ERR_CONFLICT;
+            state_free(st[k]);
+            free(st[k]);
+        }
+    }
+    clear_results(q, m * LOAD_STMTS);
 }
 
 /* ---- ad signals -------------------------------------------------------- */
@@ -855,20 +852,14 @@ split_reply(struct job_state *s)
     return CORE_OK;
 }
 
-static void
-job_free(struct inf_job *job)
+void
+inf_job_discard(struct inf_job *job)
 {
     if (job->state) {
         state_free(job->state);
         free(job->state);
         job->state = NULL;
     }
-}
-
-void
-inf_job_discard(struct inf_job *job)
-{
-    job_free(job);
 }
 
 struct inf_mark *
@@ -933,8 +924,7 @@ inf_job_think(struct inf_worker_ctx *w, struct inf_job *job)
     snprintf(s->worker, sizeof(s->worker), "%s", w->name);
     s->adapter = adp_find(s->platform);
     if (!s->adapter || s->npending == 0) {
-        s->kind = NULL;
-        s->empty = 1;
+        s->kind = NULL; /* nothing to answer: delivery only finishes */
         go = 1;
         goto out;
     }
@@ -960,7 +950,7 @@ inf_job_think(struct inf_worker_ctx *w, struct inf_job *job)
     go = 1;
 out:
     if (!go)
-        job_free(job);
+        inf_job_discard(job);
     core_log_set_request_id(NULL);
     return go;
 }
@@ -975,7 +965,7 @@ inf_job_deliver(struct inf_worker_ctx *d, struct inf_job *job)
         return;
     s->w = d;
     core_log_set_request_id(job->conversation_id);
-    if (s->empty) {
+    if (!s->adapter || s->npending == 0) {
         (void)with_retries(s, finish, 3);
         count_job(s, "empty");
         goto out;
@@ -1002,7 +992,7 @@ inf_job_deliver(struct inf_worker_ctx *d, struct inf_job *job)
                           : (s->nsent == s->nparts ? s->kind : "send_failed"));
 out:
     core_log_set_request_id(NULL);
-    job_free(job);
+    inf_job_discard(job);
 }
 
 void

@@ -28,6 +28,7 @@
 
 #define INF_JOB_MAGIC 0x4a4f4221u
 #define INF_OWNER_MAX 128
+#define INF_LOAD_MAX  16 /* jobs per inf_job_load_many() round trip */
 
 struct inf_job {
     unsigned magic;
@@ -83,8 +84,9 @@ struct inf_metrics {
 extern const char INF_SQL_INTENTS[];
 extern const char INF_SQL_FINISHES[];
 
-/* Dispatcher: load n claimed jobs on c, a few round trips in all. A job
- * whose load fails is left unloaded (its worker loads it) or marked lost. */
+/* Dispatcher: load up to INF_LOAD_MAX claimed jobs on c in one pipelined
+ * round trip. A job not loaded (failure, or past the limit) is loaded by
+ * its worker; one whose lease is gone is marked lost. */
 void inf_job_load_many(struct inf_worker_ctx *w, struct core_dbconn *c,
                        struct inf_job **jobs, int n);
 /* Dispatcher, after loading: the job's read receipt, or NULL if it needs

@@ -47,7 +47,6 @@
  * wait in line for the dispatcher: with one per 8, 64 workers at 200 ms
  * waited 8.4 ms per job on average; with one per 2, 0.35 ms. */
 #define POOL_PREFETCH_PER 2
-#define POOL_LOAD_CHUNK   16 /* jobs loaded per round trip */
 
 static const char SQL_CLAIM[] =
     "WITH c AS ("
@@ -264,8 +263,8 @@ claim(struct inf_pool *p, struct core_dbconn *c, int n)
     PQclear(r);
     /* Out of memory: what was not made into a job waits for its lease.
      * Each chunk goes to the workers as soon as it is loaded. */
-    for (i = 0; i < got; i += POOL_LOAD_CHUNK) {
-        int k, m = got - i < POOL_LOAD_CHUNK ? got - i : POOL_LOAD_CHUNK;
+    for (i = 0; i < got; i += INF_LOAD_MAX) {
+        int k, m = got - i < INF_LOAD_MAX ? got - i : INF_LOAD_MAX;
 
         inf_job_load_many(&p->dctx, c, jobs + i, m);
         for (k = 0; k < m; k++) {
@@ -591,7 +590,8 @@ make_owner(char *out, size_t n)
 }
 
 static void
-ctx_init(struct inf_pool *p, struct inf_worker_ctx *c, const char *name)
+ctx_init(struct inf_pool *p, struct inf_worker_ctx *c, const char *prefix,
+         int i)
 {
     c->cfg = p->cfg;
     c->db = p->db;
@@ -599,7 +599,10 @@ ctx_init(struct inf_pool *p, struct inf_worker_ctx *c, const char *name)
     c->abandon = &p->abandon;
     c->intents = p->intents;
     c->finishes = p->finishes;
-    snprintf(c->name, sizeof(c->name), "%s", name);
+    if (i < 0)
+        snprintf(c->name, sizeof(c->name), "%s", prefix);
+    else
+        snprintf(c->name, sizeof(c->name), "%s%d", prefix, i);
 }
 
 struct inf_pool *
@@ -633,13 +636,12 @@ inf_pool_new(const struct core_config *cfg, struct core_db *db,
     p->delivery = calloc((size_t)cfg->workers, sizeof(*p->delivery));
     if (!p->threads || !p->workers || !p->dthreads || !p->delivery)
         goto fail;
-    ctx_init(p, &p->dctx, "dispatcher");
+    ctx_init(p, &p->dctx, "dispatcher", -1);
     for (i = 0; i < cfg->workers; i++) {
         struct worker_slot *s = &p->delivery[i];
 
         s->pool = p;
-        ctx_init(p, &s->ctx, "d");
-        snprintf(s->ctx.name, sizeof(s->ctx.name), "d%d", i);
+        ctx_init(p, &s->ctx, "d", i);
         s->ctx.send_curl = curl_easy_init();
         if (!s->ctx.send_curl)
             goto fail;
@@ -651,8 +653,7 @@ inf_pool_new(const struct core_config *cfg, struct core_db *db,
         struct worker_slot *s = &p->workers[i];
 
         s->pool = p;
-        ctx_init(p, &s->ctx, "w");
-        snprintf(s->ctx.name, sizeof(s->ctx.name), "w%d", i);
+        ctx_init(p, &s->ctx, "w", i);
         s->ctx.llm = inf_llm_new(cfg);
         s->ctx.send_curl = curl_easy_init();
         if (!s->ctx.llm || !s->ctx.send_curl)
