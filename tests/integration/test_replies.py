@@ -506,6 +506,9 @@ def test_claim_lost_in_a_crash_is_fenced_off(parley, fake):
     assert owner1, "not leased while thinking"
     db.execute("UPDATE conversations SET lease_owner = NULL, lease_until = NULL, "
                "lease_count = lease_count - 1")
+    # The second job thinks longer, so the first one reaches its intent
+    # while the second holds the lease under the same lease_count.
+    fake.control(llm_latency_ms=3000)
     db.execute("NOTIFY parley_work")
     wait_until(lambda: db.query("SELECT lease_owner IS NOT NULL, lease_count = %s "
                                 "FROM conversations", (count1,))[0] == (True, True),
@@ -515,7 +518,12 @@ def test_claim_lost_in_a_crash_is_fenced_off(parley, fake):
     time.sleep(0.5)  # the first job's delivery has had its chance to send
     sends = text_sends(fake, user)
     assert len(sends) == 1, f"{len(sends)} replies: the lost claim's job was not fenced off"
-    assert len(llm_calls(fake)) == 2
+    calls = llm_calls(fake)
+    assert len(calls) == 2
+    # The reply is the second job's: it left after the second LLM call's
+    # 3 s (the first job's 1.5 s call, started earlier, ended long before).
+    assert sends[0]["ts_ms"] >= calls[1]["ts_ms"] + 2500, \
+        "the lost claim's job sent the reply"
     assert owner2 != owner1, "a claim's owner token was reused"
     rows = db.query("SELECT status FROM responses")
     assert rows == [("sent",)], rows
