@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/log.h"
 
@@ -95,6 +96,29 @@ conn_open(struct core_dbconn *c, const char *conninfo)
                       " SET enable_seqscan = off");
     PQclear(r);
     return CORE_OK;
+}
+
+static char instance[96];
+static pthread_once_t instance_once = PTHREAD_ONCE_INIT;
+
+static void
+instance_init(void)
+{
+    char host[64] = "localhost";
+    struct timespec ts;
+
+    gethostname(host, sizeof(host) - 1);
+    host[sizeof(host) - 1] = '\0';
+    clock_gettime(CLOCK_REALTIME, &ts);
+    snprintf(instance, sizeof(instance), "%s:%ld:%lx", host, (long)getpid(),
+             (unsigned long)ts.tv_nsec);
+}
+
+const char *
+core_db_instance(void)
+{
+    pthread_once(&instance_once, instance_init);
+    return instance;
 }
 
 struct core_dbconn *

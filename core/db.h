@@ -44,6 +44,11 @@ struct core_dbconn *core_dbconn_open(const char *conninfo,
                                      enum core_status *st);
 void core_dbconn_close(struct core_dbconn *c);
 
+/* This process's name in the database, "host:pid:start": the prefix of its
+ * lease owner tokens and the payload of its parley_work notifications (so
+ * the process can tell its own from others'). Computed once; never NULL. */
+const char *core_db_instance(void);
+
 /*
  * Run sql with text parameters (NULL entries are SQL NULL), prepared once
  * per connection. On success *res (if res is not NULL) holds the result for

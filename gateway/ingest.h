@@ -32,6 +32,7 @@ struct gw_ingest_job {
     enum core_status status;
     int stored; /* events that were new */
     int queued; /* new inbound messages queued for a reply */
+    int ready;  /* ... of them, the first of an idle conversation */
     /* called once, from a committer thread */
     void (*done)(struct gw_ingest_job *job);
     void *arg;

@@ -11,7 +11,7 @@
  *      statuses joined, events, ad signals, inbound messages answered,
  *      lease released.
  * B and C are JSON documents, grouped with other workers' into one call of
- * parley_intent_jobs() / parley_finish_jobs() (migrations/0006).
+ * parley_intent_jobs() / parley_finish_jobs() (migrations/0006, 0007).
  * Every transaction re-checks the lease (owner + lease_count as fencing
  * token); a job that lost its lease rolls back and stops.
  * A is run by the dispatcher for everything it claimed (inf_job_load_many),
@@ -118,6 +118,7 @@ struct job_state {
     char part_ids[JOB_MAX_PARTS][24];
     struct adp_send_result sent[JOB_MAX_PARTS];
     int nsent;              /* parts the platform accepted */
+    int more;               /* the finish left messages pending */
     char *signals_json;     /* ad signals to store, or NULL */
     char prev_response[24]; /* the last exchange: our response ... */
     char *prev_user_text;   /* ... and the user message it answered */
@@ -504,7 +505,7 @@ const char INF_SQL_INTENTS[] =
     "SELECT n, result FROM parley_intent_jobs($1::jsonb)";
 
 /* Record the response about to be sent: one document, grouped with other
- * workers' into one call of parley_intent_jobs() (migrations/0006). */
+ * workers' into one call of parley_intent_jobs() (migrations/0006, 0007). */
 static enum core_status
 intent(struct job_state *s)
 {
@@ -687,7 +688,8 @@ send_all(struct job_state *s)
 /* ---- C. finish --------------------------------------------------------- */
 
 const char INF_SQL_FINISHES[] =
-    "SELECT n, ok FROM parley_finish_jobs($1::jsonb)";
+    "SELECT n, CASE WHEN NOT ok THEN 'lost' WHEN more THEN 'more' ELSE 'done'"
+    " END FROM parley_finish_jobs($1::jsonb)";
 
 /* Outbound parts: ids and statuses, plus their message_sent / send_failed
  * events. */
@@ -747,7 +749,7 @@ rephrase_event(const struct job_state *s, cJSON *ev)
 }
 
 /* Everything the job did, as one document, grouped with other workers'
- * into one call of parley_finish_jobs() (migrations/0006). */
+ * into one call of parley_finish_jobs() (migrations/0006, 0007). */
 static enum core_status
 finish(struct job_state *s)
 {
@@ -784,8 +786,10 @@ finish(struct job_state *s)
         return CORE_ERR_NOMEM;
     st = core_batch_call(
         s->w->finishes, strtoll(s->job->conversation_id, NULL, 10), json, &out);
-    if (st == CORE_OK && (!out || strcmp(out, "t") != 0))
+    if (st == CORE_OK && (!out || strcmp(out, "lost") == 0))
         st = CORE_ERR_CONFLICT; /* the lease is gone */
+    if (st == CORE_OK)
+        s->more = strcmp(out, "more") == 0;
     free(out);
     free(json);
     return st;
@@ -955,14 +959,15 @@ out:
     return go;
 }
 
-void
+int
 inf_job_deliver(struct inf_worker_ctx *d, struct inf_job *job)
 {
     struct job_state *s = job->state;
     enum core_status st;
+    int more = 0;
 
     if (!s)
-        return;
+        return 0;
     s->w = d;
     core_log_set_request_id(job->conversation_id);
     if (!s->adapter || s->npending == 0) {
@@ -991,8 +996,10 @@ inf_job_deliver(struct inf_worker_ctx *d, struct inf_job *job)
     count_job(s, !s->kind ? "skipped"
                           : (s->nsent == s->nparts ? s->kind : "send_failed"));
 out:
+    more = s->more;
     core_log_set_request_id(NULL);
     inf_job_discard(job);
+    return more;
 }
 
 void

@@ -77,6 +77,7 @@ struct inf_metrics {
     struct core_metric *sends;
     struct core_metric *e2e;
     struct core_metric *dup_sends;
+    struct core_metric *wakeups; /* the dispatcher's, by cause */
 };
 
 /* The job's two writes, grouped across workers (core/batch.h): the intent
@@ -97,8 +98,10 @@ void inf_mark_send(struct inf_worker_ctx *d, struct inf_mark *m);
 /* Worker: load if needed, mark read, think. Returns 1 when the job goes on
  * to inf_job_deliver(), 0 when it is over (counted, state freed). */
 int inf_job_think(struct inf_worker_ctx *w, struct inf_job *job);
-/* Delivery thread: intent, sends, finish; frees the job's state. */
-void inf_job_deliver(struct inf_worker_ctx *d, struct inf_job *job);
+/* Delivery thread: intent, sends, finish; frees the job's state. Returns 1
+ * when the conversation has messages pending after the job (ones that
+ * arrived while it was thinking): it is ready to be claimed again. */
+int inf_job_deliver(struct inf_worker_ctx *d, struct inf_job *job);
 /* Free the state of a job that will not run (shutdown). */
 void inf_job_discard(struct inf_job *job);
 /* Release a lease we hold without doing the work (shutdown). */

@@ -317,7 +317,8 @@ listen_open(struct inf_pool *p)
 
 /* Sleep until woken or timeout_ms; 1 when work may be waiting (new work
  * here or in another process, or the timeout: the last-resort poll, which
- * also finds leases that expired). */
+ * also finds leases that expired). Our own notifications (payload: our
+ * instance) are ignored: the in-process wake-up came first. */
 static int
 dispatcher_wait(struct inf_pool *p, struct core_dbconn *lc, int timeout_ms)
 {
@@ -332,16 +333,25 @@ dispatcher_wait(struct inf_pool *p, struct core_dbconn *lc, int timeout_ms)
         fds[1].events = POLLIN;
         nfds = fds[1].fd >= 0 ? 2 : 1;
     }
-    if (poll(fds, (nfds_t)nfds, timeout_ms) <= 0)
+    if (poll(fds, (nfds_t)nfds, timeout_ms) <= 0) {
+        core_metric_add(p->m.wakeups, "cause=\"poll\"", 1);
         return 1;
-    if (fds[0].revents)
-        work = drain_fd(p->wake_fd[0]);
+    }
+    if (fds[0].revents && drain_fd(p->wake_fd[0])) {
+        core_metric_add(p->m.wakeups, "cause=\"local\"", 1);
+        work = 1;
+    }
     if (nfds == 2 && fds[1].revents) {
         if (!PQconsumeInput(lc->pg))
             lc->broken = true;
         while ((n = PQnotifies(lc->pg)) != NULL) {
+            int own = strcmp(n->extra, p->owner) == 0;
+
+            core_metric_add(p->m.wakeups,
+                            own ? "cause=\"own_notify\"" : "cause=\"notify\"",
+                            1);
+            work |= !own;
             PQfreemem(n);
-            work = 1;
         }
     }
     return work;
@@ -512,6 +522,7 @@ delivery_main(void *arg)
     struct inf_pool *p = slot->pool;
     struct inf_job *j;
     struct inf_mark *m;
+    int more;
 
     for (;;) {
         pop_delivery(p, &j, &m);
@@ -521,14 +532,14 @@ delivery_main(void *arg)
         }
         if (!j)
             break;
-        inf_job_deliver(&slot->ctx, j);
+        more = inf_job_deliver(&slot->ctx, j);
         j->magic = 0;
         free(j);
         pthread_mutex_lock(&p->mu);
         p->delivering--;
         pthread_mutex_unlock(&p->mu);
         core_metric_add(p->m.delivery_jobs, NULL, -1);
-        wake(p, WAKE_ROOM);
+        wake(p, more ? WAKE_WORK : WAKE_ROOM);
     }
     return NULL;
 }
@@ -567,6 +578,13 @@ register_metrics(struct inf_metrics *m)
         CORE_METRIC_HISTOGRAM, "parley_reply_latency_seconds",
         "Webhook received to reply accepted by the platform", e2e_buckets,
         sizeof(e2e_buckets) / sizeof(e2e_buckets[0]));
+    m->wakeups = core_metric_register(
+        CORE_METRIC_COUNTER, "parley_dispatcher_wakeups_total",
+        "Dispatcher wake-ups that may call for a claim, by cause: local "
+        "(new work committed in this process), notify (another process's "
+        "NOTIFY parley_work), own_notify (this process's own, ignored), "
+        "poll (the timeout)",
+        NULL, 0);
     m->dup_sends = core_metric_register(
         CORE_METRIC_COUNTER, "parley_possible_duplicate_sends_total",
         "Jobs redone after a crash between send and commit", NULL, 0);
@@ -575,18 +593,10 @@ register_metrics(struct inf_metrics *m)
     core_metric_add(m->workers_busy, NULL, 0);
     core_metric_add(m->delivery_jobs, NULL, 0);
     core_metric_add(m->dup_sends, NULL, 0);
-}
-
-static int
-make_owner(char *out, size_t n)
-{
-    char host[64] = "localhost";
-    struct timespec ts;
-
-    gethostname(host, sizeof(host) - 1);
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return snprintf(out, n, "%s:%ld:%lx", host, (long)getpid(),
-                    (unsigned long)ts.tv_nsec);
+    core_metric_add(m->wakeups, "cause=\"local\"", 0);
+    core_metric_add(m->wakeups, "cause=\"notify\"", 0);
+    core_metric_add(m->wakeups, "cause=\"own_notify\"", 0);
+    core_metric_add(m->wakeups, "cause=\"poll\"", 0);
 }
 
 static void
@@ -617,7 +627,7 @@ inf_pool_new(const struct core_config *cfg, struct core_db *db,
     p->cfg = cfg;
     p->db = db;
     p->conninfo = strdup(conninfo);
-    make_owner(p->owner, sizeof(p->owner));
+    snprintf(p->owner, sizeof(p->owner), "%s", core_db_instance());
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     pthread_cond_init(&p->dcv, NULL);

@@ -271,6 +271,27 @@ def test_burst_of_five_answered_in_order_and_coalesced(parley, fake):
     assert ids == sorted(ids), ids
 
 
+def test_message_sent_while_thinking_is_claimed_when_that_reply_is_done(parley, fake):
+    """A message that arrives while its conversation is being answered
+    cannot be claimed then (the conversation is leased); the finish of that
+    job must call for a claim at once, not leave it to the dispatcher's
+    2-second poll."""
+    fake.control(llm_latency_ms=1000)
+    p = start(parley, fake)
+    user = user_id("whatsapp", 9)
+    post(p, "whatsapp", harness.wa_text("wamid.THINK1", user, "first question"))
+    fake.wait_requests("llm", 1, timeout=10)
+    post(p, "whatsapp", harness.wa_text("wamid.THINK2", user, "second question"))
+    wait_answered(parley.db, 2, timeout=20)
+    calls = llm_calls(fake)
+    sends = text_sends(fake, user)
+    assert len(calls) == 2 and len(sends) == 2, (len(calls), len(sends))
+    assert "second question" in content_text(calls[1]["body"]["messages"][-1]["content"])
+    gap = calls[1]["ts_ms"] - sends[0]["ts_ms"]
+    assert gap < 1000, \
+        f"second LLM call {gap} ms after the first reply was sent: claimed by the poll"
+
+
 def test_llm_429_then_success_gives_exactly_one_reply(parley, fake):
     fake.control(llm_faults=[{"status": 429, "retry_after": 1}])
     p = start(parley, fake)
@@ -488,6 +509,37 @@ def test_two_processes_share_work_without_overlap(parley, fake):
         "LEFT JOIN response_inputs ri ON ri.message_id = m.id "
         "WHERE m.direction = 'in' GROUP BY 1 HAVING count(ri.response_id) <> 1")
     assert not per_msg, per_msg
+
+
+def wakeups(p):
+    """parley_dispatcher_wakeups_total by cause."""
+    return {m.group(1): float(m.group(2)) for m in re.finditer(
+        r'^parley_dispatcher_wakeups_total\{cause="(\w+)"\} (\S+)$',
+        p.get("/metrics").text, re.M)}
+
+
+def test_notify_wakes_other_processes_and_not_the_sender(parley, fake):
+    """A gateway-only process wakes a workers-only one by NOTIFY
+    parley_work (sent after the ingest commit, outside it); a process with
+    both ignores its own notifications (it woke its pool in-process)."""
+    w = start(parley, fake, args=("serve", "--workers-only"))
+    g = start(parley, fake, args=("serve", "--no-workers"))
+    for k in range(3):
+        post(g, "whatsapp", harness.wa_text(f"wamid.NTF{k}", user_id("whatsapp", 60 + k),
+                                            f"notify test {k}"))
+    wait_answered(parley.db, 3)
+    seen = wakeups(w)
+    assert seen.get("notify", 0) >= 1, f"the workers-only process was not notified: {seen}"
+    g.stop()
+    w.stop()
+
+    both = start(parley, fake)
+    post(both, "whatsapp", harness.wa_text("wamid.NTF9", user_id("whatsapp", 69), "one more"))
+    wait_answered(parley.db, 4)
+    wait_until(lambda: wakeups(both).get("own_notify", 0) >= 1, 10,
+               what="the process's own notification")
+    seen = wakeups(both)
+    assert seen.get("local", 0) >= 1 and seen.get("notify", 0) == 0, seen
 
 
 def test_claim_lost_in_a_crash_is_fenced_off(parley, fake):
