@@ -59,12 +59,36 @@ on_notice(void *arg, const char *message)
     log_info("database notice", "detail=\"%s\"", line);
 }
 
+static char instance[96];
+static pthread_once_t instance_once = PTHREAD_ONCE_INIT;
+
+static void
+instance_init(void)
+{
+    char host[64] = "localhost";
+    struct timespec ts;
+
+    gethostname(host, sizeof(host) - 1);
+    host[sizeof(host) - 1] = '\0';
+    clock_gettime(CLOCK_REALTIME, &ts);
+    snprintf(instance, sizeof(instance), "%s:%ld:%lx", host, (long)getpid(),
+             (unsigned long)ts.tv_nsec);
+}
+
+const char *
+core_db_instance(void)
+{
+    pthread_once(&instance_once, instance_init);
+    return instance;
+}
+
 static enum core_status
 conn_open(struct core_dbconn *c, const char *conninfo)
 {
     const char *keys[] = { "dbname", "connect_timeout", "application_name",
                            "keepalives_idle", NULL };
     const char *vals[] = { conninfo, "3", "parley", "30", NULL };
+    const char *inst[1];
     PGresult *r;
 
     c->pg = PQconnectdbParams(keys, vals, 1);
@@ -95,30 +119,12 @@ conn_open(struct core_dbconn *c, const char *conninfo)
     r = PQexec(c->pg, "SET plan_cache_mode = force_generic_plan;"
                       " SET enable_seqscan = off");
     PQclear(r);
+    /* Names the process to SQL (the NOTIFY payload of parley_ingest). */
+    inst[0] = core_db_instance();
+    r = PQexecParams(c->pg, "SELECT set_config('parley.instance', $1, false)",
+                     1, NULL, inst, NULL, NULL, 0);
+    PQclear(r);
     return CORE_OK;
-}
-
-static char instance[96];
-static pthread_once_t instance_once = PTHREAD_ONCE_INIT;
-
-static void
-instance_init(void)
-{
-    char host[64] = "localhost";
-    struct timespec ts;
-
-    gethostname(host, sizeof(host) - 1);
-    host[sizeof(host) - 1] = '\0';
-    clock_gettime(CLOCK_REALTIME, &ts);
-    snprintf(instance, sizeof(instance), "%s:%ld:%lx", host, (long)getpid(),
-             (unsigned long)ts.tv_nsec);
-}
-
-const char *
-core_db_instance(void)
-{
-    pthread_once(&instance_once, instance_init);
-    return instance;
 }
 
 struct core_dbconn *

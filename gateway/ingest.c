@@ -20,15 +20,6 @@
 
 static const char SQL_INGEST[] =
     "SELECT idx, queued, ready FROM parley_ingest($1::jsonb)";
-/* Wakes the dispatchers of every process (LISTEN parley_work), outside the
- * ingest transaction: a NOTIFY holds a database-wide lock from its commit
- * until the commit is flushed, which serialised the committers' commits.
- * Its own commit need not wait for the flush: a lost notification costs at
- * most one poll interval. The payload names the sender (core_db_instance),
- * so a process ignores its own. */
-static const char SQL_NOTIFY[] =
-    "SELECT set_config('synchronous_commit', 'off', true),"
-    " pg_notify('parley_work', $1)";
 
 struct gw_ingest {
     const struct core_config *cfg;
@@ -43,14 +34,6 @@ struct gw_ingest {
 
     pthread_t *threads;
     int nthreads;
-
-    /* The notifier: one NOTIFY per round trip, however many batches
-     * queued work meanwhile. Under mu. */
-    pthread_t notifier;
-    int notifier_started;
-    pthread_cond_t ncv;
-    int notify_pending;
-    int nstopping; /* set once the committers are done */
 
     pthread_mutex_t key_mu;
     int key_loaded;
@@ -385,23 +368,18 @@ finish(struct gw_ingest_job *job, enum core_status st)
 }
 
 /* Answer stored (or failed) requests. Conversations that became ready
- * wake this process's worker pool and the notifier first, since claiming
- * needs none of the answers. A job may be freed by its done() callback, so
- * its counts are read before. */
+ * wake this process's worker pool first, since claiming needs none of the
+ * answers (parley_ingest() notified the other processes at its commit). A
+ * job may be freed by its done() callback, so its counts are read before. */
 static void
 answer(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs,
        enum core_status st)
 {
     int i;
 
-    for (i = 0; st == CORE_OK && i < njobs; i++)
+    for (i = 0; st == CORE_OK && in->wake && i < njobs; i++)
         if (jobs[i]->ready) {
-            if (in->wake)
-                in->wake(in->wake_arg);
-            pthread_mutex_lock(&in->mu);
-            in->notify_pending = 1;
-            pthread_cond_signal(&in->ncv);
-            pthread_mutex_unlock(&in->mu);
+            in->wake(in->wake_arg);
             break;
         }
     for (i = 0; i < njobs; i++)
@@ -456,36 +434,6 @@ committer_main(void *arg)
     return NULL;
 }
 
-static void *
-notifier_main(void *arg)
-{
-    struct gw_ingest *in = arg;
-    const char *params[1] = { core_db_instance() };
-    struct core_dbconn *c;
-    enum core_status st;
-
-    for (;;) {
-        pthread_mutex_lock(&in->mu);
-        while (!in->notify_pending && !in->nstopping)
-            pthread_cond_wait(&in->ncv, &in->mu);
-        if (!in->notify_pending) {
-            pthread_mutex_unlock(&in->mu);
-            break;
-        }
-        in->notify_pending = 0;
-        pthread_mutex_unlock(&in->mu);
-        c = core_db_acquire(in->db, INGEST_ACQUIRE_MS, &st);
-        if (c) {
-            st = core_db_query(c, SQL_NOTIFY, 1, params, NULL);
-            if (st != CORE_OK)
-                log_warn("notify failed", "error=\"%s\"", c->error);
-            core_db_release(in->db, c);
-        }
-        /* Failed: other processes find the work by their poll. */
-    }
-    return NULL;
-}
-
 struct gw_ingest *
 gw_ingest_new(const struct core_config *cfg, struct core_db *db, int committers,
               void (*wake)(void *), void *wake_arg)
@@ -510,7 +458,6 @@ gw_ingest_new(const struct core_config *cfg, struct core_db *db, int committers,
     }
     pthread_mutex_init(&in->mu, NULL);
     pthread_cond_init(&in->cv, NULL);
-    pthread_cond_init(&in->ncv, NULL);
     pthread_mutex_init(&in->key_mu, NULL);
     in->m_batch = core_metric_register(
         CORE_METRIC_HISTOGRAM, "parley_ingest_batch_requests",
@@ -529,8 +476,6 @@ gw_ingest_new(const struct core_config *cfg, struct core_db *db, int committers,
             break;
         in->nthreads++;
     }
-    in->notifier_started =
-        pthread_create(&in->notifier, NULL, notifier_main, in) == 0;
     return in;
 }
 
@@ -547,17 +492,9 @@ gw_ingest_free(struct gw_ingest *in)
     pthread_mutex_unlock(&in->mu);
     for (i = 0; i < in->nthreads; i++)
         pthread_join(in->threads[i], NULL);
-    /* The committers are done: the last notification, then the notifier. */
-    pthread_mutex_lock(&in->mu);
-    in->nstopping = 1;
-    pthread_cond_signal(&in->ncv);
-    pthread_mutex_unlock(&in->mu);
-    if (in->notifier_started)
-        pthread_join(in->notifier, NULL);
     free(in->threads);
     pthread_mutex_destroy(&in->mu);
     pthread_cond_destroy(&in->cv);
-    pthread_cond_destroy(&in->ncv);
     pthread_mutex_destroy(&in->key_mu);
     free(in);
 }

@@ -1,15 +1,14 @@
 -- Wake-ups that match the work, and no index entries for rows without a
 -- response.
 --
--- 1. parley_ingest() no longer sends NOTIFY parley_work itself: a
---    transaction that notifies holds a database-wide lock from its commit
---    until the commit is flushed to disk, so concurrent ingest batches that
---    made work ready committed one after another instead of sharing a WAL
---    flush ("Lock:object" was the most frequent wait in pg_stat_activity
---    with more than two committers). It returns which items made their
---    conversation ready (ready), and the gateway wakes the dispatchers for
---    those: its own in-process, the other processes' by a NOTIFY sent after
---    the commit on a connection of its own (gateway/ingest.c).
+-- 1. parley_ingest() returns which items made their conversation ready
+--    (ready): the gateway wakes its own worker pool only for those (a
+--    conversation pending already is claimed when a worker has room, or
+--    when the job answering it finishes, see 2.). Its NOTIFY parley_work
+--    (sent only then, as before) names the sending process in the payload
+--    (the connection's parley.instance setting, core/db.c), so that the
+--    process ignores its own: its pool was woken in-process, and the echo
+--    cost one empty claim per batch.
 -- 2. parley_finish_jobs() says which finished conversations have messages
 --    pending (more): ones that arrived while the job was thinking could not
 --    be claimed then, and without a wake-up they waited for the
@@ -265,10 +264,7 @@ BEGIN
     --    (or being answered: its worker recomputes pending_since under the
     --    same row lock) is left alone, so a chatty user does not rewrite
     --    the row on every message.
-    --    The caller wakes the dispatchers for the conversations that became
-    --    ready (ready = true): one that was pending already is claimed when
-    --    a worker has room, or when the job answering it finishes
-    --    (parley_finish_jobs says more = true).
+    --    ready = true: the caller wakes its pool for those.
     WITH u AS (
         UPDATE conversations c SET pending_since = now()
         FROM (SELECT DISTINCT x.conv_id AS id
@@ -277,6 +273,12 @@ BEGIN
         WHERE c.id = q.id AND c.pending_since IS NULL
         RETURNING c.id)
     SELECT coalesce(array_agg(u.id), '{}') INTO woke FROM u;
+    IF cardinality(woke) > 0 THEN
+        -- Wakes `parley serve` processes blocked in LISTEN parley_work;
+        -- delivered at COMMIT, collapsed within the transaction.
+        PERFORM pg_notify('parley_work',
+                          coalesce(current_setting('parley.instance', true), ''));
+    END IF;
 
     RETURN QUERY
     SELECT x.i, coalesce(x.queue, false) AND x.own_id IS NOT NULL, x.conv_id,

@@ -520,8 +520,8 @@ def wakeups(p):
 
 def test_notify_wakes_other_processes_and_not_the_sender(parley, fake):
     """A gateway-only process wakes a workers-only one by NOTIFY
-    parley_work (sent after the ingest commit, outside it); a process with
-    both ignores its own notifications (it woke its pool in-process)."""
+    parley_work; a process with both ignores its own notifications (the
+    payload names the sender; it woke its pool in-process)."""
     w = start(parley, fake, args=("serve", "--workers-only"))
     g = start(parley, fake, args=("serve", "--no-workers"))
     for k in range(3):
