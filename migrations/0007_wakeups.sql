@@ -19,6 +19,13 @@
 --    row for entries no query reads (every lookup is response_id = $1 or a
 --    join on it, which implies NOT NULL, so the partial indexes serve them,
 --    the foreign key's ON DELETE SET NULL included).
+-- 4. A conversation that parley_ingest() creates for a message to answer is
+--    created ready (pending_since set in the INSERT) instead of being
+--    locked and updated afterwards: an update of pending_since is never HOT
+--    (conversations_ready_idx holds it), so that was a second row version
+--    with three index entries, a row lock and a foreign key re-check per
+--    new conversation (bench/ingest_cost.sql with every user new, batches
+--    of 14, four alternating runs: 148-174 -> 90-150 us per item).
 -- The function bodies are 0004's and 0006's otherwise (a migration that
 -- has run is never edited; its checksum is recorded).
 
@@ -37,6 +44,8 @@ LANGUAGE plpgsql AS $$
 DECLARE
     items parley_ingest_item[];
     woke  bigint[];  -- conversations this batch made ready
+    fresh bigint[];  -- ... of them, created ready
+    todo  bigint[];  -- conversations of new messages to answer, not fresh
     has_opt boolean; has_store boolean; has_fb boolean;
     has_react boolean; has_status boolean; has_wm boolean;
     has_ref boolean; has_msg boolean;
@@ -82,14 +91,23 @@ BEGIN
     ORDER BY x.platform, x.uid
     ON CONFLICT (platform, platform_user_id) DO NOTHING;
 
-    INSERT INTO conversations (user_id, platform, channel)
-    SELECT DISTINCT ON (u.id, x.platform, x.channel) u.id, x.platform,
-           x.channel
-    FROM unnest(items) x
-    JOIN users u ON u.platform = x.platform AND u.platform_user_id = x.uid
-    WHERE x.channel IS NOT NULL
-    ORDER BY u.id, x.platform, x.channel
-    ON CONFLICT (platform, channel, user_id) DO NOTHING;
+    -- A conversation created for a message to answer is created ready:
+    -- no second row version (every update of pending_since is non-HOT,
+    -- the ready index holds it), no lock, no foreign key re-check.
+    WITH n AS (
+        INSERT INTO conversations (user_id, platform, channel, pending_since)
+        SELECT u.id, x.platform, x.channel,
+               CASE WHEN bool_or(coalesce(x.queue, false)) THEN now() END
+        FROM unnest(items) x
+        JOIN users u ON u.platform = x.platform AND u.platform_user_id = x.uid
+        WHERE x.channel IS NOT NULL
+        GROUP BY u.id, x.platform, x.channel
+        ORDER BY u.id, x.platform, x.channel
+        ON CONFLICT (platform, channel, user_id) DO NOTHING
+        RETURNING id, pending_since)
+    SELECT coalesce(array_agg(n.id) FILTER (WHERE n.pending_since IS NOT NULL),
+                    '{}')
+    INTO fresh FROM n;
 
     -- Resolve user and conversation once; later statements join by key.
     -- (LATERAL lookups keep the plans on the unique indexes.)
@@ -254,25 +272,26 @@ BEGIN
           AND x.conv_id IS NOT NULL;
     END IF;
 
-    -- 8. Queue: conversations with new inbound work become ready. Rows
-    --    are locked in id order so concurrent batches cannot deadlock.
-    PERFORM 1 FROM conversations
-    WHERE id IN (SELECT x.conv_id FROM unnest(items) x
-                 WHERE x.queue AND x.own_id IS NOT NULL)
-    ORDER BY id FOR NO KEY UPDATE;
-    --    Only a conversation that was idle changes: one already pending
-    --    (or being answered: its worker recomputes pending_since under the
-    --    same row lock) is left alone, so a chatty user does not rewrite
-    --    the row on every message.
+    -- 8. Queue: conversations with new inbound work become ready (those
+    --    created ready above are done). Rows are locked in id order so
+    --    concurrent batches cannot deadlock. Only a conversation that was
+    --    idle changes: one already pending (or being answered: its worker
+    --    recomputes pending_since under the same row lock) is left alone,
+    --    so a chatty user does not rewrite the row on every message.
     --    ready = true: the caller wakes its pool for those.
-    WITH u AS (
-        UPDATE conversations c SET pending_since = now()
-        FROM (SELECT DISTINCT x.conv_id AS id
-              FROM unnest(items) x
-              WHERE x.queue AND x.own_id IS NOT NULL) q
-        WHERE c.id = q.id AND c.pending_since IS NULL
-        RETURNING c.id)
-    SELECT coalesce(array_agg(u.id), '{}') INTO woke FROM u;
+    woke := fresh;
+    SELECT array_agg(DISTINCT x.conv_id ORDER BY x.conv_id) INTO todo
+    FROM unnest(items) x
+    WHERE x.queue AND x.own_id IS NOT NULL AND x.conv_id <> ALL (fresh);
+    IF todo IS NOT NULL THEN
+        PERFORM 1 FROM conversations WHERE id = ANY (todo)
+        ORDER BY id FOR NO KEY UPDATE;
+        WITH u AS (
+            UPDATE conversations c SET pending_since = now()
+            WHERE c.id = ANY (todo) AND c.pending_since IS NULL
+            RETURNING c.id)
+        SELECT woke || coalesce(array_agg(u.id), '{}') INTO woke FROM u;
+    END IF;
     IF cardinality(woke) > 0 THEN
         -- Wakes `parley serve` processes blocked in LISTEN parley_work;
         -- delivered at COMMIT, collapsed within the transaction.

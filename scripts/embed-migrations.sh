@@ -9,8 +9,8 @@ out=$1; shift
     i=0
     for f in "$@"; do
         echo "static const char mig_$i[] = {"
-        od -An -v -tx1 "$f" | sed 's/ *\([0-9a-f][0-9a-f]\)/0x\1,/g'
-        echo "0x00 };"
+        od -An -v -td1 "$f" | sed 's/ *\(-*[0-9][0-9]*\)/\1,/g'
+        echo "0 };"
         i=$((i + 1))
     done
     echo "const struct gw_migration gw_migrations[] = {"
