@@ -26,9 +26,23 @@
 --    with three index entries, a row lock and a foreign key re-check per
 --    new conversation (bench/ingest_cost.sql with every user new, batches
 --    of 14, four alternating runs: 148-174 -> 90-150 us per item).
--- 5. parley_finish_jobs() found the echoes its sends replace by platform
---    alone (see the DELETE below): the whole platform's messages per call,
---    0.45 ms at 20,000 rows in a paced run, growing with the table.
+-- 5. Two statements of parley_finish_jobs() had generic plans, made on
+--    the nearly empty tables of a fresh install, that read more rows the
+--    bigger the tables: the echoes its sends replace were searched by
+--    platform alone (every message of the platform, 0.45 ms per call at
+--    20,000 messages in a paced run), and the inbound messages it marks
+--    answered were found by walking the whole pending index (every
+--    conversation's pending messages: 12.8 ms for one call with a backlog
+--    of 1,500), then matched against the batch pairwise (180 messages:
+--    32,220 comparisons, 16.5 ms). Found with auto_explain on e2e runs
+--    (log_nested_statements); now one index lookup per row.
+-- 6. parley_finish_jobs() locks its conversations FOR NO KEY UPDATE, not
+--    FOR UPDATE: it changes no key, and FOR UPDATE also blocked the foreign
+--    key check (FOR KEY SHARE) of every message being ingested for those
+--    conversations until the finish had committed (auto_explain, 500 users
+--    answered at LLM 0 ms: 12,598 such checks over 0.25 ms, 4.1 s in all).
+--    An ingest still waits where it must: its own lock before marking the
+--    conversation ready conflicts with this one.
 -- The function bodies are 0004's and 0006's otherwise (a migration that
 -- has run is never edited; its checksum is recorded).
 
@@ -344,7 +358,7 @@ BEGIN
     INTO held, plats
     FROM (SELECT c.id, c.platform, c.lease_owner, c.lease_count
           FROM conversations c WHERE c.id = ANY (convs)
-          ORDER BY c.id FOR UPDATE) l
+          ORDER BY c.id FOR NO KEY UPDATE) l
     JOIN jsonb_array_elements(batch) t(j)
       ON l.id = (t.j->>'conv')::bigint AND l.lease_owner = t.j->>'owner'
      AND l.lease_count = (t.j->>'lease')::int;
@@ -428,10 +442,15 @@ BEGIN
              jsonb_array_elements_text(coalesce(t.j->'inbound', '[]')) i(id)
         WHERE (t.j->>'conv')::bigint = ANY (held);
         IF i_id IS NOT NULL THEN
+            -- (One index lookup per message. With a plain reply_state =
+            -- 'pending' the generic plan made on a small table walked the
+            -- whole pending index, every conversation's; with
+            -- "m.id = ANY (i_id)" it fetched the batch's rows and then
+            -- matched every row against every element, n^2.)
             UPDATE messages m SET reply_state = x.st, response_id = x.resp
             FROM unnest(i_id, i_conv, i_state, i_resp) AS x(id, conv, st, resp)
-            WHERE m.id = ANY (i_id) AND m.id = x.id
-              AND m.conversation_id = x.conv AND m.reply_state = 'pending';
+            WHERE m.conversation_id = x.conv AND m.id = x.id
+              AND coalesce(m.reply_state, '') = 'pending';
         END IF;
 
         -- Events: [{type, message_id, ref, data, response_id?}];
