@@ -26,7 +26,11 @@
 #define GW_REQ_MAGIC        0x67775251u
 #define GW_MAX_CONNECTIONS  4096
 #define GW_IDLE_TIMEOUT_S   30
-#define GW_HEADER_MEMORY    (64 * 1024)
+/* Per-connection memory for headers and buffers (431 past it; MHD's
+ * default size). MHD zeroes the rest of it after every request on a
+ * kept-alive connection: at 64 KiB, memset was 5 % of Parley's perf
+ * samples under ingest load. */
+#define GW_HEADER_MEMORY    (32 * 1024)
 #define GW_READY_ACQUIRE_MS 1000
 
 enum gw_req_state { REQ_NEW = 0, REQ_BODY, REQ_WAITING, REQ_DONE };
