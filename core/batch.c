@@ -163,7 +163,10 @@ batch_main(void *arg)
 {
     struct core_batch *b = arg;
     struct batch_req **reqs = b->reqs;
+    char name[48];
 
+    snprintf(name, sizeof(name), "batch-%s", b->name);
+    core_thread_name(name);
     pthread_mutex_lock(&b->mu);
     for (;;) {
         int n = 0, i;

@@ -5,11 +5,21 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
 static volatile int log_level = CORE_LOG_INFO;
 static _Thread_local char log_rid[64];
+
+void
+core_thread_name(const char *name)
+{
+    char buf[16];
+
+    snprintf(buf, sizeof(buf), "%s", name);
+    (void)prctl(PR_SET_NAME, buf, 0, 0, 0);
+}
 
 void
 core_log_set_level(enum core_log_level lvl)

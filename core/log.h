@@ -20,6 +20,8 @@ int core_log_parse_level(const char *s);
 /* Set (or clear with NULL) the request id of the calling thread. */
 void core_log_set_request_id(const char *rid);
 const char *core_log_request_id(void);
+/* Name the calling thread (15 bytes kept), as top -H and perf show it. */
+void core_thread_name(const char *name);
 
 /* fmt is the rest of the line after msg: logfmt key=value pairs. */
 void core_log(enum core_log_level lvl, const char *msg, const char *fmt, ...)

@@ -414,6 +414,7 @@ committer_main(void *arg)
     struct gw_ingest_job *jobs[INGEST_MAX_JOBS];
     int n;
 
+    core_thread_name("committer");
     for (;;) {
         pthread_mutex_lock(&in->mu);
         while (!in->head && !in->stopping)

@@ -366,6 +366,7 @@ dispatcher_main(void *arg)
     int idle, got, waited_ms, want, work = 1;
     enum core_status st;
 
+    core_thread_name("dispatcher");
     while (1) {
         struct core_dbconn *c;
 
@@ -489,7 +490,10 @@ worker_main(void *arg)
     struct inf_pool *p = slot->pool;
     struct inf_job *j;
     int deliver;
+    char name[48];
 
+    snprintf(name, sizeof(name), "worker-%s", slot->ctx.name + 1); /* "w3" */
+    core_thread_name(name);
     while ((j = pop_job(p)) != NULL) {
         deliver = 0;
         core_metric_add(p->m.workers_busy, NULL, 1);
@@ -523,7 +527,10 @@ delivery_main(void *arg)
     struct inf_job *j;
     struct inf_mark *m;
     int more;
+    char name[48];
 
+    snprintf(name, sizeof(name), "deliver-%s", slot->ctx.name + 1); /* "d3" */
+    core_thread_name(name);
     for (;;) {
         pop_delivery(p, &j, &m);
         if (m) {
