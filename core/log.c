@@ -1,11 +1,12 @@
 /* logfmt logging to stderr; see log.h. */
 #include "core/log.h"
 
+#include <sys/prctl.h>
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 

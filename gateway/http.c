@@ -23,9 +23,9 @@
 #include "gateway/migrate.h"
 #include "gateway/version.h"
 
-#define GW_REQ_MAGIC        0x67775251u
-#define GW_MAX_CONNECTIONS  4096
-#define GW_IDLE_TIMEOUT_S   30
+#define GW_REQ_MAGIC       0x67775251u
+#define GW_MAX_CONNECTIONS 4096
+#define GW_IDLE_TIMEOUT_S  30
 /* Per-connection memory for headers and buffers (431 past it; MHD's
  * default size). MHD zeroes the rest of it after every request on a
  * kept-alive connection: at 64 KiB, memset was 5 % of Parley's perf
