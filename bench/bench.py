@@ -43,7 +43,7 @@ CONNS = [int(x) for x in env("BENCH_CONNECTIONS", "16,64,256").split(",")]
 USERS = int(env("BENCH_USERS", "10000"))
 E2E_MAX = int(env("BENCH_E2E_MAX", "20000"))
 E2E_200_MSGS = int(env("BENCH_E2E_200_MSGS", "600" if QUICK else "1600"))
-PACED_S = float(env("BENCH_PACED_SECONDS", "4" if QUICK else "10"))
+PACED_S = float(env("BENCH_PACED_SECONDS", "4" if QUICK else "30"))
 PACED_RATE = 100
 # Before the paced run: the same rate for this long, not measured, so that
 # the pool's connections exist, plans are made and every worker's LLM
