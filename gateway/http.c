@@ -32,6 +32,7 @@
  * samples under ingest load. */
 #define GW_HEADER_MEMORY    (32 * 1024)
 #define GW_READY_ACQUIRE_MS 1000
+#define GW_LATE_ANSWER_S    5.0 /* webhook answers later than this are logged */
 
 enum gw_req_state { REQ_NEW = 0, REQ_BODY, REQ_WAITING, REQ_DONE };
 
@@ -274,9 +275,17 @@ webhook_post(struct gw_req *r)
 static enum MHD_Result
 webhook_finish(struct gw_req *r)
 {
+    double secs = elapsed_s(&r->start);
+
+    /* Platforms retry after a few seconds without an answer: a late one
+     * is worth a line (with "slow ingest batch" from the committer, or
+     * without it when the wait was elsewhere). */
+    if (secs > GW_LATE_ANSWER_S)
+        log_warn("webhook answered late", "platform=%s seconds=%.3f status=%s",
+                 r->adapter->name, secs, core_status_str(r->job.status));
     if (r->job.status == CORE_OK) {
         count_webhook(r, r->job.stored == 0 ? "duplicate" : "ok");
-        core_metric_observe(r->srv->m_ack, NULL, elapsed_s(&r->start));
+        core_metric_observe(r->srv->m_ack, NULL, secs);
         log_debug("webhook stored", "platform=%s events=%zu new=%d queued=%d",
                   r->adapter->name, r->batch.n, r->job.stored, r->job.queued);
         return respond(r, 200, "text/plain; charset=utf-8", "", 0);

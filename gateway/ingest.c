@@ -17,6 +17,7 @@
 #define INGEST_MAX_JOBS   512         /* requests per transaction */
 #define INGEST_MAX_JSON   (64u << 20) /* bytes per transaction */
 #define INGEST_ACQUIRE_MS 2000
+#define INGEST_SLOW_S     1.0 /* a batch slower than this is logged */
 
 static const char SQL_INGEST[] =
     "SELECT idx, queued, ready FROM parley_ingest($1::jsonb)";
@@ -301,6 +302,7 @@ store_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
     const char *p[1];
     enum core_status st;
     struct timespec t0, t1;
+    double secs;
 
     core_buf_init(&json, INGEST_MAX_JSON);
     st = ensure_key(in);
@@ -336,10 +338,13 @@ store_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
     if (st != CORE_OK)
         goto out;
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    core_metric_observe(in->m_commit, NULL,
-                        (double)(t1.tv_sec - t0.tv_sec) +
-                            (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+    secs = (double)(t1.tv_sec - t0.tv_sec) +
+           (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    core_metric_observe(in->m_commit, NULL, secs);
     core_metric_observe(in->m_batch, NULL, njobs);
+    if (secs > INGEST_SLOW_S)
+        log_warn("slow ingest batch", "jobs=%d items=%d seconds=%.3f", njobs,
+                 nitems, secs);
     for (i = 0; i < PQntuples(r); i++) {
         long idx = strtol(PQgetvalue(r, i, 0), NULL, 10);
 

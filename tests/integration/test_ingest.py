@@ -463,3 +463,31 @@ def test_first_post_after_an_unobserved_restart_is_200(parley, pg_restore):
         statuses = list(ex.map(lambda b: p.post_webhook("whatsapp", b).status, bodies))
     assert statuses == [200] * len(bodies), statuses
     assert parley.db.scalar("SELECT count(*) FROM messages") == 8 + 13
+
+
+def test_late_answer_is_logged_and_still_stored(parley):
+    """A commit that waits (here on a table lock held for 6 s) delays the
+    200; the platform may retry meanwhile. The webhook is still stored and
+    answered 200, and the log says the batch was slow and the answer late."""
+    srv = parley(args=("serve", "--no-workers"))
+    db = parley.db
+    holder = db.connect()
+    holder.autocommit = False
+    cur = holder.cursor()
+    cur.execute("LOCK TABLE inbound_keys IN ACCESS EXCLUSIVE MODE")
+    release = threading.Timer(6.0, holder.commit)
+    release.start()
+    try:
+        body = json.dumps(harness.wa_text("wamid.LATE1", "15552000999", "slow one")).encode()
+        t0 = time.monotonic()
+        r = harness.post_webhook(srv.base_url, "whatsapp", body, timeout=60)
+        waited = time.monotonic() - t0
+    finally:
+        release.join()
+        holder.close()
+    assert r.status == 200 and waited >= 5.0, (r.status, waited)
+    assert db.scalar("SELECT count(*) FROM messages WHERE platform_message_id = 'wamid.LATE1'") == 1
+    wait_until(lambda: "webhook answered late" in srv.log_text(), 5,
+               what="the late answer in the log")
+    log = srv.log_text()
+    assert "slow ingest batch" in log and "status=ok" in log, log[-2000:]
