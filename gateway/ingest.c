@@ -304,6 +304,8 @@ store_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
     struct timespec t0, t1;
     double secs;
 
+    for (i = 0; i < njobs; i++)
+        jobs[i]->stored = jobs[i]->queued = jobs[i]->ready = 0;
     core_buf_init(&json, INGEST_MAX_JSON);
     st = ensure_key(in);
     if (st == CORE_OK)
@@ -397,16 +399,12 @@ process(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
     enum core_status st;
     int i;
 
-    for (i = 0; i < njobs; i++)
-        jobs[i]->stored = jobs[i]->queued = jobs[i]->ready = 0;
     st = store_batch(in, jobs, njobs);
     if (st == CORE_ERR_DB && njobs > 1) {
         /* One request's data broke the batch: store each alone so only
          * that one fails. */
-        for (i = 0; i < njobs; i++) {
-            jobs[i]->stored = jobs[i]->queued = jobs[i]->ready = 0;
+        for (i = 0; i < njobs; i++)
             answer(in, &jobs[i], 1, store_batch(in, &jobs[i], 1));
-        }
         return;
     }
     answer(in, jobs, njobs, st);

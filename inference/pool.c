@@ -118,7 +118,6 @@ struct inf_pool {
     const struct core_config *cfg;
     struct core_db *db;
     char *conninfo;
-    char owner[96];
     unsigned long nclaims; /* claims made: the owner token's suffix */
 
     pthread_mutex_t mu;
@@ -232,7 +231,7 @@ claim(struct inf_pool *p, struct core_dbconn *c, int n)
 
     snprintf(nbuf, sizeof(nbuf), "%d", n);
     snprintf(lease, sizeof(lease), "%d", p->cfg->lease_ms);
-    snprintf(owner, sizeof(owner), "%s/%lu", p->owner, ++p->nclaims);
+    snprintf(owner, sizeof(owner), "%s/%lu", core_db_instance(), ++p->nclaims);
     if (core_db_pipeline(c, q, 2) != CORE_OK) {
         log_warn("could not claim work", "error=\"%s\"", c->error);
         return -1;
@@ -345,7 +344,7 @@ dispatcher_wait(struct inf_pool *p, struct core_dbconn *lc, int timeout_ms)
         if (!PQconsumeInput(lc->pg))
             lc->broken = true;
         while ((n = PQnotifies(lc->pg)) != NULL) {
-            int own = strcmp(n->extra, p->owner) == 0;
+            int own = strcmp(n->extra, core_db_instance()) == 0;
 
             core_metric_add(p->m.wakeups,
                             own ? "cause=\"own_notify\"" : "cause=\"notify\"",
@@ -483,6 +482,16 @@ pop_delivery(struct inf_pool *p, struct inf_job **j, struct inf_mark **m)
     pthread_mutex_unlock(&p->mu);
 }
 
+/* "worker-3" for the context named "w3" (top -H, perf). */
+static void
+name_thread(const char *role, const struct inf_worker_ctx *c)
+{
+    char name[48];
+
+    snprintf(name, sizeof(name), "%s%s", role, c->name + 1);
+    core_thread_name(name);
+}
+
 static void *
 worker_main(void *arg)
 {
@@ -490,10 +499,8 @@ worker_main(void *arg)
     struct inf_pool *p = slot->pool;
     struct inf_job *j;
     int deliver;
-    char name[48];
 
-    snprintf(name, sizeof(name), "worker-%s", slot->ctx.name + 1); /* "w3" */
-    core_thread_name(name);
+    name_thread("worker-", &slot->ctx);
     while ((j = pop_job(p)) != NULL) {
         deliver = 0;
         core_metric_add(p->m.workers_busy, NULL, 1);
@@ -527,10 +534,8 @@ delivery_main(void *arg)
     struct inf_job *j;
     struct inf_mark *m;
     int more;
-    char name[48];
 
-    snprintf(name, sizeof(name), "deliver-%s", slot->ctx.name + 1); /* "d3" */
-    core_thread_name(name);
+    name_thread("deliver-", &slot->ctx);
     for (;;) {
         pop_delivery(p, &j, &m);
         if (m) {
@@ -634,7 +639,6 @@ inf_pool_new(const struct core_config *cfg, struct core_db *db,
     p->cfg = cfg;
     p->db = db;
     p->conninfo = strdup(conninfo);
-    snprintf(p->owner, sizeof(p->owner), "%s", core_db_instance());
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     pthread_cond_init(&p->dcv, NULL);
@@ -683,7 +687,7 @@ inf_pool_new(const struct core_config *cfg, struct core_db *db,
         goto fail;
     p->dispatcher_started = 1;
     log_info("worker pool started", "workers=%d delivery=%d owner=%s",
-             p->nworkers, p->ndelivery, p->owner);
+             p->nworkers, p->ndelivery, core_db_instance());
     return p;
 fail:
     log_error("could not start the worker pool", "workers=%d", cfg->workers);
