@@ -14,7 +14,7 @@
  * parley_intent_jobs() / parley_finish_jobs() (migrations/0006, 0007).
  * Every transaction re-checks the lease (owner + lease_count as fencing
  * token); a job that lost its lease rolls back and stops.
- * A is run by the dispatcher for everything it claimed (inf_job_load_many),
+ * A is run by the dispatcher in the claim itself (INF_SQL_CLAIM),
  * the LLM call by a worker, B, the sends and C by a delivery thread
  * (inference/job.h).
  */
@@ -80,6 +80,68 @@ static const char SQL_HISTORY[] =
     "  WHERE conversation_id = $1::bigint AND status IN ('sent', 'partial')"
     "  AND kind = 'llm' AND completion IS NOT NULL"
     ") h ORDER BY t DESC, id DESC LIMIT 60";
+/* Claim and load in one statement (one round trip, one transaction; the
+ * pool commits it without waiting for the flush, see pool.c): the ready
+ * conversations, oldest first, skipping those another transaction holds;
+ * the lease; the repair of responses a crashed predecessor left 'sending'
+ * (as SQL_STALE); and per conversation the user, the pending messages and
+ * the history as JSON arrays (the columns of SQL_LOAD, SQL_PENDING and
+ * SQL_HISTORY; read in the statement's snapshot, taken before the lease,
+ * which changes none of them). $1 how many, $2 owner token, $3 lease ms. */
+const char INF_SQL_CLAIM[] =
+    "WITH c AS ("
+    " SELECT id, lease_owner AS prev_owner FROM conversations"
+    " WHERE pending_since IS NOT NULL"
+    "   AND (lease_until IS NULL OR lease_until < now())"
+    "   AND (not_before IS NULL OR not_before <= now())"
+    " ORDER BY pending_since LIMIT $1::int"
+    " FOR UPDATE SKIP LOCKED),"
+    " v AS (UPDATE conversations v SET lease_owner = $2,"
+    "  lease_until = now() + $3::int * interval '1 millisecond',"
+    "  lease_count = v.lease_count + 1"
+    "  FROM c WHERE v.id = c.id"
+    "  RETURNING v.id, v.lease_count, c.prev_owner IS NOT NULL AS expired,"
+    "  v.user_id, v.platform, v.channel),"
+    " s AS (UPDATE responses r SET status = 'abandoned', completed_at = now()"
+    "  WHERE r.conversation_id IN (SELECT id FROM v) AND r.status = 'sending'"
+    "  RETURNING r.id, r.conversation_id),"
+    " o AS (UPDATE messages SET status = 'unknown' WHERE response_id IN"
+    "  (SELECT id FROM s) AND status = 'sending'),"
+    " e AS (INSERT INTO events (type, platform, channel, user_id,"
+    "  user_pseudonym, conversation_id, response_id, data)"
+    "  SELECT 'possible_duplicate_send', v.platform, v.channel, u.id,"
+    "  u.pseudonym, v.id, s.id, jsonb_build_object('reason',"
+    "  'a worker died between sending and recording this reply; it is"
+    " answered again and may reach the user twice')"
+    "  FROM s JOIN v ON v.id = s.conversation_id JOIN users u ON u.id = "
+    "v.user_id)"
+    " SELECT v.id, v.lease_count, v.expired, u.platform_user_id,"
+    " u.opted_out_at IS NOT NULL,"
+    " u.opted_out_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM responses r"
+    "  WHERE r.conversation_id = v.id AND r.kind = 'opt_out'"
+    "  AND r.created_at >= u.opted_out_at),"
+    " v.platform, v.channel,"
+    " (SELECT json_agg(s.id ORDER BY s.id) FROM s WHERE s.conversation_id = "
+    "v.id),"
+    " (SELECT json_agg(json_build_array(p.id::text, p.platform_message_id,"
+    "   p.kind, p.text, p.ms) ORDER BY p.k, p.id) FROM ("
+    "  SELECT id, platform_message_id, kind, text,"
+    "  (extract(epoch FROM received_at) * 1000)::bigint AS ms,"
+    "  coalesce(platform_ts, received_at) AS k"
+    "  FROM messages WHERE conversation_id = v.id"
+    "  AND reply_state = 'pending'"
+    "  ORDER BY coalesce(platform_ts, received_at), id LIMIT 20) p),"
+    " (SELECT json_agg(json_build_array(h.role, h.content, h.id::text)"
+    "   ORDER BY h.t DESC, h.id DESC) FROM ("
+    "  SELECT 'user' AS role, coalesce(text, '[' || kind || ']') AS content,"
+    "   received_at AS t, id FROM messages WHERE conversation_id = v.id"
+    "   AND direction = 'in' AND reply_state = 'answered'"
+    "  UNION ALL"
+    "  SELECT 'assistant', completion, created_at, id FROM responses"
+    "   WHERE conversation_id = v.id AND status IN ('sent', 'partial')"
+    "   AND kind = 'llm' AND completion IS NOT NULL"
+    "  ORDER BY 3 DESC, 4 DESC LIMIT 60) h)"
+    " FROM v JOIN users u ON u.id = v.user_id";
 static const char SQL_RELEASE[] =
     "UPDATE conversations SET lease_owner = NULL, lease_until = NULL"
     " WHERE id = $1::bigint AND lease_owner = $2 AND lease_count = $3::int";
@@ -267,47 +329,112 @@ load(struct job_state *s)
     return st;
 }
 
-void
-inf_job_load_many(struct inf_worker_ctx *w, struct core_dbconn *c,
-                  struct inf_job **jobs, int n)
+/* A JSON string element, copied; NULL for null (or anything else). */
+static char *
+json_dup(const cJSON *a, int i)
 {
-    const char *p[INF_LOAD_MAX][3];
-    struct core_db_stmt q[INF_LOAD_MAX * LOAD_STMTS];
-    struct job_state *st[INF_LOAD_MAX];
-    int k, m;
+    const char *v = cJSON_GetStringValue(cJSON_GetArrayItem(a, i));
 
-    if (n > INF_LOAD_MAX)
-        n = INF_LOAD_MAX; /* the rest load in their workers */
-    for (m = 0; m < n; m++) {
-        st[m] = calloc(1, sizeof(*st[m]));
-        if (!st[m])
-            break;
-        st[m]->w = w;
-        st[m]->job = jobs[m];
-        load_stmts(st[m], p[m], &q[(size_t)m * LOAD_STMTS]);
-    }
-    if (m == 0)
-        return;
-    if (core_db_pipeline(c, q, m * LOAD_STMTS) != CORE_OK) {
-        /* Not fatal: each worker loads its own job, with retries. */
-        log_warn("batched load failed", "jobs=%d sqlstate=%s error=\"%s\"", m,
-                 c->sqlstate, c->error);
-        for (k = 0; k < m; k++)
-            free(st[k]);
-        return;
-    }
-    for (k = 0; k < m; k++) {
-        enum core_status rc = load_parse(st[k], &q[(size_t)k * LOAD_STMTS]);
+    return v ? strdup(v) : NULL;
+}
 
-        if (rc == CORE_OK) {
-            jobs[k]->state = st[k];
-        } else {
-            jobs[k]->lost = rc == CORE_ERR_CONFLICT;
-            state_free(st[k]);
-            free(st[k]);
+/* Fill s from row `row` of INF_SQL_CLAIM's result (columns 3-10: as
+ * load_parse() reads SQL_LOAD, SQL_STALE, SQL_PENDING, SQL_HISTORY). */
+static enum core_status
+claim_parse(struct job_state *s, PGresult *r, int row)
+{
+    cJSON *a = NULL, *e;
+    enum core_status st = CORE_ERR_NOMEM;
+    int i, n;
+
+    snprintf(s->user_id, sizeof(s->user_id), "%s", PQgetvalue(r, row, 3));
+    s->opted_out = PQgetvalue(r, row, 4)[0] == 't';
+    s->confirm_opt_out = PQgetvalue(r, row, 5)[0] == 't';
+    snprintf(s->platform, sizeof(s->platform), "%s", PQgetvalue(r, row, 6));
+    snprintf(s->channel, sizeof(s->channel), "%s", PQgetvalue(r, row, 7));
+
+    if (!PQgetisnull(r, row, 8) &&
+        (a = cJSON_Parse(PQgetvalue(r, row, 8))) != NULL) {
+        cJSON_ArrayForEach(e, a)
+        {
+            core_metric_add(s->w->m->dup_sends, NULL, 1);
+            log_warn("possible duplicate send", "conversation=%s response=%.0f",
+                     s->job->conversation_id, cJSON_GetNumberValue(e));
         }
+        cJSON_Delete(a);
     }
-    clear_results(q, m * LOAD_STMTS);
+
+    if (!PQgetisnull(r, row, 9)) {
+        if (!(a = cJSON_Parse(PQgetvalue(r, row, 9))))
+            return CORE_ERR_NOMEM;
+        cJSON_ArrayForEach(e, a)
+        {
+            struct pending_msg *m;
+            const char *id;
+
+            if (s->npending == JOB_MAX_PENDING)
+                break;
+            id = cJSON_GetStringValue(cJSON_GetArrayItem(e, 0));
+            if (!id)
+                continue;
+            m = &s->pending[s->npending++];
+            snprintf(m->id, sizeof(m->id), "%s", id);
+            m->platform_id = json_dup(e, 1);
+            m->kind = json_dup(e, 2);
+            m->text = json_dup(e, 3);
+            m->received_ms =
+                (long long)cJSON_GetNumberValue(cJSON_GetArrayItem(e, 4));
+        }
+        cJSON_Delete(a);
+    }
+
+    if (PQgetisnull(r, row, 10))
+        return CORE_OK;
+    if (!(a = cJSON_Parse(PQgetvalue(r, row, 10))))
+        return CORE_ERR_NOMEM;
+    n = cJSON_GetArraySize(a);
+    s->history = calloc((size_t)n, sizeof(*s->history));
+    if (!s->history)
+        goto out;
+    for (i = 0; i < n; i++) {
+        e = cJSON_GetArrayItem(a, i);
+        s->history[i].role = json_dup(e, 0);
+        s->history[i].content = json_dup(e, 1);
+        s->nhistory = i + 1;
+        if (!s->history[i].role || !s->history[i].content)
+            goto out;
+    }
+    /* Newest first: [assistant, user, ...] is the last exchange. */
+    if (n >= 2 && strcmp(s->history[0].role, "assistant") == 0 &&
+        strcmp(s->history[1].role, "user") == 0) {
+        snprintf(s->prev_response, sizeof(s->prev_response), "%s",
+                 cJSON_GetStringValue(
+                     cJSON_GetArrayItem(cJSON_GetArrayItem(a, 0), 2)));
+        s->prev_user_text = strdup(s->history[1].content);
+    }
+    st = CORE_OK;
+out:
+    cJSON_Delete(a);
+    return st;
+}
+
+int
+inf_job_from_claim(struct inf_worker_ctx *w, struct inf_job *job, PGresult *r,
+                   int row)
+{
+    struct job_state *s = calloc(1, sizeof(*s));
+
+    if (!s)
+        return -1;
+    s->w = w;
+    s->job = job;
+    if (claim_parse(s, r, row) != CORE_OK) {
+        state_free(s);
+        free(s);
+        return -1; /* its worker loads it */
+    }
+    job->state = s;
+    return 0;
 }
 
 /* ---- ad signals -------------------------------------------------------- */

@@ -2,9 +2,9 @@
  * One unit of inference work: a claimed conversation. Private to
  * inference/; pool.c claims and hands out jobs, job.c runs them in three
  * stages, each on its own thread:
- *   1. the dispatcher loads what it claimed (inf_job_load_many), several
- *      conversations per round trip, and hands each read receipt to
- *      delivery (inf_job_mark);
+ *   1. the dispatcher claims and loads in one statement (INF_SQL_CLAIM,
+ *      inf_job_from_claim) and hands each read receipt to delivery
+ *      (inf_job_mark);
  *   2. a worker thread thinks (inf_job_think): the context and the LLM
  *      call (and the load and read receipt, if the dispatcher's load
  *      failed);
@@ -28,7 +28,6 @@
 
 #define INF_JOB_MAGIC 0x4a4f4221u
 #define INF_OWNER_MAX 128
-#define INF_LOAD_MAX  16 /* jobs per inf_job_load_many() round trip */
 
 struct inf_job {
     unsigned magic;
@@ -85,11 +84,15 @@ struct inf_metrics {
 extern const char INF_SQL_INTENTS[];
 extern const char INF_SQL_FINISHES[];
 
-/* Dispatcher: load up to INF_LOAD_MAX claimed jobs on c in one pipelined
- * round trip. A job not loaded (failure, or past the limit) is loaded by
- * its worker; one whose lease is gone is marked lost. */
-void inf_job_load_many(struct inf_worker_ctx *w, struct core_dbconn *c,
-                       struct inf_job **jobs, int n);
+/* Dispatcher: claim and load up to $1 conversations in one statement
+ * ($2 the claim's owner token, $3 the lease in ms). Rows: id,
+ * lease_count, lease expired (reclaimed), then what inf_job_from_claim()
+ * reads. */
+extern const char INF_SQL_CLAIM[];
+/* Dispatcher: the job's state from row `row` of INF_SQL_CLAIM's result;
+ * -1 (out of memory) leaves the job to be loaded by its worker. */
+int inf_job_from_claim(struct inf_worker_ctx *w, struct inf_job *job,
+                       PGresult *r, int row);
 /* Dispatcher, after loading: the job's read receipt, or NULL if it needs
  * none (then or if the job was not loaded, its worker marks it read). */
 struct inf_mark *inf_job_mark(struct inf_job *job);

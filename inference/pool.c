@@ -10,8 +10,9 @@
  * not in memory. It sleeps on a self-pipe (in-process wake after ingest
  * commits), the LISTEN parley_work socket (other processes), and a slow
  * poll timeout as the last resort.
- * The dispatcher also loads what it claimed (a few round trips for all of
- * it), workers only think (the LLM call), and delivery threads record and
+ * The dispatcher claims and loads in one statement (one round trip; the
+ * user, pending messages and history come back with each lease), workers
+ * only think (the LLM call), and delivery threads record and
  * send (inference/job.h), so a worker goes from one LLM call to the next
  * without waiting on PostgreSQL or the platform.
  * Threads: 1 dispatcher, N workers, N delivery threads. Shared state: the
@@ -48,19 +49,6 @@
  * waited 8.4 ms per job on average; with one per 2, 0.35 ms. */
 #define POOL_PREFETCH_PER 2
 
-static const char SQL_CLAIM[] =
-    "WITH c AS ("
-    " SELECT id, lease_owner AS prev_owner FROM conversations"
-    " WHERE pending_since IS NOT NULL"
-    "   AND (lease_until IS NULL OR lease_until < now())"
-    "   AND (not_before IS NULL OR not_before <= now())"
-    " ORDER BY pending_since LIMIT $1::int"
-    " FOR UPDATE SKIP LOCKED)"
-    " UPDATE conversations v SET lease_owner = $2,"
-    "  lease_until = now() + $3::int * interval '1 millisecond',"
-    "  lease_count = v.lease_count + 1"
-    " FROM c WHERE v.id = c.id"
-    " RETURNING v.id, v.lease_count, c.prev_owner IS NOT NULL";
 /* The claim commits without waiting for its WAL flush: a lease is not
  * data. If PostgreSQL crashes before the flush the claim is gone, the
  * conversation is claimed again, and the lost claim's job is fenced off:
@@ -224,7 +212,7 @@ claim(struct inf_pool *p, struct core_dbconn *c, int n)
     char nbuf[16], lease[16], owner[INF_OWNER_MAX];
     const char *params[3] = { nbuf, owner, lease };
     struct core_db_stmt q[2] = { { SQL_ASYNC_COMMIT, 0, NULL, NULL },
-                                 { SQL_CLAIM, 3, params, NULL } };
+                                 { INF_SQL_CLAIM, 3, params, NULL } };
     PGresult *r;
     struct inf_job **jobs;
     int i, rows, got = 0;
@@ -256,20 +244,15 @@ claim(struct inf_pool *p, struct core_dbconn *c, int n)
             log_warn("reclaimed expired lease", "conversation=%s",
                      j->conversation_id);
         }
+        (void)inf_job_from_claim(&p->dctx, j, r, i);
         jobs[got++] = j;
     }
     core_metric_add(p->m.claims, NULL, rows);
     PQclear(r);
-    /* Out of memory: what was not made into a job waits for its lease.
-     * Each chunk goes to the workers as soon as it is loaded. */
-    for (i = 0; i < got; i += INF_LOAD_MAX) {
-        int k, m = got - i < INF_LOAD_MAX ? got - i : INF_LOAD_MAX;
-
-        inf_job_load_many(&p->dctx, c, jobs + i, m);
-        for (k = 0; k < m; k++) {
-            push_mark(p, inf_job_mark(jobs[i + k]));
-            push_job(p, jobs[i + k]);
-        }
+    /* Out of memory: what was not made into a job waits for its lease. */
+    for (i = 0; i < got; i++) {
+        push_mark(p, inf_job_mark(jobs[i]));
+        push_job(p, jobs[i]);
     }
     free(jobs);
     return rows;
