@@ -181,6 +181,7 @@ struct job_state {
     struct adp_send_result sent[JOB_MAX_PARTS];
     int nsent;              /* parts the platform accepted */
     int more;               /* the finish left messages pending */
+    double thought_s;       /* inf_job_clock() when the worker was done */
     char *signals_json;     /* ad signals to store, or NULL */
     char prev_response[24]; /* the last exchange: our response ... */
     char *prev_user_text;   /* ... and the user message it answered */
@@ -1027,6 +1028,27 @@ inf_mark_send(struct inf_worker_ctx *d, struct inf_mark *m)
     free(m);
 }
 
+double
+inf_job_clock(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Observe stage `name`, begun at `since` (inf_job_clock()); returns now. */
+static double
+stage_done(const struct job_state *s, const char *name, double since)
+{
+    char labels[48];
+    double now = inf_job_clock();
+
+    snprintf(labels, sizeof(labels), "stage=\"%s\"", name);
+    core_metric_observe(s->w->m->stages, labels, now - since);
+    return now;
+}
+
 int
 inf_job_think(struct inf_worker_ctx *w, struct inf_job *job)
 {
@@ -1053,6 +1075,11 @@ inf_job_think(struct inf_worker_ctx *w, struct inf_job *job)
     }
     s->w = w;
     snprintf(s->worker, sizeof(s->worker), "%s", w->name);
+    (void)stage_done(s, "queue", job->claimed_s);
+    if (s->npending > 0 && job->claimed_ms >= s->pending[0].received_ms)
+        core_metric_observe(
+            w->m->stages, "stage=\"wait\"",
+            (double)(job->claimed_ms - s->pending[0].received_ms) / 1000.0);
     s->adapter = adp_find(s->platform);
     if (!s->adapter || s->npending == 0) {
         s->kind = NULL; /* nothing to answer: delivery only finishes */
@@ -1080,6 +1107,8 @@ inf_job_think(struct inf_worker_ctx *w, struct inf_job *job)
     }
     go = 1;
 out:
+    if (s)
+        s->thought_s = inf_job_clock();
     if (!go)
         inf_job_discard(job);
     core_log_set_request_id(NULL);
@@ -1092,10 +1121,12 @@ inf_job_deliver(struct inf_worker_ctx *d, struct inf_job *job)
     struct job_state *s = job->state;
     enum core_status st;
     int more = 0;
+    double t;
 
     if (!s)
         return 0;
     s->w = d;
+    t = stage_done(s, "handoff", s->thought_s);
     core_log_set_request_id(job->conversation_id);
     if (!s->adapter || s->npending == 0) {
         (void)with_retries(s, finish, 3);
@@ -1104,13 +1135,16 @@ inf_job_deliver(struct inf_worker_ctx *d, struct inf_job *job)
     }
     if (s->kind) {
         st = with_retries(s, intent, 3);
+        t = stage_done(s, "intent", t);
         if (st != CORE_OK) {
             count_job(s, st == CORE_ERR_CONFLICT ? "lease_lost" : "db_error");
             goto out;
         }
         send_all(s);
+        t = stage_done(s, "send", t);
     }
     st = with_retries(s, finish, 10);
+    (void)stage_done(s, "finish", t);
     if (st != CORE_OK) {
         log_error("could not record finished job",
                   "conversation=%s "

@@ -36,6 +36,8 @@ struct inf_job {
     char lease_count[16];      /* with owner: the fencing token */
     struct job_state *state;   /* job.c's; NULL until loaded */
     int lost;                  /* the load found the lease gone */
+    double claimed_s;          /* inf_job_clock() when claimed */
+    long long claimed_ms;      /* wall clock, ms, when claimed */
     struct inf_job *next;
 };
 
@@ -77,7 +79,11 @@ struct inf_metrics {
     struct core_metric *e2e;
     struct core_metric *dup_sends;
     struct core_metric *wakeups; /* the dispatcher's, by cause */
+    struct core_metric *stages;  /* a job's time per stage */
 };
+
+/* Monotonic seconds, for the stage timings. */
+double inf_job_clock(void);
 
 /* The job's two writes, grouped across workers (core/batch.h): the intent
  * before sending, everything else after. */

@@ -205,6 +205,15 @@ push_mark(struct inf_pool *p, struct inf_mark *m)
     pthread_mutex_unlock(&p->mu);
 }
 
+static long long
+now_ms_wall(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000LL + ts.tv_nsec / 1000000L;
+}
+
 /* Claim up to n conversations; returns how many were claimed, -1 on error. */
 static int
 claim(struct inf_pool *p, struct core_dbconn *c, int n)
@@ -234,6 +243,8 @@ claim(struct inf_pool *p, struct core_dbconn *c, int n)
         if (!j)
             break;
         j->magic = INF_JOB_MAGIC;
+        j->claimed_s = inf_job_clock();
+        j->claimed_ms = now_ms_wall();
         snprintf(j->conversation_id, sizeof(j->conversation_id), "%s",
                  PQgetvalue(r, i, 0));
         snprintf(j->lease_count, sizeof(j->lease_count), "%s",
@@ -580,6 +591,13 @@ register_metrics(struct inf_metrics *m)
         "NOTIFY parley_work), own_notify (this process's own, ignored), "
         "poll (the timeout)",
         NULL, 0);
+    m->stages = core_metric_register(
+        CORE_METRIC_HISTOGRAM, "parley_job_stage_seconds",
+        "A job's time per stage: wait (first pending message stored to "
+        "claimed; PostgreSQL's clock against this host's), queue (claimed "
+        "to a worker), handoff (thought to a delivery thread), intent, "
+        "send, finish",
+        core_metric_latency_buckets, core_metric_latency_nbuckets);
     m->dup_sends = core_metric_register(
         CORE_METRIC_COUNTER, "parley_possible_duplicate_sends_total",
         "Jobs redone after a crash between send and commit", NULL, 0);

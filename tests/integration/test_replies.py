@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import harness
+import promparse
 from harness import IG_ID, PAGE_ID, WA_PHONE_ID, wait_until
 
 SYSTEM_PROMPT = "You are the Parley end-to-end test bot. Answer briefly."
@@ -168,6 +169,33 @@ def test_whatsapp_text_gets_llm_reply_with_quote(parley, fake):
     inputs = db.query("SELECT m.platform_message_id FROM response_inputs ri "
                       "JOIN messages m ON m.id = ri.message_id WHERE ri.response_id = %s", (rid,))
     assert inputs == [("wamid.E2EWA1",)]
+
+
+def test_stage_timings_account_for_a_reply_without_the_llm(parley, fake):
+    """parley_job_stage_seconds splits a reply's own time by stage: each
+    stage observed once per job, none of them holding the LLM's 400 ms,
+    and together no more than the reply's whole latency."""
+    fake.control(llm_latency_ms=400)
+    p = start(parley, fake)
+    user = user_id("whatsapp", 2)
+    post(p, "whatsapp", harness.wa_text("wamid.STAGES1", user, "how long?"))
+    wait_answered(parley.db, 1)
+    wait_until(lambda: text_sends(fake, user), 10, what="the reply")
+    fams = promparse.parse(p.get("/metrics").text)
+    stages = {s.labels["stage"]: s.value
+              for s in fams["parley_job_stage_seconds"].samples
+              if s.name.endswith("_sum")}
+    counts = {s.labels["stage"]: s.value
+              for s in fams["parley_job_stage_seconds"].samples
+              if s.name.endswith("_count")}
+    names = {"wait", "queue", "handoff", "intent", "send", "finish"}
+    assert set(counts) == names and all(v == 1 for v in counts.values()), counts
+    assert all(0 <= v < 0.3 for v in stages.values()), \
+        f"a stage holds the LLM call: {stages}"
+    total = next(s.value for s in fams["parley_reply_latency_seconds"].samples
+                 if s.name.endswith("_sum"))
+    assert total >= 0.4, f"reply latency {total} s without the LLM's 400 ms"
+    assert sum(v for k, v in stages.items() if k != "finish") <= total, (stages, total)
 
 
 @pytest.mark.parametrize("platform", ["messenger", "instagram"])
