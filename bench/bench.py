@@ -515,6 +515,21 @@ class Bench:
                 pass
         return sums
 
+    def stage_means(self):
+        """Mean ms per stage of parley_job_stage_seconds (whole process
+        life, warm-up included): where a reply's own time went."""
+        st, body = http(self.parley_url("/metrics"))
+        acc = {}
+        if st != 200:
+            return {}
+        for line in body.decode().splitlines():
+            m = re.match(r'parley_job_stage_seconds_(sum|count)\{stage="(\w+)"\} (\S+)$',
+                         line)
+            if m:
+                acc.setdefault(m.group(2), {})[m.group(1)] = float(m.group(3))
+        return {k: 1000 * v["sum"] / v["count"] for k, v in acc.items()
+                if v.get("count")}
+
     def cleanup(self):
         for p in list(STARTED):
             try:
@@ -895,6 +910,7 @@ class Suite:
             drained, pending, total = self.wait_drain(db, acked)
             mm = m.stop()
             met = b.metrics()
+            stages = b.stage_means()
             _, hwm = proc_mem(pid)
             rows = b.pg.psql(db, """
                 SELECT m.text, r.llm_ms, extract(epoch FROM f.first) * 1000
@@ -969,6 +985,7 @@ class Suite:
             "added_incl_client_ms_p99": pct(added_cfg, 99),
             "metric_mean_reply_latency_ms": 1000 * lat_sum / lat_n if lat_n else None,
             "metric_mean_llm_ms": 1000 * llm_sum / llm_n if llm_n else None,
+            "stage_mean_ms": stages,
             "rss_idle_kb": rss_idle, "rss_peak_kb": hwm, "top_statements": top,
             "parley_death": death,
             "parley_cpu_s_per_1000": 1000 * mm["parley_cpu_s"] / replies if replies else None,
@@ -1027,6 +1044,13 @@ class Suite:
         if paced:
             note = "ack p99 %s ms; %s" % (fmt_num(statistics.median(
                 r["loadgen"]["latency_ms"]["p99"] for r in runs)), note)
+            order = ("wait", "queue", "handoff", "intent", "send", "finish")
+            means = {k: statistics.median(r["stage_mean_ms"][k] for r in runs
+                                          if k in r.get("stage_mean_ms", {}))
+                     for k in order if any(k in r.get("stage_mean_ms", {}) for r in runs)}
+            if means:
+                note = "mean ms by stage: %s; %s" % (
+                    ", ".join("%s %.2f" % (k, v) for k, v in means.items()), note)
         note = "after %gs unmeasured warm-up; %s" % (E2E_WARMUP_S, note)
         name = "d. e2e LLM %d ms, %d workers%s" % (
             llm_ms, WORKERS, ", %d msg/s" % PACED_RATE if paced else "")
