@@ -86,11 +86,18 @@ static const char SQL_HISTORY[] =
  * the lease; the repair of responses a crashed predecessor left 'sending'
  * (as SQL_STALE); and per conversation the user, the pending messages and
  * the history as JSON arrays (the columns of SQL_LOAD, SQL_PENDING and
- * SQL_HISTORY; read in the statement's snapshot, taken before the lease,
- * which changes none of them). $1 how many, $2 owner token, $3 lease ms. */
+ * SQL_HISTORY), read in the statement's snapshot. That snapshot is taken
+ * before the rows are locked: if a conversation's row changed in between
+ * (another process claimed it, or a slow owner whose lease had run out
+ * finished it, answering messages the snapshot still shows pending), the
+ * last column is false and the job is loaded again by its worker, in a
+ * transaction of its own (load()). A message added to a conversation that
+ * was already pending does not change its row; one the snapshot missed is
+ * left pending, and the finish says so ("more"). $1 how many, $2 owner
+ * token, $3 lease ms. */
 const char INF_SQL_CLAIM[] =
     "WITH c AS ("
-    " SELECT id, lease_owner AS prev_owner FROM conversations"
+    " SELECT id, lease_owner AS prev_owner, xmin AS locked FROM conversations"
     " WHERE pending_since IS NOT NULL"
     "   AND (lease_until IS NULL OR lease_until < now())"
     "   AND (not_before IS NULL OR not_before <= now())"
@@ -101,7 +108,7 @@ const char INF_SQL_CLAIM[] =
     "  lease_count = v.lease_count + 1"
     "  FROM c WHERE v.id = c.id"
     "  RETURNING v.id, v.lease_count, c.prev_owner IS NOT NULL AS expired,"
-    "  v.user_id, v.platform, v.channel),"
+    "  v.user_id, v.platform, v.channel, c.locked),"
     " s AS (UPDATE responses r SET status = 'abandoned', completed_at = now()"
     "  WHERE r.conversation_id IN (SELECT id FROM v) AND r.status = 'sending'"
     "  RETURNING r.id, r.conversation_id),"
@@ -140,7 +147,8 @@ const char INF_SQL_CLAIM[] =
     "  SELECT 'assistant', completion, created_at, id FROM responses"
     "   WHERE conversation_id = v.id AND status IN ('sent', 'partial')"
     "   AND kind = 'llm' AND completion IS NOT NULL"
-    "  ORDER BY 3 DESC, 4 DESC LIMIT 60) h)"
+    "  ORDER BY 3 DESC, 4 DESC LIMIT 60) h),"
+    " (SELECT x.xmin = v.locked FROM conversations x WHERE x.id = v.id)"
     " FROM v JOIN users u ON u.id = v.user_id";
 static const char SQL_RELEASE[] =
     "UPDATE conversations SET lease_owner = NULL, lease_until = NULL"
@@ -340,7 +348,8 @@ json_dup(const cJSON *a, int i)
 }
 
 /* Fill s from row `row` of INF_SQL_CLAIM's result (columns 3-10: as
- * load_parse() reads SQL_LOAD, SQL_STALE, SQL_PENDING, SQL_HISTORY). */
+ * load_parse() reads SQL_LOAD, SQL_STALE, SQL_PENDING, SQL_HISTORY; 11:
+ * the row unchanged since the snapshot). CORE_ERR_CONFLICT: it changed. */
 static enum core_status
 claim_parse(struct job_state *s, PGresult *r, int row)
 {
@@ -348,6 +357,8 @@ claim_parse(struct job_state *s, PGresult *r, int row)
     enum core_status st = CORE_ERR_NOMEM;
     int i, n;
 
+    if (PQgetvalue(r, row, 11)[0] != 't')
+        return CORE_ERR_CONFLICT; /* changed since the snapshot */
     snprintf(s->user_id, sizeof(s->user_id), "%s", PQgetvalue(r, row, 3));
     s->opted_out = PQgetvalue(r, row, 4)[0] == 't';
     s->confirm_opt_out = PQgetvalue(r, row, 5)[0] == 't';
@@ -432,7 +443,7 @@ inf_job_from_claim(struct inf_worker_ctx *w, struct inf_job *job, PGresult *r,
     if (claim_parse(s, r, row) != CORE_OK) {
         state_free(s);
         free(s);
-        return -1; /* its worker loads it */
+        return -1; /* its worker loads it, afresh */
     }
     job->state = s;
     return 0;

@@ -96,7 +96,8 @@ extern const char INF_SQL_FINISHES[];
  * reads. */
 extern const char INF_SQL_CLAIM[];
 /* Dispatcher: the job's state from row `row` of INF_SQL_CLAIM's result;
- * -1 (out of memory) leaves the job to be loaded by its worker. */
+ * -1 (out of memory, or the row changed after the statement's snapshot)
+ * leaves the job to be loaded by its worker. */
 int inf_job_from_claim(struct inf_worker_ctx *w, struct inf_job *job,
                        PGresult *r, int row);
 /* Dispatcher, after loading: the job's read receipt, or NULL if it needs
