@@ -18,7 +18,8 @@ WARN := -Wall -Wextra -Wpedantic $(WERROR) -Wshadow -Wstrict-prototypes \
 	-Wmissing-prototypes -Wmissing-declarations -Wold-style-definition \
 	-Wpointer-arith -Wcast-align -Wwrite-strings -Wformat=2 -Wundef -Wvla \
 	-Wdouble-promotion -Wimplicit-fallthrough -Wredundant-decls \
-	-Wnested-externs -Werror=implicit-function-declaration
+	-Wnested-externs -Werror=implicit-function-declaration -Wconversion \
+	-Wsign-conversion
 ifeq ($(findstring clang,$(shell $(CC) --version 2>/dev/null)),)
 WARN += -Wlogical-op -Wduplicated-cond -Wduplicated-branches -Wrestrict \
 	-Wjump-misses-init -Walloc-zero

@@ -677,7 +677,7 @@ lex_insert(const struct lex_entry *e)
             break;
         }
     }
-    first_note(key->off, toks[0].len, nm.ntok);
+    first_note(key->off, toks[0].len, (unsigned)nm.ntok);
     if (nm.ntok > lx.info.max_phrase_tokens)
         lx.info.max_phrase_tokens = (unsigned)nm.ntok;
     return 0;

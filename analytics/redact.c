@@ -1057,7 +1057,7 @@ phone_best(struct scan *sc, const struct phone_chain *ch, size_t i)
     for (unsigned b = last; b-- > 0;) {
         unsigned spaces = 0;
         for (unsigned g = 1; g < b; g++)
-            spaces += ch->space_after[g];
+            spaces += ch->space_after[g] != 0;
         if (ch->space_after[b] && spaces == 0 && digits >= 9 &&
             phone_take(sc, ch, i, 0, b))
             return ch->ge[b];

@@ -405,7 +405,7 @@ test_random_input(void **state)
     (void)state;
 
     for (int round = 0; round < 3000; round++) {
-        size_t n = 1 + round % (sizeof(buf) - 1);
+        size_t n = 1 + (size_t)round % (sizeof(buf) - 1);
         char *got;
         for (size_t k = 0; k < n; k++) {
             x ^= x << 13;
