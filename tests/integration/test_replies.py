@@ -4,6 +4,7 @@ tests/integration/fakes.py): prompts, sends per platform, splitting,
 coalescing, retries, apology, history, a kill -9 crash test and two
 processes sharing one database."""
 
+import json
 import re
 import time
 from collections import Counter, defaultdict
@@ -614,6 +615,60 @@ def test_claim_lost_in_a_crash_is_fenced_off(parley, fake):
     for gauge in ("parley_workers_busy", "parley_delivery_jobs"):
         assert re.search(rf"^{gauge} 0$", metrics, re.M), \
             [ln for ln in metrics.splitlines() if ln.startswith(gauge)]
+
+
+def test_claim_reloads_a_conversation_that_changed_after_its_snapshot(parley, fake):
+    """The claim loads in the same statement, from a snapshot taken before
+    it locks the rows. Between the two, another process may claim and
+    finish a conversation: then the messages the snapshot shows pending
+    were answered, and answering them again would be a duplicate. Made
+    deterministic: a trigger (test-only) sleeps 2 s while the claim updates
+    the first conversation; meanwhile this session answers the second one's
+    message and adds another, as that other process would. The job for the
+    second conversation must be loaded afresh: one LLM call, for the new
+    message only."""
+    db = parley.db
+    g = start(parley, fake, args=("serve", "--no-workers"))
+    first, second = user_id("whatsapp", 81), user_id("whatsapp", 82)
+    post(g, "whatsapp", harness.wa_text("wamid.SNAP1", first, "first user"))
+    post(g, "whatsapp", harness.wa_text("wamid.SNAP2", second, "already answered"))
+    g.stop()
+    conv1, conv2 = [r[0] for r in db.query(
+        "SELECT c.id FROM conversations c JOIN users u ON u.id = c.user_id "
+        "WHERE u.platform_user_id IN (%s, %s) ORDER BY c.pending_since", (first, second))]
+    db.execute("CREATE FUNCTION snap_nap() RETURNS trigger LANGUAGE plpgsql AS $$ "
+               "BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$")
+    db.execute("CREATE TRIGGER snap_nap BEFORE UPDATE ON conversations FOR EACH ROW "
+               "WHEN (OLD.id = %s AND NEW.lease_owner IS NOT NULL "
+               "AND OLD.lease_owner IS NULL) EXECUTE FUNCTION snap_nap()" % int(conv1))
+    try:
+        w = start(parley, fake, args=("serve", "--workers-only"))
+        # The claim is asleep on the first conversation; the second is not
+        # locked yet: "another process" answers it and a new message comes.
+        wait_until(lambda: db.scalar("SELECT count(*) FROM pg_stat_activity "
+                                     "WHERE wait_event = 'PgSleep'") == 1,
+                   10, what="the claim asleep in the trigger")
+        db.execute("UPDATE messages SET reply_state = 'answered' "
+                   "WHERE conversation_id = %s", (conv2,))
+        db.execute("INSERT INTO messages (conversation_id, direction, platform, "
+                   "platform_message_id, kind, text, reply_state) VALUES "
+                   "(%s, 'in', 'whatsapp', 'wamid.SNAP3', 'text', 'new question', 'pending')",
+                   (conv2,))
+        db.execute("UPDATE conversations SET lease_count = lease_count + 1 WHERE id = %s",
+                   (conv2,))
+        wait_answered(db, 3, timeout=20)
+        calls = [c for c in llm_calls(fake)
+                 if "already answered" in json.dumps(c["body"]) or
+                 "new question" in json.dumps(c["body"])]
+        assert len(calls) == 1, f"{len(calls)} LLM calls for the second conversation"
+        last = content_text(calls[0]["body"]["messages"][-1]["content"])
+        assert "new question" in last and "already answered" not in last, \
+            f"answered from the stale snapshot: {last!r}"
+        assert len(text_sends(fake, second)) == 1
+        w.stop()
+    finally:
+        db.execute("DROP TRIGGER IF EXISTS snap_nap ON conversations")
+        db.execute("DROP FUNCTION IF EXISTS snap_nap()")
 
 
 def test_sigterm_finishes_the_thinking_job_and_hands_back_the_queued(parley, fake):
