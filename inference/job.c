@@ -14,9 +14,10 @@
  * parley_intent_jobs() / parley_finish_jobs() (migrations/0006, 0007).
  * Every transaction re-checks the lease (owner + lease_count as fencing
  * token); a job that lost its lease rolls back and stops.
- * A is run by the dispatcher in the claim itself (INF_SQL_CLAIM),
- * the LLM call by a worker, B, the sends and C by a delivery thread
- * (inference/job.h).
+ * A is part of the dispatcher's claim statement (INF_SQL_CLAIM), or its
+ * own transaction on the worker when the claim could not load the job
+ * (load()); the LLM call is run by a worker, B, the sends and C by a
+ * delivery thread (inference/job.h).
  */
 #include "inference/job.h"
 
