@@ -499,12 +499,14 @@ class Bench:
             stop_proc(self.parley)
             self.parley = None
 
-    def metrics(self):
+    def metrics_text(self):
         st, body = http(self.parley_url("/metrics"))
+        return body.decode() if st == 200 else ""
+
+    def metrics(self, text=None):
+        """Sum of each metric's samples (all label sets), by name."""
         sums = {}
-        if st != 200:
-            return sums
-        for line in body.decode().splitlines():
+        for line in (self.metrics_text() if text is None else text).splitlines():
             if not line or line[0] == "#":
                 continue
             name_labels, _, value = line.rpartition(" ")
@@ -515,14 +517,12 @@ class Bench:
                 pass
         return sums
 
-    def stage_means(self):
+    @staticmethod
+    def stage_means(text):
         """Mean ms per stage of parley_job_stage_seconds (whole process
         life, warm-up included): where a reply's own time went."""
-        st, body = http(self.parley_url("/metrics"))
         acc = {}
-        if st != 200:
-            return {}
-        for line in body.decode().splitlines():
+        for line in text.splitlines():
             m = re.match(r'parley_job_stage_seconds_(sum|count)\{stage="(\w+)"\} (\S+)$',
                          line)
             if m:
@@ -909,8 +909,9 @@ class Suite:
                                            % cutoff))
             drained, pending, total = self.wait_drain(db, acked)
             mm = m.stop()
-            met = b.metrics()
-            stages = b.stage_means()
+            text = b.metrics_text()
+            met = b.metrics(text)
+            stages = b.stage_means(text)
             _, hwm = proc_mem(pid)
             rows = b.pg.psql(db, """
                 SELECT m.text, r.llm_ms, extract(epoch FROM f.first) * 1000
@@ -1101,35 +1102,20 @@ def machine_info(pg):
     return {"nproc": os.cpu_count(), "cpu": cpu, "mem_gb": round(mem_kb / 1048576, 1),
             "kernel": os.uname().release, "postgres": pg.version(),
             "pg_data_fs": " ".join(fs[0].split()) if fs else "?",
-            "fdatasync_per_s": fdatasync_rate(pg.root),
-            "fdatasync_paced_ms": fdatasync_paced(pg.root)}
+            "fdatasync_per_s": fdatasync_test(pg.root, 0, 5000)[0],
+            "fdatasync_paced_ms": dict(zip(("p50", "p99"),
+                                           fdatasync_test(pg.root, 0.010, 300)[1:]))}
 
 
-def fdatasync_rate(directory, seconds=1.5):
-    """8 kB write + fdatasync in a loop on the cluster's disk: the WAL flush
-    rate this disk allows (what one group commit costs at least)."""
-    path = os.path.join(directory, "fdatasync.test")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        block = b"\0" * 8192
-        n, t0 = 0, time.monotonic()
-        while time.monotonic() - t0 < seconds:
-            os.pwrite(fd, block, 0)
-            os.fdatasync(fd)
-            n += 1
-        return round(n / (time.monotonic() - t0))
-    finally:
-        os.close(fd)
-        os.unlink(path)
-
-
-def fdatasync_paced(directory, gap_s=0.010, n=300):
-    """The same flush, one every 10 ms (the paced scenario's message
-    interval) at advancing offsets, as the WAL is written: p50 and p99 in ms.
-    On a virtual machine a flush after an idle gap can cost several times
-    one made back to back (the vCPU halts while the disk works, and waking
-    it is slow); each reply at 100 messages/s waits for two (the ingest's
-    and the intent's commit)."""
+def fdatasync_test(directory, gap_s, n):
+    """n 8 kB writes + fdatasync on the cluster's disk, at advancing offsets
+    as the WAL is written, gap_s apart: (flushes per second of flush time,
+    p50 ms, p99 ms). Back to back (gap 0) it is the WAL flush rate the disk
+    allows, what one group commit costs at least. With a gap: on a virtual
+    machine a flush after an idle gap can cost several times one made back
+    to back (the vCPU halts while the disk works, and waking it is slow);
+    each reply at 100 messages/s waits for two (the ingest's and the
+    intent's commit), one every 10 ms is that rate's message interval."""
     path = os.path.join(directory, "fdatasync.test")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
     try:
@@ -1138,13 +1124,15 @@ def fdatasync_paced(directory, gap_s=0.010, n=300):
         os.fsync(fd)
         lat = []
         for i in range(n):
-            time.sleep(gap_s)
+            if gap_s:
+                time.sleep(gap_s)
             t0 = time.perf_counter()
             os.pwrite(fd, block, i * 8192)
             os.fdatasync(fd)
-            lat.append((time.perf_counter() - t0) * 1000)
+            lat.append(time.perf_counter() - t0)
+        rate = n / sum(lat)
         lat.sort()
-        return {"p50": round(lat[n // 2], 3), "p99": round(lat[int(n * 0.99)], 3)}
+        return round(rate), round(1000 * lat[n // 2], 3), round(1000 * lat[int(n * 0.99)], 3)
     finally:
         os.close(fd)
         os.unlink(path)

@@ -15,32 +15,6 @@ inf_ctx_estimate_tokens(const char *s)
     return (int)((n + 3) / 4) + 4;
 }
 
-enum core_status
-inf_ctx_turns_from_result(PGresult *r, struct inf_ctx_turn **out, int *n)
-{
-    int i, rows = PQntuples(r);
-    struct inf_ctx_turn *t;
-
-    *out = NULL;
-    *n = 0;
-    if (rows == 0)
-        return CORE_OK;
-    t = calloc((size_t)rows, sizeof(*t));
-    if (!t)
-        return CORE_ERR_NOMEM;
-    for (i = 0; i < rows; i++) {
-        t[i].role = strdup(PQgetvalue(r, i, 0));
-        t[i].content = strdup(PQgetvalue(r, i, 1));
-        if (!t[i].role || !t[i].content) {
-            inf_ctx_turns_free(t, i + 1);
-            return CORE_ERR_NOMEM;
-        }
-    }
-    *out = t;
-    *n = rows;
-    return CORE_OK;
-}
-
 void
 inf_ctx_turns_free(struct inf_ctx_turn *t, int n)
 {

@@ -7,7 +7,6 @@
 #ifndef INFERENCE_CONTEXT_H
 #define INFERENCE_CONTEXT_H
 
-#include <libpq-fe.h>
 #include <stddef.h>
 
 #include "core/status.h"
@@ -31,9 +30,6 @@ struct inf_ctx_input {
 };
 
 int inf_ctx_estimate_tokens(const char *s);
-/* Rows (role, content), newest first, as returned by the history query. */
-enum core_status inf_ctx_turns_from_result(PGresult *r,
-                                           struct inf_ctx_turn **out, int *n);
 void inf_ctx_turns_free(struct inf_ctx_turn *t, int n);
 /* Build the messages array (caller frees with inf_ctx_messages_free) and
  * its JSON (malloc'd) as stored in responses.request_messages. */

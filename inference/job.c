@@ -40,62 +40,67 @@
 #define JOB_DB_WAIT_MS    5000
 #define WINDOW_MS         (24L * 3600L * 1000L)
 
-static const char SQL_LOAD[] =
-    "SELECT u.platform_user_id, u.opted_out_at IS NOT NULL,"
-    " u.opted_out_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM responses r"
-    "  WHERE r.conversation_id = c.id AND r.kind = 'opt_out'"
-    "  AND r.created_at >= u.opted_out_at),"
-    " c.platform, c.channel"
-    " FROM conversations c JOIN users u ON u.id = c.user_id"
-    " WHERE c.id = $1::bigint AND c.lease_owner = $2"
-    " AND c.lease_count = $3::int";
-static const char SQL_PENDING[] =
-    "SELECT id, platform_message_id, kind, text,"
-    " (extract(epoch FROM received_at) * 1000)::bigint"
-    " FROM messages WHERE conversation_id = $1::bigint"
-    " AND reply_state = 'pending'"
-    " ORDER BY coalesce(platform_ts, received_at), id LIMIT 20";
-static const char SQL_STALE[] =
-    "WITH s AS (UPDATE responses SET status = 'abandoned',"
-    "  completed_at = now() WHERE conversation_id = $1::bigint"
-    "  AND status = 'sending' AND EXISTS (SELECT 1 FROM conversations"
-    "   WHERE id = $1::bigint AND lease_owner = $2 AND lease_count = $3::int)"
-    "  RETURNING id),"
-    " o AS (UPDATE messages SET status = 'unknown' WHERE response_id IN"
-    "  (SELECT id FROM s) AND status = 'sending')"
-    " INSERT INTO events (type, platform, channel, user_id, user_pseudonym,"
-    "  conversation_id, response_id, data)"
-    " SELECT 'possible_duplicate_send', c.platform, c.channel, u.id,"
-    "  u.pseudonym, c.id, s.id, jsonb_build_object('reason',"
-    "  'a worker died between sending and recording this reply; it is"
-    " answered again and may reach the user twice')"
-    " FROM s, conversations c JOIN users u ON u.id = c.user_id"
-    " WHERE c.id = $1::bigint RETURNING response_id";
-static const char SQL_HISTORY[] =
-    "SELECT role, content, id FROM ("
-    " SELECT 'user' AS role, coalesce(text, '[' || kind || ']') AS content,"
-    "  received_at AS t, id FROM messages WHERE conversation_id = $1::bigint"
-    "  AND direction = 'in' AND reply_state = 'answered'"
-    " UNION ALL"
-    " SELECT 'assistant', completion, created_at, id FROM responses"
-    "  WHERE conversation_id = $1::bigint AND status IN ('sent', 'partial')"
-    "  AND kind = 'llm' AND completion IS NOT NULL"
-    ") h ORDER BY t DESC, id DESC LIMIT 60";
+/* A job's load, from a CTE v(id, lease_count, expired, user_id, platform,
+ * channel, locked) of conversations whose lease the job holds: the repair
+ * of responses a crashed predecessor left 'sending' (each flagged
+ * possible_duplicate_send), and per conversation the user, the pending
+ * messages and the history as JSON arrays, read in the statement's
+ * snapshot; the last column says whether the row is still the version
+ * `locked` (xmin) in that snapshot. Read by load_row(). */
+#define SQL_LOAD_FROM_V                                                        \
+    " s AS (UPDATE responses r SET status = 'abandoned', completed_at = now()" \
+    "  WHERE r.conversation_id IN (SELECT id FROM v) AND r.status = 'sending'" \
+    "  RETURNING r.id, r.conversation_id),"                                    \
+    " o AS (UPDATE messages SET status = 'unknown' WHERE response_id IN"       \
+    "  (SELECT id FROM s) AND status = 'sending'),"                            \
+    " e AS (INSERT INTO events (type, platform, channel, user_id,"             \
+    "  user_pseudonym, conversation_id, response_id, data)"                    \
+    "  SELECT 'possible_duplicate_send', v.platform, v.channel, u.id,"         \
+    "  u.pseudonym, v.id, s.id, jsonb_build_object('reason',"                  \
+    "  'a worker died between sending and recording this reply; it is"         \
+    " answered again and may reach the user twice')"                           \
+    "  FROM s JOIN v ON v.id = s.conversation_id JOIN users u ON u.id = "      \
+    "v.user_id)"                                                               \
+    " SELECT v.id, v.lease_count, v.expired, u.platform_user_id,"              \
+    " u.opted_out_at IS NOT NULL,"                                             \
+    " u.opted_out_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM responses r"    \
+    "  WHERE r.conversation_id = v.id AND r.kind = 'opt_out'"                  \
+    "  AND r.created_at >= u.opted_out_at),"                                   \
+    " v.platform, v.channel,"                                                  \
+    " (SELECT json_agg(s.id ORDER BY s.id) FROM s WHERE s.conversation_id = "  \
+    "v.id),"                                                                   \
+    " (SELECT json_agg(json_build_array(p.id::text, p.platform_message_id,"    \
+    "   p.kind, p.text, p.ms) ORDER BY p.k, p.id) FROM ("                      \
+    "  SELECT id, platform_message_id, kind, text,"                            \
+    "  (extract(epoch FROM received_at) * 1000)::bigint AS ms,"                \
+    "  coalesce(platform_ts, received_at) AS k"                                \
+    "  FROM messages WHERE conversation_id = v.id"                             \
+    "  AND reply_state = 'pending'"                                            \
+    "  ORDER BY coalesce(platform_ts, received_at), id LIMIT 20) p),"          \
+    " (SELECT json_agg(json_build_array(h.role, h.content, h.id::text)"        \
+    "   ORDER BY h.t DESC, h.id DESC) FROM ("                                  \
+    "  SELECT 'user' AS role, coalesce(text, '[' || kind || ']') AS content,"  \
+    "   received_at AS t, id FROM messages WHERE conversation_id = v.id"       \
+    "   AND direction = 'in' AND reply_state = 'answered'"                     \
+    "  UNION ALL"                                                              \
+    "  SELECT 'assistant', completion, created_at, id FROM responses"          \
+    "   WHERE conversation_id = v.id AND status IN ('sent', 'partial')"        \
+    "   AND kind = 'llm' AND completion IS NOT NULL"                           \
+    "  ORDER BY 3 DESC, 4 DESC LIMIT 60) h),"                                  \
+    " (SELECT x.xmin = v.locked FROM conversations x WHERE x.id = v.id)"       \
+    " FROM v JOIN users u ON u.id = v.user_id"
+
 /* Claim and load in one statement (one round trip, one transaction; the
  * pool commits it without waiting for the flush, see pool.c): the ready
- * conversations, oldest first, skipping those another transaction holds;
- * the lease; the repair of responses a crashed predecessor left 'sending'
- * (as SQL_STALE); and per conversation the user, the pending messages and
- * the history as JSON arrays (the columns of SQL_LOAD, SQL_PENDING and
- * SQL_HISTORY), read in the statement's snapshot. That snapshot is taken
- * before the rows are locked: if a conversation's row changed in between
- * (another process claimed it, or a slow owner whose lease had run out
- * finished it, answering messages the snapshot still shows pending), the
- * last column is false and the job is loaded again by its worker, in a
- * transaction of its own (load()). A message added to a conversation that
- * was already pending does not change its row; one the snapshot missed is
- * left pending, and the finish says so ("more"). $1 how many, $2 owner
- * token, $3 lease ms. */
+ * conversations, oldest first, skipping those another transaction holds,
+ * and their lease; then SQL_LOAD_FROM_V. The snapshot is taken before the
+ * rows are locked: if a conversation's row changed in between (another
+ * process claimed it, or a slow owner whose lease had run out finished
+ * it, answering messages the snapshot still shows pending), the last
+ * column is false and the job is loaded again by its worker (SQL_LOAD). A
+ * message added to a conversation that was already pending does not
+ * change its row; one the snapshot missed is left pending, and the finish
+ * says so ("more"). $1 how many, $2 owner token, $3 lease ms. */
 const char INF_SQL_CLAIM[] =
     "WITH c AS ("
     " SELECT id, lease_owner AS prev_owner, xmin AS locked FROM conversations"
@@ -109,48 +114,14 @@ const char INF_SQL_CLAIM[] =
     "  lease_count = v.lease_count + 1"
     "  FROM c WHERE v.id = c.id"
     "  RETURNING v.id, v.lease_count, c.prev_owner IS NOT NULL AS expired,"
-    "  v.user_id, v.platform, v.channel, c.locked),"
-    " s AS (UPDATE responses r SET status = 'abandoned', completed_at = now()"
-    "  WHERE r.conversation_id IN (SELECT id FROM v) AND r.status = 'sending'"
-    "  RETURNING r.id, r.conversation_id),"
-    " o AS (UPDATE messages SET status = 'unknown' WHERE response_id IN"
-    "  (SELECT id FROM s) AND status = 'sending'),"
-    " e AS (INSERT INTO events (type, platform, channel, user_id,"
-    "  user_pseudonym, conversation_id, response_id, data)"
-    "  SELECT 'possible_duplicate_send', v.platform, v.channel, u.id,"
-    "  u.pseudonym, v.id, s.id, jsonb_build_object('reason',"
-    "  'a worker died between sending and recording this reply; it is"
-    " answered again and may reach the user twice')"
-    "  FROM s JOIN v ON v.id = s.conversation_id JOIN users u ON u.id = "
-    "v.user_id)"
-    " SELECT v.id, v.lease_count, v.expired, u.platform_user_id,"
-    " u.opted_out_at IS NOT NULL,"
-    " u.opted_out_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM responses r"
-    "  WHERE r.conversation_id = v.id AND r.kind = 'opt_out'"
-    "  AND r.created_at >= u.opted_out_at),"
-    " v.platform, v.channel,"
-    " (SELECT json_agg(s.id ORDER BY s.id) FROM s WHERE s.conversation_id = "
-    "v.id),"
-    " (SELECT json_agg(json_build_array(p.id::text, p.platform_message_id,"
-    "   p.kind, p.text, p.ms) ORDER BY p.k, p.id) FROM ("
-    "  SELECT id, platform_message_id, kind, text,"
-    "  (extract(epoch FROM received_at) * 1000)::bigint AS ms,"
-    "  coalesce(platform_ts, received_at) AS k"
-    "  FROM messages WHERE conversation_id = v.id"
-    "  AND reply_state = 'pending'"
-    "  ORDER BY coalesce(platform_ts, received_at), id LIMIT 20) p),"
-    " (SELECT json_agg(json_build_array(h.role, h.content, h.id::text)"
-    "   ORDER BY h.t DESC, h.id DESC) FROM ("
-    "  SELECT 'user' AS role, coalesce(text, '[' || kind || ']') AS content,"
-    "   received_at AS t, id FROM messages WHERE conversation_id = v.id"
-    "   AND direction = 'in' AND reply_state = 'answered'"
-    "  UNION ALL"
-    "  SELECT 'assistant', completion, created_at, id FROM responses"
-    "   WHERE conversation_id = v.id AND status IN ('sent', 'partial')"
-    "   AND kind = 'llm' AND completion IS NOT NULL"
-    "  ORDER BY 3 DESC, 4 DESC LIMIT 60) h),"
-    " (SELECT x.xmin = v.locked FROM conversations x WHERE x.id = v.id)"
-    " FROM v JOIN users u ON u.id = v.user_id";
+    "  v.user_id, v.platform, v.channel, c.locked)," SQL_LOAD_FROM_V;
+/* The worker's own load of one job (when the claim could not load it):
+ * $1 conversation, $2 owner, $3 lease_count; no row when the lease is
+ * gone. */
+static const char SQL_LOAD[] =
+    "WITH v AS (SELECT id, lease_count, false AS expired, user_id, platform,"
+    " channel, xmin AS locked FROM conversations WHERE id = $1::bigint"
+    " AND lease_owner = $2 AND lease_count = $3::int)," SQL_LOAD_FROM_V;
 static const char SQL_RELEASE[] =
     "UPDATE conversations SET lease_owner = NULL, lease_until = NULL"
     " WHERE id = $1::bigint AND lease_owner = $2 AND lease_count = $3::int";
@@ -190,7 +161,7 @@ struct job_state {
     struct adp_send_result sent[JOB_MAX_PARTS];
     int nsent;              /* parts the platform accepted */
     int more;               /* the finish left messages pending */
-    double thought_s;       /* inf_job_clock() when the worker was done */
+    double thought_s;       /* job_clock() when the worker was done */
     char *signals_json;     /* ad signals to store, or NULL */
     char prev_response[24]; /* the last exchange: our response ... */
     char *prev_user_text;   /* ... and the user message it answered */
@@ -216,12 +187,6 @@ state_free(struct job_state *s)
     inf_llm_result_done(&s->llm);
 }
 
-static char *
-dup_or_null(PGresult *r, int row, int col)
-{
-    return PQgetisnull(r, row, col) ? NULL : strdup(PQgetvalue(r, row, col));
-}
-
 static cJSON *
 event_obj(cJSON *arr, const char *type, const char *message_id, const char *ref)
 {
@@ -238,106 +203,27 @@ event_obj(cJSON *arr, const char *type, const char *message_id, const char *ref)
     return d;
 }
 
+/* Monotonic seconds, for the stage timings. */
+static double
+job_clock(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Wall clock in ms, to compare with received_at (PostgreSQL's clock). */
+static long long
+wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (long long)ts.tv_sec * 1000LL + ts.tv_nsec / 1000000L;
+}
+
 /* ---- A. load ----------------------------------------------------------- */
-
-#define LOAD_STMTS 4
-
-/* The four statements of one job's load; p holds its three parameters.
- * One transaction: the stale-response repair checks the lease itself, the
- * reads are dropped if it is gone. */
-static void
-load_stmts(struct job_state *s, const char **p, struct core_db_stmt *q)
-{
-    p[0] = s->job->conversation_id;
-    p[1] = s->job->owner;
-    p[2] = s->job->lease_count;
-    q[0] = (struct core_db_stmt){ SQL_LOAD, 3, p, NULL };
-    q[1] = (struct core_db_stmt){ SQL_STALE, 3, p, NULL };
-    q[2] = (struct core_db_stmt){ SQL_PENDING, 1, p, NULL };
-    q[3] = (struct core_db_stmt){ SQL_HISTORY, 1, p, NULL };
-}
-
-/* Read the results of load_stmts() into s. CORE_ERR_CONFLICT: the lease is
- * gone. */
-static enum core_status
-load_parse(struct job_state *s, struct core_db_stmt *q)
-{
-    PGresult *r = q[0].res;
-    int i;
-    enum core_status st;
-
-    if (PQntuples(r) != 1)
-        return CORE_ERR_CONFLICT;
-    snprintf(s->user_id, sizeof(s->user_id), "%s", PQgetvalue(r, 0, 0));
-    s->opted_out = PQgetvalue(r, 0, 1)[0] == 't';
-    s->confirm_opt_out = PQgetvalue(r, 0, 2)[0] == 't';
-    snprintf(s->platform, sizeof(s->platform), "%s", PQgetvalue(r, 0, 3));
-    snprintf(s->channel, sizeof(s->channel), "%s", PQgetvalue(r, 0, 4));
-
-    r = q[1].res;
-    for (i = 0; i < PQntuples(r); i++) {
-        core_metric_add(s->w->m->dup_sends, NULL, 1);
-        log_warn("possible duplicate send", "conversation=%s response=%s",
-                 s->job->conversation_id, PQgetvalue(r, i, 0));
-    }
-
-    r = q[2].res;
-    for (i = 0; i < PQntuples(r) && i < JOB_MAX_PENDING; i++) {
-        struct pending_msg *m = &s->pending[s->npending++];
-
-        snprintf(m->id, sizeof(m->id), "%s", PQgetvalue(r, i, 0));
-        m->platform_id = dup_or_null(r, i, 1);
-        m->kind = dup_or_null(r, i, 2);
-        m->text = dup_or_null(r, i, 3);
-        m->received_ms = strtoll(PQgetvalue(r, i, 4), NULL, 10);
-    }
-
-    r = q[3].res;
-    st = inf_ctx_turns_from_result(r, &s->history, &s->nhistory);
-    /* Newest first: [assistant, user, ...] is the last exchange. */
-    if (st == CORE_OK && PQntuples(r) >= 2 &&
-        strcmp(PQgetvalue(r, 0, 0), "assistant") == 0 &&
-        strcmp(PQgetvalue(r, 1, 0), "user") == 0) {
-        snprintf(s->prev_response, sizeof(s->prev_response), "%s",
-                 PQgetvalue(r, 0, 2));
-        s->prev_user_text = strdup(PQgetvalue(r, 1, 1));
-    }
-    return st;
-}
-
-static void
-clear_results(struct core_db_stmt *q, int n)
-{
-    int i;
-
-    for (i = 0; i < n; i++) {
-        PQclear(q[i].res);
-        q[i].res = NULL;
-    }
-}
-
-/* The worker's own load: when the dispatcher's could not run. */
-static enum core_status
-load(struct job_state *s)
-{
-    const char *p[3];
-    struct core_db_stmt q[LOAD_STMTS];
-    enum core_status st;
-    struct core_dbconn *c = core_db_acquire(s->w->db, JOB_DB_WAIT_MS, &st);
-
-    if (!c)
-        return CORE_ERR_UNAVAILABLE;
-    load_stmts(s, p, q);
-    st = core_db_pipeline(c, q, LOAD_STMTS);
-    if (st == CORE_OK)
-        st = load_parse(s, q);
-    clear_results(q, LOAD_STMTS);
-    if (st != CORE_OK && st != CORE_ERR_CONFLICT)
-        log_warn("job load failed", "conversation=%s sqlstate=%s error=\"%s\"",
-                 s->job->conversation_id, c->sqlstate, c->error);
-    core_db_release(s->w->db, c);
-    return st;
-}
 
 /* A JSON string element, copied; NULL for null (or anything else). */
 static char *
@@ -348,11 +234,10 @@ json_dup(const cJSON *a, int i)
     return v ? strdup(v) : NULL;
 }
 
-/* Fill s from row `row` of INF_SQL_CLAIM's result (columns 3-10: as
- * load_parse() reads SQL_LOAD, SQL_STALE, SQL_PENDING, SQL_HISTORY; 11:
- * the row unchanged since the snapshot). CORE_ERR_CONFLICT: it changed. */
+/* Fill s from row `row` of a SQL_LOAD_FROM_V result (INF_SQL_CLAIM's or
+ * SQL_LOAD's). CORE_ERR_CONFLICT: the row changed after the snapshot. */
 static enum core_status
-claim_parse(struct job_state *s, PGresult *r, int row)
+load_row(struct job_state *s, PGresult *r, int row)
 {
     cJSON *a = NULL, *e;
     enum core_status st = CORE_ERR_NOMEM;
@@ -431,17 +316,43 @@ out:
     return st;
 }
 
+/* The worker's own load, when the claim could not load the job. */
+static enum core_status
+load(struct job_state *s)
+{
+    const char *p[3] = { s->job->conversation_id, s->job->owner,
+                         s->job->lease_count };
+    PGresult *r = NULL;
+    enum core_status st;
+    struct core_dbconn *c = core_db_acquire(s->w->db, JOB_DB_WAIT_MS, &st);
+
+    if (!c)
+        return CORE_ERR_UNAVAILABLE;
+    st = core_db_query(c, SQL_LOAD, 3, p, &r);
+    if (st == CORE_OK)
+        st = PQntuples(r) == 1 ? load_row(s, r, 0) : CORE_ERR_CONFLICT;
+    if (st != CORE_OK && st != CORE_ERR_CONFLICT)
+        log_warn("job load failed", "conversation=%s sqlstate=%s error=\"%s\"",
+                 s->job->conversation_id, c->sqlstate, c->error);
+    PQclear(r);
+    core_db_release(s->w->db, c);
+    return st;
+}
+
 int
 inf_job_from_claim(struct inf_worker_ctx *w, struct inf_job *job, PGresult *r,
                    int row)
 {
-    struct job_state *s = calloc(1, sizeof(*s));
+    struct job_state *s;
 
+    job->claimed_s = job_clock();
+    job->claimed_ms = wall_ms();
+    s = calloc(1, sizeof(*s));
     if (!s)
         return -1;
     s->w = w;
     s->job = job;
-    if (claim_parse(s, r, row) != CORE_OK) {
+    if (load_row(s, r, row) != CORE_OK) {
         state_free(s);
         free(s);
         return -1; /* its worker loads it, afresh */
@@ -940,16 +851,11 @@ finish(struct job_state *s)
 static void
 observe_latency(struct job_state *s)
 {
-    struct timespec now;
-    double ms;
-
     if (s->nsent == 0)
         return;
-    clock_gettime(CLOCK_REALTIME, &now);
-    ms = (double)((long long)now.tv_sec * 1000LL +
-                  (long long)(now.tv_nsec / 1000000L) -
-                  s->pending[0].received_ms);
-    core_metric_observe(s->w->m->e2e, NULL, ms / 1000.0);
+    core_metric_observe(s->w->m->e2e, NULL,
+                        (double)(wall_ms() - s->pending[0].received_ms) /
+                            1000.0);
 }
 
 static void
@@ -1040,21 +946,12 @@ inf_mark_send(struct inf_worker_ctx *d, struct inf_mark *m)
     free(m);
 }
 
-double
-inf_job_clock(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* Observe stage `name`, begun at `since` (inf_job_clock()); returns now. */
+/* Observe stage `name`, begun at `since` (job_clock()); returns now. */
 static double
 stage_done(const struct job_state *s, const char *name, double since)
 {
     char labels[48];
-    double now = inf_job_clock();
+    double now = job_clock();
 
     snprintf(labels, sizeof(labels), "stage=\"%s\"", name);
     core_metric_observe(s->w->m->stages, labels, now - since);
@@ -1069,10 +966,6 @@ inf_job_think(struct inf_worker_ctx *w, struct inf_job *job)
     int go = 0;
 
     core_log_set_request_id(job->conversation_id);
-    if (job->lost) {
-        core_metric_add(w->m->jobs, "result=\"lease_lost\"", 1);
-        goto out;
-    }
     if (!s) {
         s = job->state = calloc(1, sizeof(*s));
         if (!s)
@@ -1120,7 +1013,7 @@ inf_job_think(struct inf_worker_ctx *w, struct inf_job *job)
     go = 1;
 out:
     if (s)
-        s->thought_s = inf_job_clock();
+        s->thought_s = job_clock();
     if (!go)
         inf_job_discard(job);
     core_log_set_request_id(NULL);

@@ -35,8 +35,7 @@ struct inf_job {
     char owner[INF_OWNER_MAX]; /* lease owner token of its claim */
     char lease_count[16];      /* with owner: the fencing token */
     struct job_state *state;   /* job.c's; NULL until loaded */
-    int lost;                  /* the load found the lease gone */
-    double claimed_s;          /* inf_job_clock() when claimed */
+    double claimed_s;          /* monotonic s, when claimed */
     long long claimed_ms;      /* wall clock, ms, when claimed */
     struct inf_job *next;
 };
@@ -82,9 +81,6 @@ struct inf_metrics {
     struct core_metric *stages;  /* a job's time per stage */
 };
 
-/* Monotonic seconds, for the stage timings. */
-double inf_job_clock(void);
-
 /* The job's two writes, grouped across workers (core/batch.h): the intent
  * before sending, everything else after. */
 extern const char INF_SQL_INTENTS[];
@@ -95,9 +91,10 @@ extern const char INF_SQL_FINISHES[];
  * lease_count, lease expired (reclaimed), then what inf_job_from_claim()
  * reads. */
 extern const char INF_SQL_CLAIM[];
-/* Dispatcher: the job's state from row `row` of INF_SQL_CLAIM's result;
- * -1 (out of memory, or the row changed after the statement's snapshot)
- * leaves the job to be loaded by its worker. */
+/* Dispatcher: stamp the claim time and make the job's state from row
+ * `row` of INF_SQL_CLAIM's result; -1 (out of memory, or the row changed
+ * after the statement's snapshot) leaves the job to be loaded by its
+ * worker. */
 int inf_job_from_claim(struct inf_worker_ctx *w, struct inf_job *job,
                        PGresult *r, int row);
 /* Dispatcher, after loading: the job's read receipt, or NULL if it needs

@@ -205,15 +205,6 @@ push_mark(struct inf_pool *p, struct inf_mark *m)
     pthread_mutex_unlock(&p->mu);
 }
 
-static long long
-now_ms_wall(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000LL + ts.tv_nsec / 1000000L;
-}
-
 /* Claim up to n conversations; returns how many were claimed, -1 on error. */
 static int
 claim(struct inf_pool *p, struct core_dbconn *c, int n)
@@ -243,8 +234,6 @@ claim(struct inf_pool *p, struct core_dbconn *c, int n)
         if (!j)
             break;
         j->magic = INF_JOB_MAGIC;
-        j->claimed_s = inf_job_clock();
-        j->claimed_ms = now_ms_wall();
         snprintf(j->conversation_id, sizeof(j->conversation_id), "%s",
                  PQgetvalue(r, i, 0));
         snprintf(j->lease_count, sizeof(j->lease_count), "%s",
