@@ -43,6 +43,7 @@ struct core_batch {
     char name[32];
     const char *sql;
     int max;
+    int async; /* commit without waiting for the flush */
 
     pthread_mutex_t mu;
     pthread_cond_t idle; /* core_batch_free waits here for no leader */
@@ -94,7 +95,19 @@ run(struct core_batch *b, struct core_dbconn *c, struct batch_req **reqs, int n)
         return st;
     }
     p[0] = arg.data;
-    st = core_db_query(c, b->sql, 1, p, &r);
+    if (b->async) {
+        struct core_db_stmt q[2] = {
+            { CORE_DB_SQL_ASYNC_COMMIT, 0, NULL, NULL }, { b->sql, 1, p, NULL }
+        };
+
+        st = core_db_pipeline(c, q, 2);
+        if (st == CORE_OK) {
+            PQclear(q[0].res);
+            r = q[1].res;
+        }
+    } else {
+        st = core_db_query(c, b->sql, 1, p, &r);
+    }
     core_buf_done(&arg);
     if (st == CORE_ERR_DB && n == 1)
         log_warn("batched call failed",
@@ -230,6 +243,12 @@ core_batch_new(struct core_db *db, const char *name, const char *sql, int max)
     core_metric_add(b->m.calls, b->labels, 0);
     core_metric_add(b->m.fallbacks, b->labels, 0);
     return b;
+}
+
+void
+core_batch_commit_async(struct core_batch *b)
+{
+    b->async = 1;
 }
 
 void

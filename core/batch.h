@@ -34,6 +34,10 @@ struct core_batch *core_batch_new(struct core_db *db, const char *name,
                                   const char *sql, int max);
 void core_batch_free(struct core_batch *b);
 
+/* From now on b's transactions commit without waiting for their WAL flush
+ * (CORE_DB_SQL_ASYNC_COMMIT). Call before the first core_batch_call. */
+void core_batch_commit_async(struct core_batch *b);
+
 /* Run arg (a JSON value) through the batch and wait for the result. On
  * CORE_OK *result is the function's value (malloc'd, NULL for SQL NULL).
  * CORE_ERR_UNAVAILABLE: the database could not be reached; nothing ran. */

@@ -354,6 +354,9 @@ core_db_query(struct core_dbconn *c, const char *sql, int nparams,
     return CORE_OK;
 }
 
+const char CORE_DB_SQL_ASYNC_COMMIT[] =
+    "SELECT set_config('synchronous_commit', 'off', true)";
+
 /* Read the pipeline's results: one per statement, each followed by NULL,
  * then the sync. Every result is consumed, also after a failure. */
 static enum core_status

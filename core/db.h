@@ -67,6 +67,12 @@ struct core_db_stmt {
     PGresult *res;
 };
 
+/* A statement for the head of a pipeline: the rest of its transaction
+ * commits without waiting for the WAL flush (synchronous_commit = off, local
+ * to that transaction). A crash of PostgreSQL can lose such a commit, never
+ * a crash of Parley; the next commit that waits flushes it with its own. */
+extern const char CORE_DB_SQL_ASYNC_COMMIT[];
+
 /* Run n statements in one round trip (libpq pipeline mode) and one
  * implicit transaction: if one fails, none of their effects remain and
  * the first failure is returned (no res set). */

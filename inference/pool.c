@@ -53,10 +53,9 @@
  * data. If PostgreSQL crashes before the flush the claim is gone, the
  * conversation is claimed again, and the lost claim's job is fenced off:
  * every claim has its own owner token (process id + claim number, from
- * memory, never reused), and the job's first durable write, the intent,
- * flushes the claim with it. */
-static const char SQL_ASYNC_COMMIT[] =
-    "SELECT set_config('synchronous_commit', 'off', true)";
+ * memory, never reused), checked by the job's every write. (The intent
+ * does not wait for its flush either, see inference/job.c; the finish
+ * does, and flushes both with it.) */
 static const char SQL_STATS[] =
     "SELECT count(*), coalesce(extract(epoch FROM now() - min(pending_since)),"
     " 0) FROM conversations WHERE pending_since IS NOT NULL";
@@ -211,7 +210,7 @@ claim(struct inf_pool *p, struct core_dbconn *c, int n)
 {
     char nbuf[16], lease[16], owner[INF_OWNER_MAX];
     const char *params[3] = { nbuf, owner, lease };
-    struct core_db_stmt q[2] = { { SQL_ASYNC_COMMIT, 0, NULL, NULL },
+    struct core_db_stmt q[2] = { { CORE_DB_SQL_ASYNC_COMMIT, 0, NULL, NULL },
                                  { INF_SQL_CLAIM, 3, params, NULL } };
     PGresult *r;
     struct inf_job **jobs;
@@ -641,6 +640,7 @@ inf_pool_new(const struct core_config *cfg, struct core_db *db,
     p->finishes = core_batch_new(db, "finish", INF_SQL_FINISHES, cfg->workers);
     if (!p->intents || !p->finishes)
         goto fail;
+    core_batch_commit_async(p->intents); /* why: inference/job.c, B */
     p->threads = calloc((size_t)cfg->workers, sizeof(*p->threads));
     p->workers = calloc((size_t)cfg->workers, sizeof(*p->workers));
     p->dthreads = calloc((size_t)cfg->workers, sizeof(*p->dthreads));

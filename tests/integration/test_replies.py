@@ -492,6 +492,43 @@ def test_kill_9_mid_way_then_restart_answers_everything_once_in_order(parley, fa
         assert ids == sorted(ids), f"{user}: responses out of message order {ids}"
 
 
+def test_reply_whose_intent_is_lost_is_flagged_and_answered_again(parley, fake):
+    # The intent commits without waiting for its WAL flush, so a crash of
+    # PostgreSQL can lose it after the reply went out. Emulated: while the
+    # send is slow, the test removes everything the intent wrote. The
+    # finish then fails; the job records a possible_duplicate_send for it,
+    # and once the lease has run out the message is answered again.
+    fake.control(graph_latency_ms=1500)
+    p = start(parley, fake, env={"PARLEY_LEASE_MS": "2000"})
+    db = parley.db
+    user = user_id("whatsapp", 41)
+    post(p, "whatsapp", harness.wa_text("wamid.LOSTINTENT1", user, "hello, lost intent"))
+    rid = wait_until(lambda: db.scalar("SELECT id FROM responses WHERE status = 'sending'"),
+                     30, interval=0.02, what="the intent")
+    db.execute("DELETE FROM events WHERE response_id = %s", (rid,))
+    db.execute("DELETE FROM messages WHERE response_id = %s", (rid,))
+    gone = db.query("DELETE FROM responses WHERE id = %s AND status = 'sending' RETURNING id",
+                    (rid,))
+    assert gone == [(rid,)], "the finish came before the test could remove the intent"
+
+    ev = wait_until(lambda: db.query("SELECT data FROM events "
+                                     "WHERE type = 'possible_duplicate_send'"),
+                    30, what="the possible_duplicate_send event")
+    assert len(ev) == 1, ev
+    data = ev[0][0]
+    assert data["response_id"] == rid, data
+    assert "not recorded" in data["reason"], data
+    first = text_sends(fake, user)
+    assert len(first) == 1 and data["platform_message_ids"], (first, data)
+
+    fake.control(graph_latency_ms=0)
+    wait_answered(db, 1, timeout=60)
+    assert len(text_sends(fake, user)) == 2, "answered again after the lost intent"
+    assert db.scalar("SELECT count(*) FROM responses WHERE status = 'sent'") == 1
+    fams = promparse.parse(p.get("/metrics").text)
+    assert [x.value for x in fams["parley_possible_duplicate_sends_total"].samples] == [1]
+
+
 def test_two_processes_share_work_without_overlap(parley, fake):
     n_conv, rounds = 20, 3
     fake.control(llm_latency_ms=200)
