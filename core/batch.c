@@ -95,19 +95,7 @@ run(struct core_batch *b, struct core_dbconn *c, struct batch_req **reqs, int n)
         return st;
     }
     p[0] = arg.data;
-    if (b->async) {
-        struct core_db_stmt q[2] = {
-            { CORE_DB_SQL_ASYNC_COMMIT, 0, NULL, NULL }, { b->sql, 1, p, NULL }
-        };
-
-        st = core_db_pipeline(c, q, 2);
-        if (st == CORE_OK) {
-            PQclear(q[0].res);
-            r = q[1].res;
-        }
-    } else {
-        st = core_db_query(c, b->sql, 1, p, &r);
-    }
+    st = (b->async ? core_db_query_async : core_db_query)(c, b->sql, 1, p, &r);
     core_buf_done(&arg);
     if (st == CORE_ERR_DB && n == 1)
         log_warn("batched call failed",

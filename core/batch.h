@@ -35,7 +35,7 @@ struct core_batch *core_batch_new(struct core_db *db, const char *name,
 void core_batch_free(struct core_batch *b);
 
 /* From now on b's transactions commit without waiting for their WAL flush
- * (CORE_DB_SQL_ASYNC_COMMIT). Call before the first core_batch_call. */
+ * (core_db_query_async). Call before the first core_batch_call. */
 void core_batch_commit_async(struct core_batch *b);
 
 /* Run arg (a JSON value) through the batch and wait for the result. On

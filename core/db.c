@@ -354,9 +354,6 @@ core_db_query(struct core_dbconn *c, const char *sql, int nparams,
     return CORE_OK;
 }
 
-const char CORE_DB_SQL_ASYNC_COMMIT[] =
-    "SELECT set_config('synchronous_commit', 'off', true)";
-
 /* Read the pipeline's results: one per statement, each followed by NULL,
  * then the sync. Every result is consumed, also after a failure. */
 static enum core_status
@@ -444,6 +441,27 @@ core_db_pipeline(struct core_dbconn *c, struct core_db_stmt *q, int n)
             q[i].res = NULL;
         }
     return st;
+}
+
+enum core_status
+core_db_query_async(struct core_dbconn *c, const char *sql, int nparams,
+                    const char *const *params, PGresult **res)
+{
+    struct core_db_stmt q[2] = {
+        { "SELECT set_config('synchronous_commit', 'off', true)", 0, NULL,
+          NULL },
+        { sql, nparams, params, NULL }
+    };
+    enum core_status st = core_db_pipeline(c, q, 2);
+
+    if (st != CORE_OK)
+        return st;
+    PQclear(q[0].res);
+    if (res)
+        *res = q[1].res;
+    else
+        PQclear(q[1].res);
+    return CORE_OK;
 }
 
 enum core_status

@@ -67,17 +67,19 @@ struct core_db_stmt {
     PGresult *res;
 };
 
-/* A statement for the head of a pipeline: the rest of its transaction
- * commits without waiting for the WAL flush (synchronous_commit = off, local
- * to that transaction). A crash of PostgreSQL can lose such a commit, never
- * a crash of Parley; the next commit that waits flushes it with its own. */
-extern const char CORE_DB_SQL_ASYNC_COMMIT[];
-
 /* Run n statements in one round trip (libpq pipeline mode) and one
  * implicit transaction: if one fails, none of their effects remain and
  * the first failure is returned (no res set). */
 enum core_status core_db_pipeline(struct core_dbconn *c, struct core_db_stmt *q,
                                   int n);
+
+/* As core_db_query, in a transaction of its own that commits without
+ * waiting for its WAL flush (synchronous_commit = off, local to it; one
+ * round trip). A crash of PostgreSQL can lose such a commit, never a crash
+ * of Parley; the next commit that waits flushes it with its own. */
+enum core_status core_db_query_async(struct core_dbconn *c, const char *sql,
+                                     int nparams, const char *const *params,
+                                     PGresult **res);
 
 enum core_status core_db_exec(struct core_dbconn *c, const char *sql);
 enum core_status core_db_begin(struct core_dbconn *c);

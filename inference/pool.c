@@ -210,21 +210,17 @@ claim(struct inf_pool *p, struct core_dbconn *c, int n)
 {
     char nbuf[16], lease[16], owner[INF_OWNER_MAX];
     const char *params[3] = { nbuf, owner, lease };
-    struct core_db_stmt q[2] = { { CORE_DB_SQL_ASYNC_COMMIT, 0, NULL, NULL },
-                                 { INF_SQL_CLAIM, 3, params, NULL } };
-    PGresult *r;
+    PGresult *r = NULL;
     struct inf_job **jobs;
     int i, rows, got = 0;
 
     snprintf(nbuf, sizeof(nbuf), "%d", n);
     snprintf(lease, sizeof(lease), "%d", p->cfg->lease_ms);
     snprintf(owner, sizeof(owner), "%s/%lu", core_db_instance(), ++p->nclaims);
-    if (core_db_pipeline(c, q, 2) != CORE_OK) {
+    if (core_db_query_async(c, INF_SQL_CLAIM, 3, params, &r) != CORE_OK) {
         log_warn("could not claim work", "error=\"%s\"", c->error);
         return -1;
     }
-    PQclear(q[0].res);
-    r = q[1].res;
     rows = PQntuples(r);
     jobs = calloc((size_t)rows + 1, sizeof(struct inf_job *));
     for (i = 0; i < rows && jobs; i++) {
