@@ -90,11 +90,16 @@ PG_SETTINGS = [
 ]
 
 # BENCH_PG_STATEMENTS=1: diagnostics, not part of the measured setup. Loads
-# pg_stat_statements and prints the top statements of each scenario's first run.
-PG_STATEMENTS = env("BENCH_PG_STATEMENTS", "0") == "1"
+# pg_stat_statements and prints the top statements of each scenario's first run;
+# BENCH_PG_STATEMENTS=all also tracks the statements inside the plpgsql
+# functions (each then counts both on its own and in its function's total).
+PG_STATEMENTS = env("BENCH_PG_STATEMENTS", "0") in ("1", "all")
+PG_STATEMENTS_TOP = int(env("BENCH_PG_STATEMENTS_TOP", "10"))
 if PG_STATEMENTS:
     PG_SETTINGS.append(("shared_preload_libraries", "pg_stat_statements"))
     PG_SETTINGS.append(("pg_stat_statements.track_planning", "on"))
+    if env("BENCH_PG_STATEMENTS", "0") == "all":
+        PG_SETTINGS.append(("pg_stat_statements.track", "all"))
 
 TARGETS_DOC = os.path.join(ROOT, "docs", "PERFORMANCE.md")
 BEGIN_MARK = "<!-- bench:begin (written by scripts/bench.sh) -->"
@@ -345,7 +350,7 @@ class Pg:
         if PG_STATEMENTS:
             self.psql("postgres", "SELECT pg_stat_statements_reset()")
 
-    def statements_top(self, db, n=10):
+    def statements_top(self, db, n=PG_STATEMENTS_TOP):
         """Top statements of one database by total (plan + execute) time, and
         the totals over all its statements (BENCH_PG_STATEMENTS=1)."""
         if not PG_STATEMENTS:

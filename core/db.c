@@ -395,8 +395,9 @@ pipeline_read(struct core_dbconn *c, struct core_db_stmt *q, int n)
     return st;
 }
 
-enum core_status
-core_db_pipeline(struct core_dbconn *c, struct core_db_stmt *q, int n)
+/* Send q[0..n) and a sync, entering pipeline mode if need be. */
+static enum core_status
+pipeline_send(struct core_dbconn *c, struct core_db_stmt *q, int n)
 {
     char name[16];
     enum core_status st = CORE_OK;
@@ -408,13 +409,16 @@ core_db_pipeline(struct core_dbconn *c, struct core_db_stmt *q, int n)
         set_error(c, "no connection", "08003");
         return CORE_ERR_UNAVAILABLE;
     }
-    for (i = 0; i < n && st == CORE_OK; i++) /* prepared before, not in it */
-        st = prepared(c, q[i].sql, &idx);
-    if (st != CORE_OK)
-        return st;
-    if (!PQenterPipelineMode(c->pg)) {
-        set_error(c, PQerrorMessage(c->pg), NULL);
-        return CORE_ERR_DB;
+    if (PQpipelineStatus(c->pg) == PQ_PIPELINE_OFF) {
+        for (i = 0; i < n && st == CORE_OK;
+             i++) /* prepared before, not in it */
+            st = prepared(c, q[i].sql, &idx);
+        if (st != CORE_OK)
+            return st;
+        if (!PQenterPipelineMode(c->pg)) {
+            set_error(c, PQerrorMessage(c->pg), NULL);
+            return CORE_ERR_DB;
+        }
     }
     for (i = 0; i < n && ok; i++) {
         (void)prepared(c, q[i].sql, &idx); /* found: no round trip */
@@ -432,7 +436,17 @@ core_db_pipeline(struct core_dbconn *c, struct core_db_stmt *q, int n)
         c->broken = true; /* half a pipeline sent: start afresh */
         return CORE_ERR_UNAVAILABLE;
     }
-    st = pipeline_read(c, q, n);
+    return CORE_OK;
+}
+
+/* After the last sync was read: back to normal mode; on failure drop the
+ * results. */
+static enum core_status
+pipeline_end(struct core_dbconn *c, struct core_db_stmt *q, int n,
+             enum core_status st)
+{
+    int i;
+
     if (!PQexitPipelineMode(c->pg))
         c->broken = true;
     if (st != CORE_OK)
@@ -444,14 +458,24 @@ core_db_pipeline(struct core_dbconn *c, struct core_db_stmt *q, int n)
 }
 
 enum core_status
+core_db_pipeline(struct core_dbconn *c, struct core_db_stmt *q, int n)
+{
+    enum core_status st = pipeline_send(c, q, n);
+
+    if (st != CORE_OK)
+        return st;
+    return pipeline_end(c, q, n, pipeline_read(c, q, n));
+}
+
+static const char SQL_ASYNC[] =
+    "SELECT set_config('synchronous_commit', 'off', true)";
+
+enum core_status
 core_db_query_async(struct core_dbconn *c, const char *sql, int nparams,
                     const char *const *params, PGresult **res)
 {
-    struct core_db_stmt q[2] = {
-        { "SELECT set_config('synchronous_commit', 'off', true)", 0, NULL,
-          NULL },
-        { sql, nparams, params, NULL }
-    };
+    struct core_db_stmt q[2] = { { SQL_ASYNC, 0, NULL, NULL },
+                                 { sql, nparams, params, NULL } };
     enum core_status st = core_db_pipeline(c, q, 2);
 
     if (st != CORE_OK)
@@ -462,6 +486,77 @@ core_db_query_async(struct core_dbconn *c, const char *sql, int nparams,
     else
         PQclear(q[1].res);
     return CORE_OK;
+}
+
+/* A transaction that writes no WAL commits without a flush whatever
+ * synchronous_commit says, and an assigned transaction id alone writes
+ * none: the transactional message gives it both (any role may call it). */
+static const char SQL_FLUSH[] =
+    "SELECT pg_logical_emit_message(true, 'parley_flush', '')";
+enum core_status
+core_db_query_flush_apart(struct core_dbconn *c, const char *sql, int nparams,
+                          const char *const *params, PGresult **res)
+{
+    struct core_db_stmt q[2] = { { SQL_ASYNC, 0, NULL, NULL },
+                                 { sql, nparams, params, NULL } };
+    struct core_db_stmt f = { SQL_FLUSH, 0, NULL, NULL };
+    enum core_status st;
+
+    if (res)
+        *res = NULL;
+    st = prepared(c, SQL_FLUSH, &(int){ 0 });
+    if (st == CORE_OK)
+        st = pipeline_send(c, q, 2);
+    if (st == CORE_OK)
+        st = pipeline_send(c, &f, 1);
+    if (st != CORE_OK) {
+        if (c->pg && PQpipelineStatus(c->pg) != PQ_PIPELINE_OFF)
+            c->broken = true;
+        return st;
+    }
+    st = pipeline_read(c, q, 2);
+    if (st != CORE_OK) {
+        /* The flush's transaction runs all the same: read it and end. */
+        if (!c->broken && pipeline_read(c, &f, 1) == CORE_OK)
+            PQclear(f.res);
+        return pipeline_end(c, q, 2, st);
+    }
+    PQclear(q[0].res);
+    if (res)
+        *res = q[1].res;
+    else
+        PQclear(q[1].res);
+    return CORE_OK;
+}
+
+enum core_status
+core_db_flush_apart_allowed(struct core_dbconn *c, bool *ok)
+{
+    PGresult *r;
+    enum core_status st = core_db_query(
+        c,
+        "SELECT has_function_privilege("
+        "'pg_logical_emit_message(boolean, text, text)', 'EXECUTE')",
+        0, NULL, &r);
+
+    if (st == CORE_OK) {
+        *ok = PQntuples(r) == 1 && PQgetvalue(r, 0, 0)[0] == 't';
+        PQclear(r);
+    }
+    return st;
+}
+
+enum core_status
+core_db_flush_wait(struct core_dbconn *c)
+{
+    struct core_db_stmt f = { SQL_FLUSH, 0, NULL, NULL };
+    enum core_status st;
+
+    if (!c->pg || c->broken)
+        return CORE_ERR_UNAVAILABLE;
+    st = pipeline_read(c, &f, 1);
+    PQclear(f.res);
+    return pipeline_end(c, &f, 0, st);
 }
 
 enum core_status

@@ -81,6 +81,23 @@ enum core_status core_db_query_async(struct core_dbconn *c, const char *sql,
                                      int nparams, const char *const *params,
                                      PGresult **res);
 
+/* As core_db_query_async, and in the same round trip a second transaction
+ * that waits until both are on disk: it writes one small WAL record
+ * (pg_logical_emit_message) and commits synchronously, which flushes the
+ * WAL up to its commit and so the first commit with it. Returns once the
+ * statement's result is in: committed and visible to other sessions, not
+ * yet known to be durable. On CORE_OK the caller must call
+ * core_db_flush_wait(c) next, and only then count the commit as durable
+ * (its CORE_OK). A crash of PostgreSQL in between can lose the commit. */
+enum core_status core_db_query_flush_apart(struct core_dbconn *c,
+                                           const char *sql, int nparams,
+                                           const char *const *params,
+                                           PGresult **res);
+enum core_status core_db_flush_wait(struct core_dbconn *c);
+/* Whether c's role may use core_db_query_flush_apart (an administrator can
+ * revoke the function it calls): *ok set on CORE_OK. */
+enum core_status core_db_flush_apart_allowed(struct core_dbconn *c, bool *ok);
+
 enum core_status core_db_exec(struct core_dbconn *c, const char *sql);
 enum core_status core_db_begin(struct core_dbconn *c);
 enum core_status core_db_commit(struct core_dbconn *c);

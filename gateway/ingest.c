@@ -4,6 +4,7 @@
 #include "gateway/ingest.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@ struct gw_ingest {
     struct core_db *db;
     void (*wake)(void *);
     void *wake_arg;
+    atomic_int flush_apart; /* commit async, then flush: store_batch */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -220,20 +222,32 @@ referral_item_json(struct core_buf *out, int idx, const struct adp_event *ev,
     return gw_ingest_item_json(out, idx, &r, pseudonym, key_version, rid, fb);
 }
 
+/* Once, before the first batch: the pseudonym key, and whether batches
+ * may commit apart from their flush. */
 static enum core_status
-ensure_key(struct gw_ingest *in)
+ensure_ready(struct gw_ingest *in)
 {
     struct core_dbconn *c;
     enum core_status st = CORE_OK;
+    bool apart = false;
 
     pthread_mutex_lock(&in->key_mu);
     if (!in->key_loaded) {
         c = core_db_acquire(in->db, INGEST_ACQUIRE_MS, &st);
         if (c) {
             st = ana_pseudonym_key_load(c, in->cfg->pseudonym_key, &in->key);
+            if (st == CORE_OK)
+                st = core_db_flush_apart_allowed(c, &apart);
             core_db_release(in->db, c);
         }
         in->key_loaded = st == CORE_OK;
+        if (in->key_loaded) {
+            atomic_store(&in->flush_apart, apart);
+            if (!apart)
+                log_warn("ingest: the pool claims after the flush, not the "
+                         "commit",
+                         "reason=\"no EXECUTE on pg_logical_emit_message\"");
+        }
     }
     pthread_mutex_unlock(&in->key_mu);
     return st;
@@ -298,7 +312,7 @@ store_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
     struct core_buf json;
     struct core_dbconn *c = NULL;
     PGresult *r = NULL;
-    int *owners = NULL, nitems = 0, i, attempt;
+    int *owners = NULL, nitems = 0, i, attempt, ready = 0, apart = 0;
     const char *p[1];
     enum core_status st;
     struct timespec t0, t1;
@@ -307,7 +321,7 @@ store_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
     for (i = 0; i < njobs; i++)
         jobs[i]->stored = jobs[i]->queued = jobs[i]->ready = 0;
     core_buf_init(&json, INGEST_MAX_JSON);
-    st = ensure_key(in);
+    st = ensure_ready(in);
     if (st == CORE_OK)
         st = build_batch(in, jobs, njobs, &json, &owners, &nitems);
     if (st != CORE_OK)
@@ -318,7 +332,9 @@ store_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
         c = core_db_acquire(in->db, INGEST_ACQUIRE_MS, &st);
         if (!c)
             goto out;
-        st = core_db_query(c, SQL_INGEST, 1, p, &r);
+        apart = atomic_load(&in->flush_apart);
+        st = apart ? core_db_query_flush_apart(c, SQL_INGEST, 1, p, &r)
+                   : core_db_query(c, SQL_INGEST, 1, p, &r);
         if (st == CORE_OK)
             break;
         log_warn("ingest batch failed",
@@ -339,14 +355,6 @@ store_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
     }
     if (st != CORE_OK)
         goto out;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    secs = (double)(t1.tv_sec - t0.tv_sec) +
-           (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-    core_metric_observe(in->m_commit, NULL, secs);
-    core_metric_observe(in->m_batch, NULL, njobs);
-    if (secs > INGEST_SLOW_S)
-        log_warn("slow ingest batch", "jobs=%d items=%d seconds=%.3f", njobs,
-                 nitems, secs);
     for (i = 0; i < PQntuples(r); i++) {
         long idx = strtol(PQgetvalue(r, i, 0), NULL, 10);
 
@@ -357,7 +365,35 @@ store_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
             jobs[owners[idx]]->queued++;
         if (PQgetvalue(r, i, 2)[0] == 't')
             jobs[owners[idx]]->ready++;
+        ready += PQgetvalue(r, i, 2)[0] == 't';
     }
+    /* Committed and visible: this process's pool may claim now (the other
+     * processes were notified at the commit). */
+    if (ready && in->wake)
+        in->wake(in->wake_arg);
+    if (apart) {
+        st = core_db_flush_wait(c);
+        if (st == CORE_ERR_DB) {
+            /* Committed, not known to be durable: the platform is to retry
+             * (a duplicate by then), and later batches commit synchronously.
+             * (ensure_ready() checked the privilege; this is a fallback.) */
+            log_warn("ingest: cannot flush apart, committing synchronously "
+                     "from now on",
+                     "sqlstate=%s error=\"%s\"", c->sqlstate, c->error);
+            atomic_store(&in->flush_apart, 0);
+            st = CORE_ERR_UNAVAILABLE;
+        }
+        if (st != CORE_OK)
+            goto out;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    secs = (double)(t1.tv_sec - t0.tv_sec) +
+           (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    core_metric_observe(in->m_commit, NULL, secs);
+    core_metric_observe(in->m_batch, NULL, njobs);
+    if (secs > INGEST_SLOW_S)
+        log_warn("slow ingest batch", "jobs=%d items=%d seconds=%.3f", njobs,
+                 nitems, secs);
 out:
     PQclear(r);
     if (c)
@@ -374,21 +410,12 @@ finish(struct gw_ingest_job *job, enum core_status st)
     job->done(job);
 }
 
-/* Answer stored (or failed) requests. Conversations that became ready
- * wake this process's worker pool first, since claiming needs none of the
- * answers (parley_ingest() notified the other processes at its commit). A
- * job may be freed by its done() callback, so its counts are read before. */
+/* Answer stored (or failed) requests. */
 static void
-answer(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs,
-       enum core_status st)
+answer(struct gw_ingest_job **jobs, int njobs, enum core_status st)
 {
     int i;
 
-    for (i = 0; st == CORE_OK && in->wake && i < njobs; i++)
-        if (jobs[i]->ready) {
-            in->wake(in->wake_arg);
-            break;
-        }
     for (i = 0; i < njobs; i++)
         finish(jobs[i], st);
 }
@@ -404,10 +431,10 @@ process(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
         /* One request's data broke the batch: store each alone so only
          * that one fails. */
         for (i = 0; i < njobs; i++)
-            answer(in, &jobs[i], 1, store_batch(in, &jobs[i], 1));
+            answer(&jobs[i], 1, store_batch(in, &jobs[i], 1));
         return;
     }
-    answer(in, jobs, njobs, st);
+    answer(jobs, njobs, st);
 }
 
 static void *
@@ -453,6 +480,7 @@ gw_ingest_new(const struct core_config *cfg, struct core_db *db, int committers,
     in->db = db;
     in->wake = wake;
     in->wake_arg = wake_arg;
+    atomic_init(&in->flush_apart, 0);
     ana_feedback_map_default(&in->fbmap);
     if (cfg->feedback_emoji &&
         ana_feedback_map_parse(&in->fbmap, cfg->feedback_emoji) != CORE_OK) {

@@ -5,10 +5,15 @@
  * gw_ingest_job and submit it, then suspend the connection. Committer
  * threads take every job waiting (up to a batch limit), serialise all their
  * events into one JSON array and store it with one call of the SQL function
- * parley_ingest() inside one transaction. Only after COMMIT is each job's
- * done() callback run (from the committer thread), which resumes the HTTP
- * connection to answer 200; on a database outage every job of the batch gets
- * CORE_ERR_UNAVAILABLE (503), and nothing of it is stored.
+ * parley_ingest() inside one transaction. That commit does not wait for
+ * its WAL flush: the worker pool is woken as soon as it is visible, while a
+ * second transaction in the same round trip waits for the flush
+ * (core_db_query_flush_apart). Only after that is each job's done()
+ * callback run (from the committer thread), which resumes the HTTP
+ * connection to answer 200; on a database outage every job of the batch
+ * gets CORE_ERR_UNAVAILABLE (503), and nothing of it is stored, unless the
+ * outage fell between the commit and the flush: then it may be stored, and
+ * the platform's retry is acknowledged as a duplicate.
  * Ownership: the job and its batch belong to the submitter; the committer
  * only reads them until done() is called.
  */

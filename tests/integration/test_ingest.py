@@ -491,3 +491,40 @@ def test_late_answer_is_logged_and_still_stored(parley):
                what="the late answer in the log")
     log = srv.log_text()
     assert "slow ingest batch" in log and "status=ok" in log, log[-2000:]
+
+
+def test_role_without_the_flush_function_still_stores_every_webhook(parley, pg):
+    """Ingest commits without waiting for its flush, so that the pool can
+    claim at once, and answers 200 only after a second transaction in the
+    same round trip has flushed it; that transaction calls
+    pg_logical_emit_message(). A role that may not call it (revoked by an
+    administrator) gets the synchronous commit instead, from the first
+    webhook on: every one answered 200 and stored, and the log says so
+    once. A superuser (the other tests) never sees the warning."""
+    db = parley.db
+    role = f"plain_{db.name}"
+    db.execute(f'CREATE ROLE "{role}" LOGIN')
+    db.execute(f'GRANT CREATE ON DATABASE "{db.name}" TO "{role}"')
+    db.execute(f'GRANT CREATE ON SCHEMA public TO "{role}"')
+    db.execute("REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text)"
+               " FROM PUBLIC")
+    url = f"postgresql://{role}@127.0.0.1:{pg.port}/{db.name}"
+    assert not db.scalar("SELECT has_function_privilege(%s, "
+                         "'pg_logical_emit_message(boolean, text, text)', 'EXECUTE')",
+                         (role,))
+    srv = parley(env={"PARLEY_DATABASE_URL": url}, args=("serve", "--no-workers"))
+    statuses = [srv.post_webhook("whatsapp", _wa_body(f"wamid.NOFLUSH{i}", f"m {i}")).status
+                for i in range(3)]
+    assert statuses == [200] * 3, statuses
+    assert db.scalar("SELECT count(*) FROM messages WHERE platform_message_id"
+                     " LIKE 'wamid.NOFLUSH%%'") == 3
+    log = srv.log_text()
+    assert log.count("the pool claims after the flush") == 1, log[-2000:]
+    assert "ingest batch failed" not in log, log[-2000:]
+    # The same database and webhooks as a superuser: no warning, and the
+    # retries are acknowledged as duplicates.
+    su = parley(args=("serve", "--no-workers"), migrate=False)
+    assert [su.post_webhook("whatsapp", _wa_body(f"wamid.NOFLUSH{i}", f"m {i}")).status
+            for i in range(3)] == [200] * 3
+    assert db.scalar("SELECT count(*) FROM messages") == 3
+    assert "the pool claims after the flush" not in su.log_text()
