@@ -95,6 +95,7 @@ PG_SETTINGS = [
 # functions (each then counts both on its own and in its function's total).
 PG_STATEMENTS = env("BENCH_PG_STATEMENTS", "0") in ("1", "all")
 PG_STATEMENTS_TOP = int(env("BENCH_PG_STATEMENTS_TOP", "10"))
+PARLEY_EXTRA_ENV = env("BENCH_PARLEY_ENV", "")
 if PG_STATEMENTS:
     PG_SETTINGS.append(("shared_preload_libraries", "pg_stat_statements"))
     PG_SETTINGS.append(("pg_stat_statements.track_planning", "on"))
@@ -463,6 +464,11 @@ class Bench:
             "PARLEY_PSEUDONYM_KEY": "bench-pseudonym-key-0123456789abcdef",
             "PARLEY_WORKERS": str(max(workers, 1)),
         })
+        # BENCH_PARLEY_ENV="PARLEY_X=1 PARLEY_Y=2": experiments only; the
+        # run's JSON records it.
+        for kv in PARLEY_EXTRA_ENV.split():
+            k, _, v = kv.partition("=")
+            e[k] = v
         return e
 
     def start_parley(self, db, workers):
@@ -1380,7 +1386,7 @@ def main():
                          "fake_duration_s": FAKE_DUR, "connections": CONNS, "users": USERS,
                          "workers": WORKERS, "e2e_max_messages": E2E_MAX,
                          "e2e_200_messages": E2E_200_MSGS, "paced_rate": PACED_RATE,
-                         "paced_seconds": PACED_S},
+                         "paced_seconds": PACED_S, "parley_env": PARLEY_EXTRA_ENV},
               "pg_settings": dict(PG_SETTINGS)}
     b = Bench()
     suite = Suite(b)

@@ -72,10 +72,22 @@ inf_llm_error_str(enum inf_llm_error e)
 long
 inf_llm_now_ms(void)
 {
+    return inf_llm_now_us() / 1000;
+}
+
+long long
+inf_llm_now_us(void)
+{
     struct timespec ts;
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+long
+inf_llm_ms_since(long long start_us)
+{
+    return (long)((inf_llm_now_us() - start_us + 500) / 1000);
 }
 
 /* xorshift64*: jitter only, per handle, so no locking. */
@@ -439,7 +451,7 @@ llm_echo(struct inf_llm *llm, const struct inf_llm_request *req,
          struct inf_llm_result *res)
 {
     const char *last = "";
-    long start = inf_llm_now_ms();
+    long long start_us = inf_llm_now_us();
     struct core_buf b;
     size_t i, n;
     int in = 0;
@@ -471,7 +483,7 @@ llm_echo(struct inf_llm *llm, const struct inf_llm_request *req,
     }
     res->prompt_tokens = in;
     res->completion_tokens = llm_estimate_tokens(res->content);
-    res->ttft_ms = res->total_ms = inf_llm_now_ms() - start;
+    res->ttft_ms = res->total_ms = inf_llm_ms_since(start_us);
     llm_observe(llm, res);
     return CORE_OK;
 }
@@ -547,6 +559,7 @@ inf_llm_complete(struct inf_llm *llm, const struct inf_llm_request *req,
 {
     const struct core_config *cfg;
     long start, deadline, timeout, hint, left;
+    long long start_us;
     int attempt, max_attempts, stream;
     enum core_status st;
     char *body = NULL;
@@ -559,7 +572,8 @@ inf_llm_complete(struct inf_llm *llm, const struct inf_llm_request *req,
         return llm_echo(llm, req, res);
     cfg = llm->cfg;
     stream = req->stream < 0 ? cfg->llm_stream : req->stream != 0;
-    start = inf_llm_now_ms();
+    start_us = inf_llm_now_us();
+    start = (long)(start_us / 1000);
     body = llm_build_body(llm, req, stream);
     if (!body) {
         inf_llm_set_error(llm, res, INF_LLM_INTERNAL, "out of memory");
@@ -588,7 +602,7 @@ inf_llm_complete(struct inf_llm *llm, const struct inf_llm_request *req,
         if (!llm_before_retry(llm, res, attempt, max_attempts, hint, deadline))
             break;
     }
-    res->total_ms = inf_llm_now_ms() - start;
+    res->total_ms = inf_llm_ms_since(start_us);
     llm_observe(llm, res);
     st = llm_status(res->err);
     if (res->err == INF_LLM_CANCELLED)

@@ -37,7 +37,7 @@ struct llm_xfer {
     struct inf_sse sse;   /* XFER_SSE */
     struct inf_llm_acc acc;
     size_t received;
-    long start_ms;
+    long long start_us;
     long ttft_ms;                 /* -1 until the first content delta */
     enum inf_llm_error abort_err; /* why a callback stopped the transfer */
 };
@@ -209,7 +209,7 @@ llm_write_cb(char *ptr, size_t size, size_t nmemb, void *ud)
     st = x->received > LLM_STREAM_MAX_BYTES ? CORE_ERR_TOO_LARGE
                                             : inf_sse_feed(&x->sse, ptr, n);
     if (!had_content && x->acc.got_content)
-        x->ttft_ms = inf_llm_now_ms() - x->start_ms;
+        x->ttft_ms = inf_llm_ms_since(x->start_us);
     if (st == CORE_OK)
         return n;
     if (x->acc.err != INF_LLM_OK) {
@@ -344,7 +344,7 @@ llm_take_result(struct llm_xfer *x, struct inf_llm_result *res)
     res->completion_tokens = x->acc.completion_tokens;
     res->ttft_ms = x->mode == XFER_SSE && x->ttft_ms >= 0
                        ? x->ttft_ms
-                       : inf_llm_now_ms() - x->start_ms;
+                       : inf_llm_ms_since(x->start_us);
     return INF_LLM_OK;
 }
 
@@ -362,7 +362,7 @@ inf_llm_http_attempt(struct inf_llm *llm, const char *body, int stream,
     x.llm = llm;
     x.want_stream = stream;
     x.ttft_ms = -1;
-    x.start_ms = inf_llm_now_ms();
+    x.start_us = inf_llm_now_us();
     core_buf_init(&x.body, LLM_BODY_MAX_BYTES);
     inf_sse_init(&x.sse, LLM_BODY_MAX_BYTES, llm_on_event, &x);
     inf_llm_acc_init(&x.acc, LLM_BODY_MAX_BYTES);

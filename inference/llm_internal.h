@@ -40,8 +40,13 @@ struct inf_llm {
     char errbuf[CURL_ERROR_SIZE];
 };
 
-/* Monotonic clock in milliseconds. */
+/* Monotonic clock in milliseconds, and in microseconds. */
 long inf_llm_now_ms(void);
+long long inf_llm_now_us(void);
+/* Whole milliseconds since start_us (inf_llm_now_us), rounded. The
+ * difference of two readings in whole ms is off by up to 1 ms either way
+ * (responses.llm_ms and ttft_ms come from here). */
+long inf_llm_ms_since(long long start_us);
 
 /* Set res->err and a sanitised one-line res->error without the API key. */
 void inf_llm_set_error(const struct inf_llm *llm, struct inf_llm_result *res,
