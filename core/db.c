@@ -410,8 +410,9 @@ pipeline_send(struct core_dbconn *c, struct core_db_stmt *q, int n)
         return CORE_ERR_UNAVAILABLE;
     }
     if (PQpipelineStatus(c->pg) == PQ_PIPELINE_OFF) {
-        for (i = 0; i < n && st == CORE_OK;
-             i++) /* prepared before, not in it */
+        /* Prepared before, not in it (the caller prepares what it adds to
+         * a pipeline already open). */
+        for (i = 0; i < n && st == CORE_OK; i++)
             st = prepared(c, q[i].sql, &idx);
         if (st != CORE_OK)
             return st;
@@ -493,6 +494,7 @@ core_db_query_async(struct core_dbconn *c, const char *sql, int nparams,
  * none: the transactional message gives it both (any role may call it). */
 static const char SQL_FLUSH[] =
     "SELECT pg_logical_emit_message(true, 'parley_flush', '')";
+
 enum core_status
 core_db_query_flush_apart(struct core_dbconn *c, const char *sql, int nparams,
                           const char *const *params, PGresult **res)
