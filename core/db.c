@@ -471,6 +471,18 @@ core_db_pipeline(struct core_dbconn *c, struct core_db_stmt *q, int n)
 static const char SQL_ASYNC[] =
     "SELECT set_config('synchronous_commit', 'off', true)";
 
+/* q = { SQL_ASYNC, the caller's statement }: hand over the statement's
+ * result, drop set_config's. */
+static void
+take_statement(struct core_db_stmt *q, PGresult **res)
+{
+    PQclear(q[0].res);
+    if (res)
+        *res = q[1].res;
+    else
+        PQclear(q[1].res);
+}
+
 enum core_status
 core_db_query_async(struct core_dbconn *c, const char *sql, int nparams,
                     const char *const *params, PGresult **res)
@@ -481,11 +493,7 @@ core_db_query_async(struct core_dbconn *c, const char *sql, int nparams,
 
     if (st != CORE_OK)
         return st;
-    PQclear(q[0].res);
-    if (res)
-        *res = q[1].res;
-    else
-        PQclear(q[1].res);
+    take_statement(q, res);
     return CORE_OK;
 }
 
@@ -523,11 +531,7 @@ core_db_query_flush_apart(struct core_dbconn *c, const char *sql, int nparams,
             PQclear(f.res);
         return pipeline_end(c, q, 2, st);
     }
-    PQclear(q[0].res);
-    if (res)
-        *res = q[1].res;
-    else
-        PQclear(q[1].res);
+    take_statement(q, res);
     return CORE_OK;
 }
 
