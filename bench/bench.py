@@ -96,6 +96,9 @@ PG_SETTINGS = [
 PG_STATEMENTS = env("BENCH_PG_STATEMENTS", "0") in ("1", "all")
 PG_STATEMENTS_TOP = int(env("BENCH_PG_STATEMENTS_TOP", "10"))
 PARLEY_EXTRA_ENV = env("BENCH_PARLEY_ENV", "")
+# BENCH_FAKE_RESTART=1: a new fakeup process for every end-to-end run
+# (experiment: does the fake's own history slow the later rows?).
+FAKE_RESTART = env("BENCH_FAKE_RESTART", "0") == "1"
 if PG_STATEMENTS:
     PG_SETTINGS.append(("shared_preload_libraries", "pg_stat_statements"))
     PG_SETTINGS.append(("pg_stat_statements.track_planning", "on"))
@@ -419,6 +422,10 @@ class Bench:
                     self.fake, self.fake_port = p, int(m.group(1))
                     return
         raise RuntimeError("fakeup did not start")
+
+    def restart_fake(self):
+        stop_proc(self.fake, 5)
+        self.start_fake()
 
     def fake_url(self, path):
         return "http://127.0.0.1:%d%s" % (self.fake_port, path)
@@ -946,6 +953,8 @@ class Suite:
 
     def e2e_run(self, llm_ms, paced):
         b = self.b
+        if FAKE_RESTART:
+            b.restart_fake()
         b.fake_reset()
         if llm_ms:
             b.fake_control({"llm_latency_ms": llm_ms})
@@ -1393,7 +1402,8 @@ def main():
                          "fake_duration_s": FAKE_DUR, "connections": CONNS, "users": USERS,
                          "workers": WORKERS, "e2e_max_messages": E2E_MAX,
                          "e2e_200_messages": E2E_200_MSGS, "paced_rate": PACED_RATE,
-                         "paced_seconds": PACED_S, "parley_env": PARLEY_EXTRA_ENV},
+                         "paced_seconds": PACED_S, "parley_env": PARLEY_EXTRA_ENV,
+                         "fake_restart": FAKE_RESTART},
               "pg_settings": dict(PG_SETTINGS)}
     b = Bench()
     suite = Suite(b)
