@@ -99,6 +99,9 @@ PARLEY_EXTRA_ENV = env("BENCH_PARLEY_ENV", "")
 # BENCH_FAKE_RESTART=1: a new fakeup process for every end-to-end run
 # (experiment: does the fake's own history slow the later rows?).
 FAKE_RESTART = env("BENCH_FAKE_RESTART", "0") == "1"
+# BENCH_PG_FRESH=1: a new PostgreSQL cluster (initdb) before every paced run
+# (experiment: is it the cluster's state after the earlier rows?).
+PG_FRESH = env("BENCH_PG_FRESH", "0") == "1"
 if PG_STATEMENTS:
     PG_SETTINGS.append(("shared_preload_libraries", "pg_stat_statements"))
     PG_SETTINGS.append(("pg_stat_statements.track_planning", "on"))
@@ -955,6 +958,9 @@ class Suite:
         b = self.b
         if FAKE_RESTART:
             b.restart_fake()
+        if PG_FRESH and paced:
+            b.pg.stop()
+            b.pg.start()
         b.fake_reset()
         if llm_ms:
             b.fake_control({"llm_latency_ms": llm_ms})
@@ -1403,7 +1409,7 @@ def main():
                          "workers": WORKERS, "e2e_max_messages": E2E_MAX,
                          "e2e_200_messages": E2E_200_MSGS, "paced_rate": PACED_RATE,
                          "paced_seconds": PACED_S, "parley_env": PARLEY_EXTRA_ENV,
-                         "fake_restart": FAKE_RESTART},
+                         "fake_restart": FAKE_RESTART, "pg_fresh": PG_FRESH},
               "pg_settings": dict(PG_SETTINGS)}
     b = Bench()
     suite = Suite(b)
