@@ -560,9 +560,9 @@ core_db_flush_wait(struct core_dbconn *c)
 
     if (!c->pg || c->broken)
         return CORE_ERR_UNAVAILABLE;
-    st = pipeline_read(c, &f, 1);
+    st = pipeline_end(c, &f, 1, pipeline_read(c, &f, 1));
     PQclear(f.res);
-    return pipeline_end(c, &f, 0, st);
+    return st;
 }
 
 enum core_status

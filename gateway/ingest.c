@@ -363,9 +363,10 @@ store_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
         jobs[owners[idx]]->stored++;
         if (PQgetvalue(r, i, 1)[0] == 't')
             jobs[owners[idx]]->queued++;
-        if (PQgetvalue(r, i, 2)[0] == 't')
+        if (PQgetvalue(r, i, 2)[0] == 't') {
             jobs[owners[idx]]->ready++;
-        ready += PQgetvalue(r, i, 2)[0] == 't';
+            ready++;
+        }
     }
     /* Committed and visible: this process's pool may claim now (the other
      * processes were notified at the commit). */

@@ -200,18 +200,9 @@ fk_mono_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static long long
-fk_wall_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* The same to the microsecond, for records: the bench subtracts
- * PostgreSQL's received_at (microseconds) from it, and whole milliseconds
- * were up to 1 ms of error in a latency of a few. */
+/* Wall clock in milliseconds to the microsecond, for records: the bench
+ * subtracts PostgreSQL's received_at (microseconds) from it, and whole
+ * milliseconds were up to 1 ms of error in a latency of a few. */
 static double
 fk_wall_ms_us(void)
 {
@@ -219,6 +210,13 @@ fk_wall_ms_us(void)
 
     clock_gettime(CLOCK_REALTIME, &ts);
     return (double)ts.tv_sec * 1000.0 + (double)(ts.tv_nsec / 1000) / 1000.0;
+}
+
+/* ... in whole milliseconds. */
+static long long
+fk_wall_ms(void)
+{
+    return (long long)fk_wall_ms_us();
 }
 
 static char *
