@@ -69,6 +69,7 @@ PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
 PARLEY = os.path.join(BUILD_DIR, "parley")
 FAKEUP = os.path.join(BUILD_DIR, "tests", "fakeup")
 LOADGEN = os.path.join(BUILD_DIR, "tests", "loadgen")
+VMPROBE = os.path.join(BUILD_DIR, "tests", "vmprobe")
 
 # The bench cluster. Durability is the point: fsync, synchronous_commit and
 # full_page_writes stay on; WAL is sized so no checkpoint is forced by volume
@@ -102,11 +103,23 @@ FAKE_RESTART = env("BENCH_FAKE_RESTART", "0") == "1"
 # BENCH_PG_FRESH=1: a new PostgreSQL cluster (initdb) before every paced run
 # (experiment: is it the cluster's state after the earlier rows?).
 PG_FRESH = env("BENCH_PG_FRESH", "0") == "1"
+# BENCH_VMPROBE=1: run tests/vmprobe (SCHED_FIFO: late wake-ups and the
+# time of a fixed piece of work, per 5 s) for the whole run and summarize
+# it per scenario: does the machine itself stall or slow down?
+VMPROBE_ON = env("BENCH_VMPROBE", "0") == "1"
+MARKS = []  # (unix time, scenario header) for the vmprobe summary
 if PG_STATEMENTS:
     PG_SETTINGS.append(("shared_preload_libraries", "pg_stat_statements"))
     PG_SETTINGS.append(("pg_stat_statements.track_planning", "on"))
     if env("BENCH_PG_STATEMENTS", "0") == "all":
         PG_SETTINGS.append(("pg_stat_statements.track", "all"))
+
+# BENCH_PG_SETTINGS="log_min_duration_statement=5 deadlock_timeout=5ms ...":
+# extra PostgreSQL settings for a diagnostic run (printed and recorded like
+# the others; the server log is var/bench-pg/server.log, kept with BENCH_KEEP=1).
+for kv in env("BENCH_PG_SETTINGS", "").split():
+    k, _, v = kv.partition("=")
+    PG_SETTINGS.append((k, v))
 
 TARGETS_DOC = os.path.join(ROOT, "docs", "PERFORMANCE.md")
 BEGIN_MARK = "<!-- bench:begin (written by scripts/bench.sh) -->"
@@ -122,7 +135,33 @@ def child_setup():
 
 
 def log(msg):
+    if msg.startswith("== "):
+        MARKS.append((time.time(), msg[3:]))
     print(msg, flush=True)
+
+
+def vmprobe_summary(lines):
+    """Per scenario (from one '== ' header to the next): the vmprobe windows
+    in it, their median work time, worst work p99, worst lateness and the
+    count of wake-ups over 1 ms late."""
+    rows = []
+    wins = []
+    for line in lines:
+        f = line.split()
+        if len(f) == 7 and not line.startswith("#"):
+            wins.append([float(x) for x in f])
+    bounds = MARKS + [(float("inf"), None)]
+    for (t0, name), (t1, _) in zip(bounds, bounds[1:]):
+        w = [x for x in wins if t0 <= x[0] - 5 and x[0] <= t1 + 5]
+        if not w:
+            continue
+        rows.append({"scenario": name, "windows": len(w),
+                     "work_p50_us": statistics.median(x[1] for x in w),
+                     "work_p99_us_max": max(x[2] for x in w),
+                     "late_p99_us_max": max(x[4] for x in w),
+                     "late_max_us": max(x[5] for x in w),
+                     "late_over_1ms": int(sum(x[6] for x in w))})
+    return rows
 
 
 def free_port():
@@ -550,6 +589,31 @@ class Bench:
                 acc.setdefault(m.group(2), {})[m.group(1)] = float(m.group(3))
         return {k: 1000 * v["sum"] / v["count"] for k, v in acc.items()
                 if v.get("count")}
+
+    @staticmethod
+    def stage_tails(text):
+        """Per stage of parley_job_stage_seconds, the share of jobs over
+        2.5, 5 and 10 ms (from the histogram's cumulative buckets): which
+        stage the latency's tail comes from."""
+        acc = {}
+        for line in text.splitlines():
+            m = re.match(r'parley_job_stage_seconds_(bucket|count)\{stage="(\w+)"'
+                         r'(?:,le="([^"]+)")?\} (\S+)$', line)
+            if m:
+                d = acc.setdefault(m.group(2), {})
+                if m.group(1) == "count":
+                    d["count"] = float(m.group(4))
+                else:
+                    d[m.group(3)] = float(m.group(4))
+        out = {}
+        for k, d in acc.items():
+            n = d.get("count")
+            if not n:
+                continue
+            out[k] = {ms: round(1 - d[le] / n, 4)
+                      for ms, le in (("2.5", "0.0025"), ("5", "0.005"), ("10", "0.01"))
+                      if le in d}
+        return out
 
     def cleanup(self):
         for p in list(STARTED):
@@ -1003,6 +1067,7 @@ class Suite:
             text = b.metrics_text()
             met = b.metrics(text)
             stages = b.stage_means(text)
+            tails = b.stage_tails(text)
             _, hwm = proc_mem(pid)
             rows = b.pg.psql(db, """
                 SELECT m.text, r.llm_ms, extract(epoch FROM f.first) * 1000
@@ -1078,6 +1143,7 @@ class Suite:
             "metric_mean_reply_latency_ms": 1000 * lat_sum / lat_n if lat_n else None,
             "metric_mean_llm_ms": 1000 * llm_sum / llm_n if llm_n else None,
             "stage_mean_ms": stages,
+            "stage_share_over_ms": tails,
             "rss_idle_kb": rss_idle, "rss_peak_kb": hwm, "top_statements": top,
             "parley_death": death,
             "parley_cpu_s_per_1000": 1000 * mm["parley_cpu_s"] / replies if replies else None,
@@ -1380,9 +1446,9 @@ def write_doc(report, text):
 def snapshot_binaries(tmp):
     """Copy the three binaries aside: the build directory is shared, and a
     rebuild in the middle of a run must not change (or break) what is measured."""
-    global PARLEY, FAKEUP, LOADGEN
+    global PARLEY, FAKEUP, LOADGEN, VMPROBE
     copies = []
-    for src in (PARLEY, FAKEUP, LOADGEN):
+    for src in (PARLEY, FAKEUP, LOADGEN) + ((VMPROBE,) if VMPROBE_ON else ()):
         if not os.access(src, os.X_OK):
             sys.exit("bench: missing %s (make BUILD=release tests)" % src)
         dst = os.path.join(tmp, os.path.basename(src))
@@ -1396,7 +1462,9 @@ def snapshot_binaries(tmp):
         else:
             sys.exit("bench: %s does not run" % src)
         copies.append(dst)
-    PARLEY, FAKEUP, LOADGEN = copies
+    PARLEY, FAKEUP, LOADGEN = copies[:3]
+    if VMPROBE_ON:
+        VMPROBE = copies[3]
 
 
 def main():
@@ -1409,7 +1477,8 @@ def main():
                          "workers": WORKERS, "e2e_max_messages": E2E_MAX,
                          "e2e_200_messages": E2E_200_MSGS, "paced_rate": PACED_RATE,
                          "paced_seconds": PACED_S, "parley_env": PARLEY_EXTRA_ENV,
-                         "fake_restart": FAKE_RESTART, "pg_fresh": PG_FRESH},
+                         "fake_restart": FAKE_RESTART, "pg_fresh": PG_FRESH,
+                         "vmprobe": VMPROBE_ON},
               "pg_settings": dict(PG_SETTINGS)}
     b = Bench()
     suite = Suite(b)
@@ -1437,6 +1506,10 @@ def main():
         report["machine"] = machine_info(b.pg)
         log("bench: machine %s" % json.dumps(report["machine"]))
         b.start_fake()
+        probe = None
+        if VMPROBE_ON:
+            probe_out = open(os.path.join(b.tmp, "vmprobe.txt"), "w")
+            probe = spawn([VMPROBE, "--window-s", "5"], stdout=probe_out)
         for key, run in (("fakes", suite.fakes), ("a", suite.ceiling),
                          ("a'", suite.pg_ceiling), ("b", suite.ingest),
                          ("c", lambda: suite.ingest(dup=0.5)),
@@ -1446,6 +1519,18 @@ def main():
                          ("e", suite.memory)):
             if ONLY is None or key in ONLY:
                 run()
+        if probe:
+            stop_proc(probe, 10)
+            probe_out.close()
+            with open(probe_out.name) as f:
+                report["vmprobe"] = vmprobe_summary(f.read().splitlines())
+            log("vmprobe (SCHED_FIFO; per scenario: median work time of a fixed "
+                "unit, worst 5 s p99, worst lateness, wake-ups > 1 ms late):")
+            for r in report["vmprobe"]:
+                log("  %-60s work p50 %6.1f us (p99 max %6.1f)  late p99 max %7.1f us,"
+                    " max %8.1f us, %d over 1 ms" % (
+                        r["scenario"][:60], r["work_p50_us"], r["work_p99_us_max"],
+                        r["late_p99_us_max"], r["late_max_us"], r["late_over_1ms"]))
     finally:
         b.cleanup()
     report["loadavg_end"] = loadavg()

@@ -1,0 +1,220 @@
+/*
+ * vmprobe: what the machine itself does to a thread that nothing else may
+ * preempt. A bench diagnostic, not part of Parley.
+ *
+ * It runs at SCHED_FIFO (when allowed), so no ordinary process can delay
+ * it: every period it sleeps to an absolute deadline and records how late
+ * it woke, and every few periods it times a fixed piece of arithmetic
+ * (calibrated at start to --work-us). On bare metal both stay flat. On a
+ * virtual machine, a late wake-up with nothing runnable above it is the
+ * host not running this vCPU, and a slower work unit is the host's core
+ * (or its sibling, or its clock) giving this vCPU less.
+ *
+ * Every --window-s seconds it prints one line:
+ *   unix_s work_p50_us work_p99_us late_p50_us late_p99_us late_max_us
+ *   n_late_over_1ms
+ * (unix_s: the wall clock at the window's end, to line it up with a log;
+ * one line each)
+ * and runs until SIGINT/SIGTERM. It costs about one wake-up per period
+ * and work_us every --work-every periods.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static volatile sig_atomic_t stop;
+
+static void
+on_signal(int sig)
+{
+    (void)sig;
+    stop = 1;
+}
+
+static int64_t
+now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* A fixed amount of dependent integer work; the result is returned so the
+ * compiler keeps it. */
+static uint64_t
+work(uint64_t iters)
+{
+    uint64_t x = 88172645463325252ULL, i;
+
+    for (i = 0; i < iters; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    return x;
+}
+
+static int
+cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+    return (x > y) - (x < y);
+}
+
+static int64_t
+pct(int64_t *v, size_t n, double p)
+{
+    size_t i;
+
+    if (n == 0)
+        return 0;
+    qsort(v, n, sizeof(*v), cmp_i64);
+    i = (size_t)(p * (double)(n - 1) + 0.5);
+    return v[i];
+}
+
+static void
+usage(void)
+{
+    fprintf(stderr, "usage: vmprobe [--period-us 1000] [--work-us 200] "
+                    "[--work-every 50] [--window-s 5] [--no-fifo]\n");
+}
+
+int
+main(int argc, char **argv)
+{
+    long period_us = 1000, work_us = 200, work_every = 50, window_s = 5;
+    int fifo = 1, i;
+    uint64_t iters = 1000, sink = 0;
+    int64_t *late, *works, t0, next, win_end;
+    size_t nlate = 0, nworks = 0, cap;
+    long tick = 0, over1 = 0;
+    struct sigaction sa;
+
+    for (i = 1; i < argc; i++) {
+        long *dst = NULL;
+
+        if (strcmp(argv[i], "--period-us") == 0)
+            dst = &period_us;
+        else if (strcmp(argv[i], "--work-us") == 0)
+            dst = &work_us;
+        else if (strcmp(argv[i], "--work-every") == 0)
+            dst = &work_every;
+        else if (strcmp(argv[i], "--window-s") == 0)
+            dst = &window_s;
+        else if (strcmp(argv[i], "--no-fifo") == 0) {
+            fifo = 0;
+            continue;
+        } else {
+            usage();
+            return 2;
+        }
+        if (++i >= argc || (*dst = strtol(argv[i], NULL, 10)) <= 0) {
+            usage();
+            return 2;
+        }
+    }
+    cap = (size_t)(window_s * 1000000 / period_us) + 16;
+    late = calloc(cap, sizeof(*late));
+    works = calloc(cap, sizeof(*works));
+    if (!late || !works) {
+        fprintf(stderr, "vmprobe: out of memory\n");
+        return 1;
+    }
+
+    /* Calibrate before raising the priority: double until one unit takes
+     * work_us, best of five tries each. */
+    for (;;) {
+        int64_t best = INT64_MAX;
+
+        for (i = 0; i < 5; i++) {
+            int64_t a = now_ns();
+
+            sink += work(iters);
+            a = now_ns() - a;
+            if (a < best)
+                best = a;
+        }
+        if (best >= work_us * 1000)
+            break;
+        iters *= 2;
+    }
+
+    if (fifo) {
+        struct sched_param sp = { .sched_priority = 50 };
+
+        if (sched_setscheduler(0, SCHED_FIFO, &sp) != 0)
+            fprintf(stderr,
+                    "vmprobe: SCHED_FIFO refused (%s); as a normal "
+                    "process its lateness includes other processes\n",
+                    strerror(errno));
+    }
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    printf("# vmprobe: period %ld us, work unit %llu iterations (~%ld us at "
+           "start) every %ld periods, %s\n",
+           period_us, (unsigned long long)iters, work_us, work_every,
+           fifo ? "SCHED_FIFO" : "normal priority");
+    printf("# unix_s work_p50_us work_p99_us late_p50_us late_p99_us "
+           "late_max_us n_late_over_1ms\n");
+    fflush(stdout);
+
+    t0 = now_ns();
+    next = t0 + period_us * 1000;
+    win_end = t0 + window_s * 1000000000LL;
+    while (!stop) {
+        struct timespec ts = { .tv_sec = (time_t)(next / 1000000000),
+                               .tv_nsec = (long)(next % 1000000000) };
+        int64_t woke;
+
+        if (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) != 0)
+            continue; /* a signal: the loop condition decides */
+        woke = now_ns();
+        if (nlate < cap)
+            late[nlate++] = woke - next;
+        if (woke - next > 1000000)
+            over1++;
+        if (++tick % work_every == 0 && nworks < cap) {
+            int64_t a = now_ns();
+
+            sink += work(iters);
+            works[nworks++] = now_ns() - a;
+        }
+        next += period_us * 1000;
+        if (next < woke) /* a stall longer than a period: skip, not burst */
+            next = woke + period_us * 1000;
+        if (woke >= win_end) {
+            int64_t lmax = 0;
+            struct timespec wall;
+            size_t k;
+
+            for (k = 0; k < nlate; k++)
+                if (late[k] > lmax)
+                    lmax = late[k];
+            clock_gettime(CLOCK_REALTIME, &wall);
+            printf("%.1f %.1f %.1f %.1f %.1f %.1f %ld\n",
+                   (double)wall.tv_sec + (double)wall.tv_nsec / 1e9,
+                   (double)pct(works, nworks, 0.5) / 1e3,
+                   (double)pct(works, nworks, 0.99) / 1e3,
+                   (double)pct(late, nlate, 0.5) / 1e3,
+                   (double)pct(late, nlate, 0.99) / 1e3, (double)lmax / 1e3,
+                   over1);
+            fflush(stdout);
+            nlate = nworks = 0;
+            over1 = 0;
+            win_end += window_s * 1000000000LL;
+        }
+    }
+    return sink == 42 ? 3 : 0; /* keeps `sink` live */
+}
