@@ -148,7 +148,7 @@ def vmprobe_summary(lines):
     wins = []
     for line in lines:
         f = line.split()
-        if len(f) == 7 and not line.startswith("#"):
+        if len(f) == 9 and not line.startswith("#"):
             wins.append([float(x) for x in f])
     bounds = MARKS + [(float("inf"), None)]
     for (t0, name), (t1, _) in zip(bounds, bounds[1:]):
@@ -157,6 +157,8 @@ def vmprobe_summary(lines):
             continue
         rows.append({"scenario": name, "windows": len(w),
                      "work_p50_us": statistics.median(x[1] for x in w),
+                     "mem_p50_us": statistics.median(x[7] for x in w),
+                     "mem_p99_us_max": max(x[8] for x in w),
                      "work_p99_us_max": max(x[2] for x in w),
                      "late_p99_us_max": max(x[4] for x in w),
                      "late_max_us": max(x[5] for x in w),
@@ -1524,12 +1526,14 @@ def main():
             probe_out.close()
             with open(probe_out.name) as f:
                 report["vmprobe"] = vmprobe_summary(f.read().splitlines())
-            log("vmprobe (SCHED_FIFO; per scenario: median work time of a fixed "
-                "unit, worst 5 s p99, worst lateness, wake-ups > 1 ms late):")
+            log("vmprobe (SCHED_FIFO; per scenario: median time of a fixed ALU "
+                "unit (worst 5 s p99), of a fixed memory unit, worst lateness, "
+                "wake-ups > 1 ms late):")
             for r in report["vmprobe"]:
-                log("  %-60s work p50 %6.1f us (p99 max %6.1f)  late p99 max %7.1f us,"
-                    " max %8.1f us, %d over 1 ms" % (
+                log("  %-60s alu p50 %6.1f us (p99 max %6.1f)  mem p50 %6.1f us"
+                    "  late p99 max %7.1f us, max %8.1f us, %d over 1 ms" % (
                         r["scenario"][:60], r["work_p50_us"], r["work_p99_us_max"],
+                        r["mem_p50_us"],
                         r["late_p99_us_max"], r["late_max_us"], r["late_over_1ms"]))
     finally:
         b.cleanup()

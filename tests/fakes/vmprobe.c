@@ -5,14 +5,16 @@
  * It runs at SCHED_FIFO (when allowed), so no ordinary process can delay
  * it: every period it sleeps to an absolute deadline and records how late
  * it woke, and every few periods it times a fixed piece of arithmetic
- * (calibrated at start to --work-us). On bare metal both stay flat. On a
- * virtual machine, a late wake-up with nothing runnable above it is the
- * host not running this vCPU, and a slower work unit is the host's core
- * (or its sibling, or its clock) giving this vCPU less.
+ * (calibrated at start to --work-us): one in registers (ALU) and one a
+ * chain of dependent loads across --mem-mb of memory (cache and TLB
+ * misses: what the host's memory and its page tables give this vCPU). On
+ * bare metal all stay flat. On a virtual machine, a late wake-up with
+ * nothing runnable above it is the host not running this vCPU, and a
+ * slower work unit is the host giving this vCPU less.
  *
  * Every --window-s seconds it prints one line:
  *   unix_s work_p50_us work_p99_us late_p50_us late_p99_us late_max_us
- *   n_late_over_1ms
+ *   n_late_over_1ms mem_p50_us mem_p99_us
  * (unix_s: the wall clock at the window's end, to line it up with a log;
  * one line each)
  * and runs until SIGINT/SIGTERM. It costs about one wake-up per period
@@ -61,6 +63,17 @@ work(uint64_t iters)
     return x;
 }
 
+/* Follow the chain through `next` for `steps` loads. */
+static size_t
+chase(const size_t *next, size_t at, uint64_t steps)
+{
+    uint64_t i;
+
+    for (i = 0; i < steps; i++)
+        at = next[at];
+    return at;
+}
+
 static int
 cmp_i64(const void *a, const void *b)
 {
@@ -85,13 +98,19 @@ static void
 usage(void)
 {
     fprintf(stderr, "usage: vmprobe [--period-us 1000] [--work-us 200] "
-                    "[--work-every 50] [--window-s 5] [--no-fifo]\n");
+                    "[--work-every 50] [--window-s 5] [--mem-mb 64] "
+                    "[--no-fifo]\n");
 }
 
 int
 main(int argc, char **argv)
 {
     long period_us = 1000, work_us = 200, work_every = 50, window_s = 5;
+    long mem_mb = 64;
+    size_t *chain, nslots, at = 0;
+    uint64_t steps = 100;
+    int64_t *mems;
+    size_t nmems = 0;
     int fifo = 1, i;
     uint64_t iters = 1000, sink = 0;
     int64_t *late, *works, t0, next, win_end;
@@ -110,6 +129,8 @@ main(int argc, char **argv)
             dst = &work_every;
         else if (strcmp(argv[i], "--window-s") == 0)
             dst = &window_s;
+        else if (strcmp(argv[i], "--mem-mb") == 0)
+            dst = &mem_mb;
         else if (strcmp(argv[i], "--no-fifo") == 0) {
             fifo = 0;
             continue;
@@ -125,9 +146,33 @@ main(int argc, char **argv)
     cap = (size_t)(window_s * 1000000 / period_us) + 16;
     late = calloc(cap, sizeof(*late));
     works = calloc(cap, sizeof(*works));
-    if (!late || !works) {
+    mems = calloc(cap, sizeof(*mems));
+    nslots = (size_t)mem_mb * 1024 * 1024 / sizeof(size_t);
+    chain = malloc(nslots * sizeof(*chain));
+    if (!late || !works || !mems || !chain) {
         fprintf(stderr, "vmprobe: out of memory\n");
         return 1;
+    }
+
+    /* One random cycle through every slot (Sattolo), one slot per 64-byte
+     * line apart on average: nearly every load misses the caches. */
+    {
+        size_t k;
+        uint64_t r = 0x9e3779b97f4a7c15ULL;
+
+        for (k = 0; k < nslots; k++)
+            chain[k] = k;
+        for (k = nslots - 1; k > 0; k--) {
+            size_t j, t;
+
+            r ^= r << 13;
+            r ^= r >> 7;
+            r ^= r << 17;
+            j = (size_t)(r % k);
+            t = chain[k];
+            chain[k] = chain[j];
+            chain[j] = t;
+        }
     }
 
     /* Calibrate before raising the priority: double until one unit takes
@@ -147,6 +192,21 @@ main(int argc, char **argv)
             break;
         iters *= 2;
     }
+    for (;;) {
+        int64_t best = INT64_MAX;
+
+        for (i = 0; i < 5; i++) {
+            int64_t a = now_ns();
+
+            at = chase(chain, at, steps);
+            a = now_ns() - a;
+            if (a < best)
+                best = a;
+        }
+        if (best >= work_us * 1000)
+            break;
+        steps *= 2;
+    }
 
     if (fifo) {
         struct sched_param sp = { .sched_priority = 50 };
@@ -162,12 +222,13 @@ main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
-    printf("# vmprobe: period %ld us, work unit %llu iterations (~%ld us at "
-           "start) every %ld periods, %s\n",
-           period_us, (unsigned long long)iters, work_us, work_every,
+    printf("# vmprobe: period %ld us, work units (~%ld us at start) every "
+           "%ld periods: %llu ALU iterations, %llu loads across %ld MB; %s\n",
+           period_us, work_us, work_every, (unsigned long long)iters,
+           (unsigned long long)steps, mem_mb,
            fifo ? "SCHED_FIFO" : "normal priority");
     printf("# unix_s work_p50_us work_p99_us late_p50_us late_p99_us "
-           "late_max_us n_late_over_1ms\n");
+           "late_max_us n_late_over_1ms mem_p50_us mem_p99_us\n");
     fflush(stdout);
 
     t0 = now_ns();
@@ -190,6 +251,9 @@ main(int argc, char **argv)
 
             sink += work(iters);
             works[nworks++] = now_ns() - a;
+            a = now_ns();
+            at = chase(chain, at, steps);
+            mems[nmems++] = now_ns() - a;
         }
         next += period_us * 1000;
         if (next < woke) /* a stall longer than a period: skip, not burst */
@@ -203,18 +267,23 @@ main(int argc, char **argv)
                 if (late[k] > lmax)
                     lmax = late[k];
             clock_gettime(CLOCK_REALTIME, &wall);
-            printf("%.1f %.1f %.1f %.1f %.1f %.1f %ld\n",
+            printf("%.1f %.1f %.1f %.1f %.1f %.1f %ld %.1f %.1f\n",
                    (double)wall.tv_sec + (double)wall.tv_nsec / 1e9,
                    (double)pct(works, nworks, 0.5) / 1e3,
                    (double)pct(works, nworks, 0.99) / 1e3,
                    (double)pct(late, nlate, 0.5) / 1e3,
                    (double)pct(late, nlate, 0.99) / 1e3, (double)lmax / 1e3,
-                   over1);
+                   over1, (double)pct(mems, nmems, 0.5) / 1e3,
+                   (double)pct(mems, nmems, 0.99) / 1e3);
             fflush(stdout);
-            nlate = nworks = 0;
+            nlate = nworks = nmems = 0;
             over1 = 0;
             win_end += window_s * 1000000000LL;
         }
     }
-    return sink == 42 ? 3 : 0; /* keeps `sink` live */
+    free(chain);
+    free(mems);
+    free(works);
+    free(late);
+    return sink + at == 42 ? 3 : 0; /* keeps `sink` and `at` live */
 }
