@@ -5,8 +5,9 @@
  * It runs at SCHED_FIFO (when allowed), so no ordinary process can delay
  * it: every period it sleeps to an absolute deadline and records how late
  * it woke, and every few periods it times a fixed piece of arithmetic
- * (calibrated at start to --work-us): one in registers (ALU) and one a
- * chain of dependent loads across --mem-mb of memory (cache and TLB
+ * of fixed size, so that runs compare: one in registers (--alu-iters
+ * xorshift steps, ~0.2 ms here) and one a chain of dependent loads
+ * (--mem-loads, ~0.5 ms here) across --mem-mb of memory (cache and TLB
  * misses: what the host's memory and its page tables give this vCPU). On
  * bare metal all stay flat. On a virtual machine, a late wake-up with
  * nothing runnable above it is the host not running this vCPU, and a
@@ -18,7 +19,7 @@
  * (unix_s: the wall clock at the window's end, to line it up with a log;
  * one line each)
  * and runs until SIGINT/SIGTERM. It costs about one wake-up per period
- * and work_us every --work-every periods.
+ * and the two units every --work-every periods.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -97,22 +98,23 @@ pct(int64_t *v, size_t n, double p)
 static void
 usage(void)
 {
-    fprintf(stderr, "usage: vmprobe [--period-us 1000] [--work-us 200] "
-                    "[--work-every 50] [--window-s 5] [--mem-mb 64] "
+    fprintf(stderr, "usage: vmprobe [--period-us 1000] [--alu-iters 128000] "
+                    "[--mem-loads 1000] "
+                    "[--work-every 200] [--window-s 5] [--mem-mb 64] "
                     "[--no-fifo]\n");
 }
 
 int
 main(int argc, char **argv)
 {
-    long period_us = 1000, work_us = 200, work_every = 50, window_s = 5;
+    long period_us = 1000, work_every = 200, window_s = 5;
+    long alu_iters = 128000, mem_loads = 1000;
     long mem_mb = 64;
     size_t *chain, nslots, at = 0;
-    uint64_t steps = 100;
     int64_t *mems;
     size_t nmems = 0;
     int fifo = 1, i;
-    uint64_t iters = 1000, sink = 0;
+    uint64_t iters, steps, sink = 0;
     int64_t *late, *works, t0, next, win_end;
     size_t nlate = 0, nworks = 0, cap;
     long tick = 0, over1 = 0;
@@ -123,8 +125,10 @@ main(int argc, char **argv)
 
         if (strcmp(argv[i], "--period-us") == 0)
             dst = &period_us;
-        else if (strcmp(argv[i], "--work-us") == 0)
-            dst = &work_us;
+        else if (strcmp(argv[i], "--alu-iters") == 0)
+            dst = &alu_iters;
+        else if (strcmp(argv[i], "--mem-loads") == 0)
+            dst = &mem_loads;
         else if (strcmp(argv[i], "--work-every") == 0)
             dst = &work_every;
         else if (strcmp(argv[i], "--window-s") == 0)
@@ -143,6 +147,8 @@ main(int argc, char **argv)
             return 2;
         }
     }
+    iters = (uint64_t)alu_iters;
+    steps = (uint64_t)mem_loads;
     cap = (size_t)(window_s * 1000000 / period_us) + 16;
     late = calloc(cap, sizeof(*late));
     works = calloc(cap, sizeof(*works));
@@ -175,39 +181,6 @@ main(int argc, char **argv)
         }
     }
 
-    /* Calibrate before raising the priority: double until one unit takes
-     * work_us, best of five tries each. */
-    for (;;) {
-        int64_t best = INT64_MAX;
-
-        for (i = 0; i < 5; i++) {
-            int64_t a = now_ns();
-
-            sink += work(iters);
-            a = now_ns() - a;
-            if (a < best)
-                best = a;
-        }
-        if (best >= work_us * 1000)
-            break;
-        iters *= 2;
-    }
-    for (;;) {
-        int64_t best = INT64_MAX;
-
-        for (i = 0; i < 5; i++) {
-            int64_t a = now_ns();
-
-            at = chase(chain, at, steps);
-            a = now_ns() - a;
-            if (a < best)
-                best = a;
-        }
-        if (best >= work_us * 1000)
-            break;
-        steps *= 2;
-    }
-
     if (fifo) {
         struct sched_param sp = { .sched_priority = 50 };
 
@@ -222,9 +195,9 @@ main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
-    printf("# vmprobe: period %ld us, work units (~%ld us at start) every "
-           "%ld periods: %llu ALU iterations, %llu loads across %ld MB; %s\n",
-           period_us, work_us, work_every, (unsigned long long)iters,
+    printf("# vmprobe: period %ld us, work units every %ld periods: %llu ALU "
+           "iterations, %llu loads across %ld MB; %s\n",
+           period_us, work_every, (unsigned long long)iters,
            (unsigned long long)steps, mem_mb,
            fifo ? "SCHED_FIFO" : "normal priority");
     printf("# unix_s work_p50_us work_p99_us late_p50_us late_p99_us "
