@@ -1512,6 +1512,8 @@ def main():
         if VMPROBE_ON:
             probe_out = open(os.path.join(b.tmp, "vmprobe.txt"), "w")
             probe = spawn([VMPROBE, "--window-s", "5"], stdout=probe_out)
+            log("== idle before the scenarios (vmprobe only), 15 s")
+            time.sleep(15)
         for key, run in (("fakes", suite.fakes), ("a", suite.ceiling),
                          ("a'", suite.pg_ceiling), ("b", suite.ingest),
                          ("c", lambda: suite.ingest(dup=0.5)),
@@ -1522,6 +1524,8 @@ def main():
             if ONLY is None or key in ONLY:
                 run()
         if probe:
+            log("== idle after the scenarios (vmprobe only), 15 s")
+            time.sleep(15)
             stop_proc(probe, 10)
             probe_out.close()
             with open(probe_out.name) as f:
