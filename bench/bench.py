@@ -108,6 +108,7 @@ PG_FRESH = env("BENCH_PG_FRESH", "0") == "1"
 # it per scenario: does the machine itself stall or slow down?
 VMPROBE_ON = env("BENCH_VMPROBE", "0") == "1"
 MARKS = []  # (unix time, scenario header) for the vmprobe summary
+RUN_SPANS = []  # (start, end, what, run number, the run's numbers) of each valid run
 if PG_STATEMENTS:
     PG_SETTINGS.append(("shared_preload_libraries", "pg_stat_statements"))
     PG_SETTINGS.append(("pg_stat_statements.track_planning", "on"))
@@ -150,12 +151,29 @@ def vmprobe_summary(lines):
         f = line.split()
         if len(f) == 9 and not line.startswith("#"):
             wins.append([float(x) for x in f])
+    # A scenario runs from its header to the next; each run from its start
+    # to its end (set-up included).
+    spans = []
     bounds = MARKS + [(float("inf"), None)]
     for (t0, name), (t1, _) in zip(bounds, bounds[1:]):
-        w = [x for x in wins if t0 <= x[0] - 5 and x[0] <= t1 + 5]
+        spans.append((t0, t1, name, None))
+        for a, z, what, n, r in RUN_SPANS:
+            if t0 <= a < t1:
+                parts = ["run %d" % n]
+                for key, fmt in (("added_ms_p99", "added p99 %.1f ms"),
+                                 ("pg_cpu_s_per_1000", "pg %.2f ms CPU/reply"),
+                                 ("parley_cpu_s_per_1000", "parley %.2f ms CPU/reply")):
+                    if isinstance(r.get(key), (int, float)):
+                        parts.append(fmt % r[key])
+                lg = r.get("loadgen") or {}
+                if "rps" in lg and not isinstance(r.get("added_ms_p99"), (int, float)):
+                    parts.append("%.0f/s, p99 %.1f ms" % (lg["rps"], lg["latency_ms"]["p99"]))
+                spans.append((a, z, name, ", ".join(parts)))
+    for t0, t1, name, run in spans:
+        w = [x for x in wins if t0 <= x[0] - 5 and x[0] <= t1 + 2.5]
         if not w:
             continue
-        rows.append({"scenario": name, "windows": len(w),
+        rows.append({"scenario": name, "run": run, "windows": len(w),
                      "work_p50_us": statistics.median(x[1] for x in w),
                      "mem_p50_us": statistics.median(x[7] for x in w),
                      "mem_p99_us_max": max(x[8] for x in w),
@@ -677,6 +695,7 @@ class Suite:
         runs, attempts = [], 0
         while len(runs) < RUNS and attempts < RUNS + 2:
             attempts += 1
+            t0 = time.time()
             r = fn()
             if r.get("parley_death"):
                 self.checks.append("%s, attempt %d: %s (run discarded and redone)"
@@ -684,6 +703,7 @@ class Suite:
                 log("   attempt %d discarded: %s" % (attempts, r["parley_death"]))
                 continue
             runs.append(r)
+            RUN_SPANS.append((t0, time.time(), what, len(runs), r))
         if not runs:
             raise RuntimeError("%s: no valid run in %d attempts" % (what, attempts))
         return runs
@@ -1534,6 +1554,13 @@ def main():
                 "unit (worst 5 s p99), of a fixed memory unit, worst lateness, "
                 "wake-ups > 1 ms late):")
             for r in report["vmprobe"]:
+                if r["run"]:
+                    log("    %s" % r["run"][:100])
+                    log("    %-58s alu p50 %6.1f us (p99 max %6.1f)  mem p50 %6.1f us"
+                        "  late p99 max %7.1f us, max %8.1f us, %d over 1 ms" % (
+                            "", r["work_p50_us"], r["work_p99_us_max"], r["mem_p50_us"],
+                            r["late_p99_us_max"], r["late_max_us"], r["late_over_1ms"]))
+                    continue
                 log("  %-60s alu p50 %6.1f us (p99 max %6.1f)  mem p50 %6.1f us"
                     "  late p99 max %7.1f us, max %8.1f us, %d over 1 ms" % (
                         r["scenario"][:60], r["work_p50_us"], r["work_p99_us_max"],
