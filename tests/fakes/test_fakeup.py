@@ -411,3 +411,37 @@ def test_loadgen_rate_and_refusals(fake):
     # nothing listening: bounded, reports connect errors
     r = loadgen("http://127.0.0.1:1/x", duration=0.5, connections=2)
     assert r["completed"] == 0 and r["error_kinds"]["connect"] > 0
+
+
+def test_vmprobe_reports_windows_and_stops_on_sigterm():
+    """vmprobe prints its header, then one line of 9 numbers per window, and
+    exits 0 on SIGTERM; the work units take time and wake-ups are late by
+    at least nothing (a window of zeros would mean it measured nothing)."""
+    binary = os.path.join(build_dir(), "tests", "vmprobe")
+    p = subprocess.Popen([binary, "--window-s", "1", "--work-every", "20",
+                          "--mem-mb", "8", "--alu-iters", "20000",
+                          "--mem-loads", "200"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2.6)
+    finally:
+        p.terminate()
+    out, err = p.communicate(timeout=10)
+    assert p.returncode == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("# vmprobe: period 1000 us")
+    assert "20000 ALU iterations, 200 loads across 8 MB" in lines[0]
+    rows = [[float(x) for x in ln.split()] for ln in lines if not ln.startswith("#")]
+    assert len(rows) >= 2
+    for unix_s, alu50, alu99, late50, late99, late_max, over1, mem50, mem99 in rows:
+        assert abs(unix_s - time.time()) < 60
+        assert 0 < alu50 <= alu99 and 0 < mem50 <= mem99
+        assert 0 <= late50 <= late99 <= late_max and over1 >= 0
+
+
+def test_vmprobe_refuses_bad_arguments():
+    binary = os.path.join(build_dir(), "tests", "vmprobe")
+    r = subprocess.run([binary, "--window-s", "0"], capture_output=True, text=True)
+    assert r.returncode == 2 and "usage: vmprobe" in r.stderr
+    r = subprocess.run([binary, "--bogus"], capture_output=True, text=True)
+    assert r.returncode == 2 and "usage: vmprobe" in r.stderr
