@@ -104,8 +104,10 @@ FAKE_RESTART = env("BENCH_FAKE_RESTART", "0") == "1"
 # (experiment: is it the cluster's state after the earlier rows?).
 PG_FRESH = env("BENCH_PG_FRESH", "0") == "1"
 # BENCH_VMPROBE=1: run tests/vmprobe (SCHED_FIFO: late wake-ups and the
-# time of a fixed piece of work, per 5 s) for the whole run and summarize
-# it per scenario: does the machine itself stall or slow down?
+# time of two fixed units of work, one in registers and one memory-bound,
+# per 5 s) for the whole run, with 15 s idle before and after, and
+# summarize it per scenario and per run: does the machine itself stall or
+# slow down?
 VMPROBE_ON = env("BENCH_VMPROBE", "0") == "1"
 MARKS = []  # (unix time, scenario header) for the vmprobe summary
 RUN_SPANS = []  # (start, end, what, run number, the run's numbers) of each valid run
@@ -142,9 +144,9 @@ def log(msg):
 
 
 def vmprobe_summary(lines):
-    """Per scenario (from one '== ' header to the next): the vmprobe windows
-    in it, their median work time, worst work p99, worst lateness and the
-    count of wake-ups over 1 ms late."""
+    """Per scenario (from one '== ' header to the next) and per run: the
+    vmprobe windows in it, the median time of each work unit, the worst
+    p99s, the worst lateness and the count of wake-ups over 1 ms late."""
     rows = []
     wins = []
     for line in lines:
@@ -1466,7 +1468,7 @@ def write_doc(report, text):
 
 
 def snapshot_binaries(tmp):
-    """Copy the three binaries aside: the build directory is shared, and a
+    """Copy the binaries aside: the build directory is shared, and a
     rebuild in the middle of a run must not change (or break) what is measured."""
     global PARLEY, FAKEUP, LOADGEN, VMPROBE
     copies = []
@@ -1556,16 +1558,11 @@ def main():
             for r in report["vmprobe"]:
                 if r["run"]:
                     log("    %s" % r["run"][:100])
-                    log("    %-58s alu p50 %6.1f us (p99 max %6.1f)  mem p50 %6.1f us"
-                        "  late p99 max %7.1f us, max %8.1f us, %d over 1 ms" % (
-                            "", r["work_p50_us"], r["work_p99_us_max"], r["mem_p50_us"],
-                            r["late_p99_us_max"], r["late_max_us"], r["late_over_1ms"]))
-                    continue
                 log("  %-60s alu p50 %6.1f us (p99 max %6.1f)  mem p50 %6.1f us"
                     "  late p99 max %7.1f us, max %8.1f us, %d over 1 ms" % (
-                        r["scenario"][:60], r["work_p50_us"], r["work_p99_us_max"],
-                        r["mem_p50_us"],
-                        r["late_p99_us_max"], r["late_max_us"], r["late_over_1ms"]))
+                        "" if r["run"] else r["scenario"][:60], r["work_p50_us"],
+                        r["work_p99_us_max"], r["mem_p50_us"], r["late_p99_us_max"],
+                        r["late_max_us"], r["late_over_1ms"]))
     finally:
         b.cleanup()
     report["loadavg_end"] = loadavg()

@@ -4,11 +4,11 @@
  *
  * It runs at SCHED_FIFO (when allowed), so no ordinary process can delay
  * it: every period it sleeps to an absolute deadline and records how late
- * it woke, and every few periods it times a fixed piece of arithmetic
- * of fixed size, so that runs compare: one in registers (--alu-iters
- * xorshift steps, ~0.2 ms here) and one a chain of dependent loads
- * (--mem-loads, ~0.5 ms here) across --mem-mb of memory (cache and TLB
- * misses: what the host's memory and its page tables give this vCPU). On
+ * it woke, and every few periods it times two units of work of fixed
+ * size (so that runs compare): one in registers (--alu-iters xorshift
+ * steps, ~0.2 ms here) and one a chain of dependent loads (--mem-loads,
+ * ~0.4-0.7 ms here) across --mem-mb of memory (cache and TLB misses: what
+ * the host's memory and its page tables give this vCPU). On
  * bare metal all stay flat. On a virtual machine, a late wake-up with
  * nothing runnable above it is the host not running this vCPU, and a
  * slower work unit is the host giving this vCPU less.
@@ -160,8 +160,9 @@ main(int argc, char **argv)
         return 1;
     }
 
-    /* One random cycle through every slot (Sattolo), one slot per 64-byte
-     * line apart on average: nearly every load misses the caches. */
+    /* One random cycle through every slot (Sattolo's shuffle): each load
+     * lands at a random place in the buffer and waits for the one before,
+     * so with a buffer larger than the caches nearly every load misses. */
     {
         size_t k;
         uint64_t r = 0x9e3779b97f4a7c15ULL;
