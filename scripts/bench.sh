@@ -6,7 +6,8 @@
 #   BENCH_QUICK=1 scripts/bench.sh   1-run smoke version (~1 min)
 # Other knobs (environment): BENCH_RUNS, BENCH_DURATION, BENCH_CONNECTIONS,
 # BENCH_USERS, BENCH_PG_PORT, BENCH_PG_DIR, BENCH_KEEP=1, BENCH_UPDATE_DOC=0,
-# BENCH_PG_STATEMENTS=1 (see docs/PERFORMANCE.md), BENCH_PARLEY_ENV="PARLEY_X=v ...", BENCH_FAKE_RESTART=1, BENCH_PG_FRESH=1.
+# BENCH_PG_STATEMENTS=1 (see docs/PERFORMANCE.md), BENCH_PARLEY_ENV="PARLEY_X=v ...", BENCH_FAKE_RESTART=1, BENCH_PG_FRESH=1,
+# BENCH_PG_SETTINGS="name=value ...", BENCH_VMPROBE=1. Two builds compared: scripts/bench-ab.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
