@@ -1269,6 +1269,33 @@ class Suite:
 
 # ---- report -------------------------------------------------------------------
 
+def machine_phase(seconds=10):
+    """The machine's state now, idle, from tests/vmprobe: the median time of
+    its fixed register and memory units and the late wake-ups per second
+    (docs/PERFORMANCE.md, "What the machine does"). On this VM the memory
+    unit moves by up to 70 % between phases; the header shows it at the
+    start and the end of every run so that runs can be told apart."""
+    p = subprocess.run(["timeout", "-s", "TERM", str(seconds + 1), VMPROBE,
+                        "--window-s", str(seconds // 2)],
+                       capture_output=True, text=True, cwd=ROOT)
+    wins = [[float(x) for x in ln.split()] for ln in p.stdout.splitlines()
+            if ln and not ln.startswith("#") and len(ln.split()) == 9]
+    if not wins:
+        return None
+    return {"alu_p50_us": statistics.median(w[1] for w in wins),
+            "mem_p50_us": statistics.median(w[7] for w in wins),
+            "late_over_1ms_per_s": sum(w[6] for w in wins) / (len(wins) * (seconds // 2)),
+            "late_max_ms": max(w[5] for w in wins) / 1000}
+
+
+def phase_text(ph):
+    if not ph:
+        return "?"
+    return ("memory unit %.0f us, ALU unit %.0f us, %.1f wake-ups/s over 1 ms late "
+            "(worst %.1f ms)" % (ph["mem_p50_us"], ph["alu_p50_us"],
+                                 ph["late_over_1ms_per_s"], ph["late_max_ms"]))
+
+
 def machine_info(pg):
     cpu = "?"
     with open("/proc/cpuinfo") as f:
@@ -1442,6 +1469,8 @@ def header_text(report):
         "%.2f cores busy before the run, %.2f after" % (
             report["loadavg_start"], report["loadavg_end"], report["other_load_start"],
             report["other_load_end"]),
+        "Machine phase (tests/vmprobe, idle, 10 s): at start %s; at end %s" % (
+            phase_text(report.get("phase_start")), phase_text(report.get("phase_end"))),
         "PostgreSQL settings: " + ", ".join("%s=%s" % kv for kv in PG_SETTINGS),
         "Config: runs=%d, %gs per load run, connections %s, %d users for (b)/(c), "
         "%d workers for (d), fakeup --threads 2, loadgen 1 thread"
@@ -1472,7 +1501,7 @@ def snapshot_binaries(tmp):
     rebuild in the middle of a run must not change (or break) what is measured."""
     global PARLEY, FAKEUP, LOADGEN, VMPROBE
     copies = []
-    for src in (PARLEY, FAKEUP, LOADGEN) + ((VMPROBE,) if VMPROBE_ON else ()):
+    for src in (PARLEY, FAKEUP, LOADGEN, VMPROBE):
         if not os.access(src, os.X_OK):
             sys.exit("bench: missing %s (make BUILD=release tests)" % src)
         dst = os.path.join(tmp, os.path.basename(src))
@@ -1486,9 +1515,7 @@ def snapshot_binaries(tmp):
         else:
             sys.exit("bench: %s does not run" % src)
         copies.append(dst)
-    PARLEY, FAKEUP, LOADGEN = copies[:3]
-    if VMPROBE_ON:
-        VMPROBE = copies[3]
+    PARLEY, FAKEUP, LOADGEN, VMPROBE = copies
 
 
 def main():
@@ -1515,6 +1542,8 @@ def main():
         report["other_load_start"] = other_load_now()
         log("bench: other processes keep %.2f of %d cores busy" % (
             report["other_load_start"], os.cpu_count()))
+        report["phase_start"] = machine_phase()
+        log("bench: machine phase: %s" % phase_text(report["phase_start"]))
         b.pg.start()
         shown = b.pg.psql("postgres", "SELECT string_agg(name || '=' || setting || "
                                       "coalesce(unit, ''), ', ' ORDER BY name) FROM pg_settings"
@@ -1563,6 +1592,7 @@ def main():
                         "" if r["run"] else r["scenario"][:60], r["work_p50_us"],
                         r["work_p99_us_max"], r["mem_p50_us"], r["late_p99_us_max"],
                         r["late_max_us"], r["late_over_1ms"]))
+        report["phase_end"] = machine_phase()
     finally:
         b.cleanup()
     report["loadavg_end"] = loadavg()
