@@ -143,16 +143,19 @@ def log(msg):
     print(msg, flush=True)
 
 
+def vmprobe_windows(lines):
+    """tests/vmprobe's window lines as lists of 9 floats (see its header
+    comment for the columns); its '#' lines skipped."""
+    return [[float(x) for x in ln.split()] for ln in lines
+            if not ln.startswith("#") and len(ln.split()) == 9]
+
+
 def vmprobe_summary(lines):
     """Per scenario (from one '== ' header to the next) and per run: the
     vmprobe windows in it, the median time of each work unit, the worst
     p99s, the worst lateness and the count of wake-ups over 1 ms late."""
     rows = []
-    wins = []
-    for line in lines:
-        f = line.split()
-        if len(f) == 9 and not line.startswith("#"):
-            wins.append([float(x) for x in f])
+    wins = vmprobe_windows(lines)
     # A scenario runs from its header to the next; each run from its start
     # to its end (set-up included).
     spans = []
@@ -600,42 +603,28 @@ class Bench:
         return sums
 
     @staticmethod
-    def stage_means(text):
-        """Mean ms per stage of parley_job_stage_seconds (whole process
-        life, warm-up included): where a reply's own time went."""
+    def stages(text):
+        """parley_job_stage_seconds (whole process life, warm-up included),
+        per stage: the mean in ms (where a reply's own time went) and the
+        share of jobs over 2.5, 5 and 10 ms from the cumulative buckets
+        (which stage the latency's tail comes from)."""
         acc = {}
         for line in text.splitlines():
-            m = re.match(r'parley_job_stage_seconds_(sum|count)\{stage="(\w+)"\} (\S+)$',
-                         line)
-            if m:
-                acc.setdefault(m.group(2), {})[m.group(1)] = float(m.group(3))
-        return {k: 1000 * v["sum"] / v["count"] for k, v in acc.items()
-                if v.get("count")}
-
-    @staticmethod
-    def stage_tails(text):
-        """Per stage of parley_job_stage_seconds, the share of jobs over
-        2.5, 5 and 10 ms (from the histogram's cumulative buckets): which
-        stage the latency's tail comes from."""
-        acc = {}
-        for line in text.splitlines():
-            m = re.match(r'parley_job_stage_seconds_(bucket|count)\{stage="(\w+)"'
+            m = re.match(r'parley_job_stage_seconds_(sum|count|bucket)\{stage="(\w+)"'
                          r'(?:,le="([^"]+)")?\} (\S+)$', line)
             if m:
                 d = acc.setdefault(m.group(2), {})
-                if m.group(1) == "count":
-                    d["count"] = float(m.group(4))
-                else:
-                    d[m.group(3)] = float(m.group(4))
-        out = {}
+                d[m.group(3) if m.group(1) == "bucket" else m.group(1)] = float(m.group(4))
+        means, tails = {}, {}
         for k, d in acc.items():
             n = d.get("count")
             if not n:
                 continue
-            out[k] = {ms: round(1 - d[le] / n, 4)
-                      for ms, le in (("2.5", "0.0025"), ("5", "0.005"), ("10", "0.01"))
-                      if le in d}
-        return out
+            means[k] = 1000 * d["sum"] / n
+            tails[k] = {ms: round(1 - d[le] / n, 4)
+                        for ms, le in (("2.5", "0.0025"), ("5", "0.005"), ("10", "0.01"))
+                        if le in d}
+        return means, tails
 
     def cleanup(self):
         for p in list(STARTED):
@@ -1090,8 +1079,7 @@ class Suite:
             mm = m.stop()
             text = b.metrics_text()
             met = b.metrics(text)
-            stages = b.stage_means(text)
-            tails = b.stage_tails(text)
+            stages, tails = b.stages(text)
             _, hwm = proc_mem(pid)
             rows = b.pg.psql(db, """
                 SELECT m.text, r.llm_ms, extract(epoch FROM f.first) * 1000
@@ -1278,8 +1266,7 @@ def machine_phase(seconds=10):
     p = subprocess.run(["timeout", "-s", "TERM", str(seconds + 1), VMPROBE,
                         "--window-s", str(seconds // 2)],
                        capture_output=True, text=True, cwd=ROOT)
-    wins = [[float(x) for x in ln.split()] for ln in p.stdout.splitlines()
-            if ln and not ln.startswith("#") and len(ln.split()) == 9]
+    wins = vmprobe_windows(p.stdout.splitlines())
     if not wins:
         return None
     return {"alu_p50_us": statistics.median(w[1] for w in wins),
