@@ -354,6 +354,49 @@ core_db_query(struct core_dbconn *c, const char *sql, int nparams,
     return CORE_OK;
 }
 
+enum core_status
+core_db_stream(struct core_dbconn *c, const char *sql, int nparams,
+               const char *const *params,
+               int (*row)(void *arg, const PGresult *res), void *arg,
+               int *stopped)
+{
+    enum core_status st = CORE_OK;
+    PGresult *r;
+    PGcancel *cancel;
+    char buf[256];
+
+    *stopped = 0;
+    if (!c->pg || c->broken) {
+        set_error(c, "no connection", "08003");
+        return CORE_ERR_UNAVAILABLE;
+    }
+    if (!PQsendQueryParams(c->pg, sql, nparams, NULL, params, NULL, NULL,
+                           0) ||
+        !PQsetSingleRowMode(c->pg))
+        return result_error(c, NULL);
+    /* Every result is read, also after a failure or a stop, so that the
+     * connection is left idle. */
+    while ((r = PQgetResult(c->pg)) != NULL) {
+        ExecStatusType s = PQresultStatus(r);
+
+        if (s == PGRES_SINGLE_TUPLE && st == CORE_OK && *stopped == 0) {
+            *stopped = row(arg, r);
+            if (*stopped != 0) {
+                cancel = PQgetCancel(c->pg);
+                if (cancel) {
+                    PQcancel(cancel, buf, (int)sizeof(buf));
+                    PQfreeCancel(cancel);
+                }
+            }
+        } else if (s != PGRES_SINGLE_TUPLE && s != PGRES_TUPLES_OK &&
+                   st == CORE_OK && *stopped == 0) {
+            st = result_error(c, r);
+        }
+        PQclear(r);
+    }
+    return st;
+}
+
 /* Read the pipeline's results: one per statement, each followed by NULL,
  * then the sync. Every result is consumed, also after a failure. */
 static enum core_status

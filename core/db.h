@@ -58,6 +58,18 @@ const char *core_db_instance(void);
 enum core_status core_db_query(struct core_dbconn *c, const char *sql,
                                int nparams, const char *const *params,
                                PGresult **res);
+/*
+ * Run sql (unprepared: a custom plan for a one-off, long query) with text
+ * parameters and hand each result row to row(arg, res, 0) as it arrives
+ * (libpq single-row mode: memory stays constant however many rows). A
+ * non-zero return from row stops the stream: the query is cancelled and
+ * that value is returned in *stopped (0 when it ran to its end); the
+ * status is then CORE_OK. res belongs to the helper.
+ */
+enum core_status core_db_stream(struct core_dbconn *c, const char *sql,
+                                int nparams, const char *const *params,
+                                int (*row)(void *arg, const PGresult *res),
+                                void *arg, int *stopped);
 /* Unprepared statement without parameters (BEGIN, COMMIT, DDL). */
 /* One statement of a pipeline: res is set on CORE_OK (caller PQclears). */
 struct core_db_stmt {

@@ -3,12 +3,17 @@
  * worker pool in one process; `migrate` applies the schema.
  */
 #include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "adapters/adapter.h"
 #include "analytics/erase.h"
+#include "analytics/export.h"
 #include "core/config.h"
 #include "core/db.h"
 #include "core/log.h"
@@ -29,6 +34,14 @@ static const char USAGE[] =
     "                      run the HTTP gateway and the inference workers\n"
     "  migrate             apply pending database migrations\n"
     "  migrate status      list migrations and whether they are applied\n"
+    "  export --format FMT [--since T] [--until T] [--platform P]\n"
+    "         [--out FILE]\n"
+    "                      training data as JSONL (stdout unless --out):\n"
+    "                      FMT sft, dpo, kto, openai-sft, openai-dpo or\n"
+    "                      raw; T a timestamp or date (responses made at\n"
+    "                      or after --since, before --until); texts\n"
+    "                      PII-redacted, users pseudonymous, opted-out and\n"
+    "                      erased users left out (docs/DATA.md)\n"
     "  erase --platform P --platform-user ID | --user PSEUDONYM\n"
     "                      delete everything about one user (right to\n"
     "                      erasure) and print what was removed\n"
@@ -120,6 +133,126 @@ cmd_erase(const struct core_config *cfg, const char *platform,
     return 0;
 }
 
+struct export_args {
+    const char *format, *since, *until, *platform, *out;
+};
+
+/* Where --out's rows go first: FILE.partial-XXXXXX beside it, renamed over
+ * FILE only once complete and on disk, so FILE is never half written.
+ * Mode 0600 (mkstemp's): the rows are personal data, pseudonymised. */
+static FILE *
+open_partial(const char *path, char **tmp)
+{
+    size_t n = strlen(path) + sizeof(".partial-XXXXXX");
+    FILE *f;
+    int fd;
+
+    *tmp = malloc(n);
+    if (!*tmp)
+        return NULL;
+    snprintf(*tmp, n, "%s.partial-XXXXXX", path);
+    fd = mkstemp(*tmp);
+    if (fd < 0 || !(f = fdopen(fd, "w"))) {
+        if (fd >= 0) {
+            close(fd);
+            unlink(*tmp);
+        }
+        free(*tmp);
+        *tmp = NULL;
+        return NULL;
+    }
+    return f;
+}
+
+/* Flush the rows; for a file, put it on disk and in place. */
+static enum core_status
+close_out(FILE *out, const char *tmp, const char *path, char *err,
+          size_t errlen)
+{
+    const char *what = "writing the export";
+
+    if (fflush(out) != 0)
+        goto fail;
+    if (!tmp)
+        return CORE_OK;
+    if (fsync(fileno(out)) != 0) {
+        fclose(out);
+        goto fail;
+    }
+    if (fclose(out) != 0)
+        goto fail;
+    what = "renaming it into place";
+    if (rename(tmp, path) != 0)
+        goto fail;
+    return CORE_OK;
+fail:
+    snprintf(err, errlen, "%s: %s", what, strerror(errno));
+    return CORE_ERR_IO;
+}
+
+static int
+cmd_export(const struct core_config *cfg, const struct export_args *a)
+{
+    struct ana_export_opts o = { .since = a->since, .until = a->until,
+                                 .platform = a->platform };
+    struct core_dbconn *c;
+    enum core_status st;
+    FILE *out = stdout;
+    char *tmp = NULL;
+    char err[512] = "";
+    long rows = 0, skipped = 0;
+
+    if (!a->format) {
+        fprintf(stderr, "parley: export needs --format (sft, dpo, kto,"
+                        " openai-sft, openai-dpo or raw)\n");
+        return 2;
+    }
+    if (ana_export_format_parse(a->format, &o.format) != CORE_OK) {
+        fprintf(stderr, "parley: unknown export format: %s (sft, dpo, kto,"
+                        " openai-sft, openai-dpo or raw)\n", a->format);
+        return 2;
+    }
+    if (a->platform && !adp_find(a->platform)) {
+        fprintf(stderr, "parley: unknown platform: %s\n", a->platform);
+        return 2;
+    }
+    c = core_dbconn_open(db_url(cfg), &st);
+    if (!c) {
+        fprintf(stderr, "parley: could not connect to the database\n");
+        return 1;
+    }
+    if (a->out && !(out = open_partial(a->out, &tmp))) {
+        fprintf(stderr, "parley: cannot write %s: %s\n", a->out,
+                strerror(errno));
+        core_dbconn_close(c);
+        return 1;
+    }
+    st = ana_export(c, &o, out, &rows, &skipped, err, sizeof(err));
+    core_dbconn_close(c);
+    if (st == CORE_OK)
+        st = close_out(out, tmp, a->out, err, sizeof(err));
+    else if (tmp)
+        fclose(out);
+    if (tmp) {
+        if (st != CORE_OK)
+            unlink(tmp);
+        free(tmp);
+    }
+    if (st != CORE_OK) {
+        fprintf(stderr, "parley: export: %s\n", err);
+        return 1;
+    }
+    fprintf(stderr, "parley: exported %ld %s rows%s", rows,
+            ana_export_format_name(o.format), a->out ? " to " : "");
+    if (a->out)
+        fputs(a->out, stderr);
+    if (skipped)
+        fprintf(stderr, "; skipped %ld responses whose stored prompt is not"
+                        " a list of text messages", skipped);
+    fputc('\n', stderr);
+    return 0;
+}
+
 static int
 cmd_serve(const struct core_config *cfg, int workers, int gateway)
 {
@@ -195,6 +328,7 @@ main(int argc, char **argv)
     struct core_config cfg;
     const char *cmd = NULL, *sub = NULL, *config_path = NULL;
     const char *e_platform = NULL, *e_puser = NULL, *e_user = NULL;
+    struct export_args ex = { 0 };
     int i, workers = 1, gateway = 1, rc;
     char err[512];
 
@@ -213,6 +347,14 @@ main(int argc, char **argv)
             e_puser = argv[++i];
         } else if (strcmp(a, "--user") == 0 && i + 1 < argc) {
             e_user = argv[++i];
+        } else if (strcmp(a, "--format") == 0 && i + 1 < argc) {
+            ex.format = argv[++i];
+        } else if (strcmp(a, "--since") == 0 && i + 1 < argc) {
+            ex.since = argv[++i];
+        } else if (strcmp(a, "--until") == 0 && i + 1 < argc) {
+            ex.until = argv[++i];
+        } else if (strcmp(a, "--out") == 0 && i + 1 < argc) {
+            ex.out = argv[++i];
         } else if (strcmp(a, "--no-workers") == 0) {
             workers = 0;
         } else if (strcmp(a, "--workers-only") == 0) {
@@ -236,10 +378,15 @@ main(int argc, char **argv)
         return 0;
     }
     if (strcmp(cmd, "serve") != 0 && strcmp(cmd, "migrate") != 0 &&
-        strcmp(cmd, "erase") != 0)
+        strcmp(cmd, "erase") != 0 && strcmp(cmd, "export") != 0)
         die(2, "unknown command (see parley --help): ", cmd);
-    if ((e_platform || e_puser || e_user) && strcmp(cmd, "erase") != 0)
-        die(2, "--platform, --platform-user and --user apply to erase only",
+    if ((e_puser || e_user) && strcmp(cmd, "erase") != 0)
+        die(2, "--platform-user and --user apply to erase only", "");
+    if (e_platform && strcmp(cmd, "erase") != 0 && strcmp(cmd, "export") != 0)
+        die(2, "--platform applies to erase and export only", "");
+    if ((ex.format || ex.since || ex.until || ex.out) &&
+        strcmp(cmd, "export") != 0)
+        die(2, "--format, --since, --until and --out apply to export only",
             "");
     if (sub && !(strcmp(cmd, "migrate") == 0 && strcmp(sub, "status") == 0))
         die(2, "unexpected argument (see parley --help): ", sub);
@@ -256,6 +403,10 @@ main(int argc, char **argv)
         rc = cmd_migrate(&cfg, sub != NULL);
     else if (strcmp(cmd, "erase") == 0)
         rc = cmd_erase(&cfg, e_platform, e_puser, e_user);
+    else if (strcmp(cmd, "export") == 0) {
+        ex.platform = e_platform;
+        rc = cmd_export(&cfg, &ex);
+    }
     else
         rc = cmd_serve(&cfg, workers, gateway);
     core_config_free(&cfg);
