@@ -55,37 +55,59 @@ ana_export_format_name(enum ana_export_format f)
  */
 #define TS_UTC(x) \
     "to_char((" x ") AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-#define SQL_RECORDS                                                          \
-    "SELECT r.id, " TS_UTC("r.created_at") " AS created_at,"                 \
-    " c.platform, u.pseudonym, r.model, r.status, r.request_messages,"       \
-    " r.completion, r.finish_reason, r.prompt_tokens, r.completion_tokens,"  \
-    " r.llm_ms, fb.label, fb.signals"                                        \
-    " FROM responses r"                                                      \
-    " JOIN conversations c ON c.id = r.conversation_id"                      \
-    " JOIN users u ON u.id = c.user_id"                                      \
-    " LEFT JOIN LATERAL ("                                                   \
-    "  SELECT CASE WHEN bool_or(l.polarity > 0) AND bool_or(l.polarity < 0)" \
-    "              THEN 'conflict'"                                          \
-    "              WHEN bool_or(l.polarity > 0) THEN 'good'"                 \
-    "              WHEN bool_or(l.polarity < 0) THEN 'bad' END AS label,"    \
-    "         jsonb_agg(jsonb_build_object('source', l.source,"              \
-    "             'polarity', l.polarity, 'emoji', l.emoji,"                 \
-    "             'at', " TS_UTC("l.at") ") ORDER BY l.source) AS signals"   \
-    "  FROM (SELECT DISTINCT ON (f.source) f.source, f.polarity, f.emoji,"   \
-    "               coalesce(f.occurred_at, f.created_at) AS at"             \
-    "        FROM feedback f"                                                \
-    "        WHERE f.response_id = r.id AND f.retracted_at IS NULL"          \
-    "        ORDER BY f.source, coalesce(f.occurred_at, f.created_at) DESC," \
-    "                 f.id DESC) l) fb ON true"                              \
-    " WHERE r.kind = 'llm' AND r.completion IS NOT NULL"                     \
-    "   AND jsonb_typeof(r.request_messages) = 'array'"                      \
-    "   AND r.status = ANY ($5::text[])"                                     \
-    "   AND ($1::timestamptz IS NULL OR r.created_at >= $1::timestamptz)"    \
-    "   AND ($2::timestamptz IS NULL OR r.created_at < $2::timestamptz)"     \
-    "   AND ($3::text IS NULL OR c.platform = $3::text)"                     \
-    "   AND u.opted_out_at IS NULL"                                          \
-    "   AND NOT EXISTS (SELECT 1 FROM suppressions s"                        \
-    "                   WHERE s.pseudonym = u.pseudonym)"
+#define SQL_RECORDS                                                            \
+    "SELECT r.id, " TS_UTC(                                                    \
+        "r.created_at") " AS created_at,"                                      \
+                        " c.platform, u.pseudonym, r.model, r.status, "        \
+                        "r.request_messages,"                                  \
+                        " r.completion, r.finish_reason, r.prompt_tokens, "    \
+                        "r.completion_tokens,"                                 \
+                        " r.llm_ms, fb.label, fb.signals"                      \
+                        " FROM responses r"                                    \
+                        " JOIN conversations c ON c.id = r.conversation_id"    \
+                        " JOIN users u ON u.id = c.user_id"                    \
+                        " LEFT JOIN LATERAL ("                                 \
+                        "  SELECT CASE WHEN bool_or(l.polarity > 0) AND "      \
+                        "bool_or(l.polarity < 0)"                              \
+                        "              THEN 'conflict'"                        \
+                        "              WHEN bool_or(l.polarity > 0) THEN "     \
+                        "'good'"                                               \
+                        "              WHEN bool_or(l.polarity < 0) THEN "     \
+                        "'bad' END AS label,"                                  \
+                        "         jsonb_agg(jsonb_build_object('source', "     \
+                        "l.source,"                                            \
+                        "             'polarity', l.polarity, 'emoji', "       \
+                        "l.emoji,"                                             \
+                        "             'at', " TS_UTC(                          \
+                            "l.at") ") ORDER BY l.source) AS signals"          \
+                                    "  FROM (SELECT DISTINCT ON (f.source) "   \
+                                    "f.source, f.polarity, f.emoji,"           \
+                                    "               coalesce(f.occurred_at, "  \
+                                    "f.created_at) AS at"                      \
+                                    "        FROM feedback f"                  \
+                                    "        WHERE f.response_id = r.id AND "  \
+                                    "f.retracted_at IS NULL"                   \
+                                    "        ORDER BY f.source, "              \
+                                    "coalesce(f.occurred_at, f.created_at) "   \
+                                    "DESC,"                                    \
+                                    "                 f.id DESC) l) fb ON "    \
+                                    "true"                                     \
+                                    " WHERE r.kind = 'llm' AND r.completion "  \
+                                    "IS NOT NULL"                              \
+                                    "   AND jsonb_typeof(r.request_messages) " \
+                                    "= 'array'"                                \
+                                    "   AND r.status = ANY ($5::text[])"       \
+                                    "   AND ($1::timestamptz IS NULL OR "      \
+                                    "r.created_at >= $1::timestamptz)"         \
+                                    "   AND ($2::timestamptz IS NULL OR "      \
+                                    "r.created_at < $2::timestamptz)"          \
+                                    "   AND ($3::text IS NULL OR c.platform "  \
+                                    "= $3::text)"                              \
+                                    "   AND u.opted_out_at IS NULL"            \
+                                    "   AND NOT EXISTS (SELECT 1 FROM "        \
+                                    "suppressions s"                           \
+                                    "                   WHERE s.pseudonym = "  \
+                                    "u.pseudonym)"
 
 static const char SQL_ROWS[] =
     "SELECT x.*, NULL::bigint, NULL::text FROM (" SQL_RECORDS ") x"
@@ -263,20 +285,37 @@ static cJSON *
 render_raw(const struct ana_export_row *r, cJSON *prompt)
 {
     static const char *const keys[] = {
-        "response_id",   "created_at",        "platform", "user",
-        "model",         "status",            "prompt",   "completion",
-        "finish_reason", "prompt_tokens",     "completion_tokens",
-        "llm_ms",        "label",             "feedback",
+        "response_id",
+        "created_at",
+        "platform",
+        "user",
+        "model",
+        "status",
+        "prompt",
+        "completion",
+        "finish_reason",
+        "prompt_tokens",
+        "completion_tokens",
+        "llm_ms",
+        "label",
+        "feedback",
     };
     cJSON *fb = r->feedback ? cJSON_Parse(r->feedback) : cJSON_CreateArray();
     cJSON *vals[] = {
-        integer(r->response_id),       text_or_null(r->created_at),
-        text_or_null(r->platform),     text_or_null(r->user),
-        text_or_null(r->model),        text_or_null(r->status),
-        prompt,                        redacted(r->completion),
-        text_or_null(r->finish_reason), integer(r->prompt_tokens),
-        integer(r->completion_tokens), integer(r->llm_ms),
-        text_or_null(r->label),        cJSON_IsArray(fb) ? fb : NULL,
+        integer(r->response_id),
+        text_or_null(r->created_at),
+        text_or_null(r->platform),
+        text_or_null(r->user),
+        text_or_null(r->model),
+        text_or_null(r->status),
+        prompt,
+        redacted(r->completion),
+        text_or_null(r->finish_reason),
+        integer(r->prompt_tokens),
+        integer(r->completion_tokens),
+        integer(r->llm_ms),
+        text_or_null(r->label),
+        cJSON_IsArray(fb) ? fb : NULL,
     };
     cJSON *o = cJSON_CreateObject();
 
@@ -491,10 +530,12 @@ ana_export(struct core_dbconn *c, const struct ana_export_opts *o, FILE *out,
         return st;
     }
     if (stopped) {
-        if (s.write_errno)
-            snprintf(err, errlen, "writing the export: %s",
-                     strerror(s.write_errno));
-        else
+        char why[128] = "error";
+
+        if (s.write_errno) {
+            (void)strerror_r(s.write_errno, why, sizeof(why));
+            snprintf(err, errlen, "writing the export: %s", why);
+        } else
             seterr(err, errlen, "the export query returned unexpected columns");
         return CORE_ERR_IO;
     }

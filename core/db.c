@@ -354,6 +354,20 @@ core_db_query(struct core_dbconn *c, const char *sql, int nparams,
     return CORE_OK;
 }
 
+/* Ask the server to stop the running query (its rows are then read and
+ * dropped; the query ends in a cancellation error, which is expected). */
+static void
+stream_cancel(struct core_dbconn *c)
+{
+    PGcancel *cancel = PQgetCancel(c->pg);
+    char buf[256];
+
+    if (cancel) {
+        PQcancel(cancel, buf, (int)sizeof(buf));
+        PQfreeCancel(cancel);
+    }
+}
+
 enum core_status
 core_db_stream(struct core_dbconn *c, const char *sql, int nparams,
                const char *const *params,
@@ -362,34 +376,26 @@ core_db_stream(struct core_dbconn *c, const char *sql, int nparams,
 {
     enum core_status st = CORE_OK;
     PGresult *r;
-    PGcancel *cancel;
-    char buf[256];
 
     *stopped = 0;
     if (!c->pg || c->broken) {
         set_error(c, "no connection", "08003");
         return CORE_ERR_UNAVAILABLE;
     }
-    if (!PQsendQueryParams(c->pg, sql, nparams, NULL, params, NULL, NULL,
-                           0) ||
+    if (!PQsendQueryParams(c->pg, sql, nparams, NULL, params, NULL, NULL, 0) ||
         !PQsetSingleRowMode(c->pg))
         return result_error(c, NULL);
     /* Every result is read, also after a failure or a stop, so that the
      * connection is left idle. */
     while ((r = PQgetResult(c->pg)) != NULL) {
         ExecStatusType s = PQresultStatus(r);
+        bool live = st == CORE_OK && *stopped == 0;
 
-        if (s == PGRES_SINGLE_TUPLE && st == CORE_OK && *stopped == 0) {
+        if (live && s == PGRES_SINGLE_TUPLE) {
             *stopped = row(arg, r);
-            if (*stopped != 0) {
-                cancel = PQgetCancel(c->pg);
-                if (cancel) {
-                    PQcancel(cancel, buf, (int)sizeof(buf));
-                    PQfreeCancel(cancel);
-                }
-            }
-        } else if (s != PGRES_SINGLE_TUPLE && s != PGRES_TUPLES_OK &&
-                   st == CORE_OK && *stopped == 0) {
+            if (*stopped != 0)
+                stream_cancel(c);
+        } else if (live && s != PGRES_TUPLES_OK) {
             st = result_error(c, r);
         }
         PQclear(r);

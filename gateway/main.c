@@ -186,14 +186,16 @@ close_out(FILE *out, const char *tmp, const char *path, char *err,
         goto fail;
     return CORE_OK;
 fail:
-    snprintf(err, errlen, "%s: %s", what, strerror(errno));
+    snprintf(err, errlen, "%s: %s", what,
+             strerror(errno)); /* NOLINT(concurrency-mt-unsafe) */
     return CORE_ERR_IO;
 }
 
 static int
 cmd_export(const struct core_config *cfg, const struct export_args *a)
 {
-    struct ana_export_opts o = { .since = a->since, .until = a->until,
+    struct ana_export_opts o = { .since = a->since,
+                                 .until = a->until,
                                  .platform = a->platform };
     struct core_dbconn *c;
     enum core_status st;
@@ -208,8 +210,10 @@ cmd_export(const struct core_config *cfg, const struct export_args *a)
         return 2;
     }
     if (ana_export_format_parse(a->format, &o.format) != CORE_OK) {
-        fprintf(stderr, "parley: unknown export format: %s (sft, dpo, kto,"
-                        " openai-sft, openai-dpo or raw)\n", a->format);
+        fprintf(stderr,
+                "parley: unknown export format: %s (sft, dpo, kto,"
+                " openai-sft, openai-dpo or raw)\n",
+                a->format);
         return 2;
     }
     if (a->platform && !adp_find(a->platform)) {
@@ -223,7 +227,7 @@ cmd_export(const struct core_config *cfg, const struct export_args *a)
     }
     if (a->out && !(out = open_partial(a->out, &tmp))) {
         fprintf(stderr, "parley: cannot write %s: %s\n", a->out,
-                strerror(errno));
+                strerror(errno)); /* NOLINT(concurrency-mt-unsafe) */
         core_dbconn_close(c);
         return 1;
     }
@@ -247,8 +251,10 @@ cmd_export(const struct core_config *cfg, const struct export_args *a)
     if (a->out)
         fputs(a->out, stderr);
     if (skipped)
-        fprintf(stderr, "; skipped %ld responses whose stored prompt is not"
-                        " a list of text messages", skipped);
+        fprintf(stderr,
+                "; skipped %ld responses whose stored prompt is not"
+                " a list of text messages",
+                skipped);
     fputc('\n', stderr);
     return 0;
 }
@@ -386,8 +392,7 @@ main(int argc, char **argv)
         die(2, "--platform applies to erase and export only", "");
     if ((ex.format || ex.since || ex.until || ex.out) &&
         strcmp(cmd, "export") != 0)
-        die(2, "--format, --since, --until and --out apply to export only",
-            "");
+        die(2, "--format, --since, --until and --out apply to export only", "");
     if (sub && !(strcmp(cmd, "migrate") == 0 && strcmp(sub, "status") == 0))
         die(2, "unexpected argument (see parley --help): ", sub);
     if ((!workers || !gateway) && strcmp(cmd, "serve") != 0)
@@ -406,8 +411,7 @@ main(int argc, char **argv)
     else if (strcmp(cmd, "export") == 0) {
         ex.platform = e_platform;
         rc = cmd_export(&cfg, &ex);
-    }
-    else
+    } else
         rc = cmd_serve(&cfg, workers, gateway);
     core_config_free(&cfg);
     core_metrics_reset();

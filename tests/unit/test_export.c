@@ -22,14 +22,14 @@ static const char PROMPT[] =
     "{\"role\":\"user\",\"content\":\"hi, I am bob@example.org\"},"
     "{\"role\":\"assistant\",\"content\":\"Hello!\"},"
     "{\"role\":\"user\",\"content\":\"ship to Porto?\"}]";
-#define P_OUT                                                      \
-    "[{\"role\":\"system\",\"content\":\"Be brief.\"},"           \
-    "{\"role\":\"user\",\"content\":\"hi, I am [EMAIL]\"},"       \
-    "{\"role\":\"assistant\",\"content\":\"Hello!\"},"            \
+#define P_OUT                                               \
+    "[{\"role\":\"system\",\"content\":\"Be brief.\"},"     \
+    "{\"role\":\"user\",\"content\":\"hi, I am [EMAIL]\"}," \
+    "{\"role\":\"assistant\",\"content\":\"Hello!\"},"      \
     "{\"role\":\"user\",\"content\":\"ship to Porto?\"}]"
-#define P_OUT_OPENAI                                               \
-    "[{\"role\":\"system\",\"content\":\"Be brief.\"},"           \
-    "{\"role\":\"user\",\"content\":\"hi, I am [EMAIL]\"},"       \
+#define P_OUT_OPENAI                                                \
+    "[{\"role\":\"system\",\"content\":\"Be brief.\"},"             \
+    "{\"role\":\"user\",\"content\":\"hi, I am [EMAIL]\"},"         \
     "{\"role\":\"assistant\",\"content\":\"Hello!\",\"weight\":0}," \
     "{\"role\":\"user\",\"content\":\"ship to Porto?\"}"
 
