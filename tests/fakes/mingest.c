@@ -15,7 +15,7 @@
  * parsing beyond the key, no normalised rows, no queue, no wake-ups:
  * everything Parley does on top of this is left out.
  *
- *   mingest --db URL --secret S [--port 0] [--threads 2] [--committers 2]
+ *   mingest --db URL --secret S [--port 0] [--threads 2] [--committers 1]
  *           [--batch 256]
  * prints "mingest port=N" once listening; SIGTERM/SIGINT stop it.
  */
@@ -289,7 +289,7 @@ number(const char *s, long lo, long hi)
 int
 main(int argc, char **argv)
 {
-    long port = 0, threads = 2, committers = 2, batch = 256;
+    long port = 0, threads = 2, committers = 1, batch = 256;
     int i, sig;
     struct MHD_Daemon *d;
     const union MHD_DaemonInfo *info;
