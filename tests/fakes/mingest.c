@@ -19,11 +19,11 @@
  *           [--batch 256]
  * prints "mingest port=N" once listening; SIGTERM/SIGINT stop it.
  */
+#include <libpq-fe.h>
 #include <microhttpd.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include <libpq-fe.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -315,9 +315,11 @@ main(int argc, char **argv)
     }
     if (i != argc || !g.db || !g.secret || port < 0 || threads < 0 ||
         committers < 0 || batch < 0) {
-        fprintf(stderr, "usage: mingest --db URL --secret S [--port N]"
-                        " [--threads 1-64] [--committers 1-16]"
-                        " [--batch 1-%d]\n", MAX_BATCH);
+        fprintf(stderr,
+                "usage: mingest --db URL --secret S [--port N]"
+                " [--threads 1-64] [--committers 1-16]"
+                " [--batch 1-%d]\n",
+                MAX_BATCH);
         return 2;
     }
     sigemptyset(&set);
@@ -326,8 +328,8 @@ main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     g.batch = (int)batch;
-    empty_resp = MHD_create_response_from_buffer(0, (void *)"",
-                                                 MHD_RESPMEM_PERSISTENT);
+    empty_resp =
+        MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
     for (i = 0; i < committers; i++)
         pthread_create(&th[i], NULL, committer, NULL);
     d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
