@@ -38,7 +38,7 @@ set_error(struct core_dbconn *c, const char *msg, const char *state)
     while (n > 0 && (c->error[n - 1] == '\n' || c->error[n - 1] == ' '))
         c->error[--n] = '\0';
     for (n = 0; c->error[n]; n++)
-        if (c->error[n] == '\n' || c->error[n] == '"')
+        if (c->error[n] == '\n' || c->error[n] == '\t' || c->error[n] == '"')
             c->error[n] = ' ';
     snprintf(c->sqlstate, sizeof(c->sqlstate), "%s", state ? state : "");
 }
@@ -128,7 +128,8 @@ conn_open(struct core_dbconn *c, const char *conninfo)
 }
 
 struct core_dbconn *
-core_dbconn_open(const char *conninfo, enum core_status *st)
+core_dbconn_open(const char *conninfo, enum core_status *st, char *err,
+                 size_t errlen)
 {
     struct core_dbconn *c = calloc(1, sizeof(*c));
 
@@ -138,7 +139,10 @@ core_dbconn_open(const char *conninfo, enum core_status *st)
     }
     *st = conn_open(c, conninfo);
     if (*st != CORE_OK) {
-        log_warn("could not connect to database", "error=\"%s\"", c->error);
+        if (err)
+            snprintf(err, errlen, "%s", c->error);
+        else
+            log_warn("could not connect to database", "error=\"%s\"", c->error);
         free(c);
         return NULL;
     }

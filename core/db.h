@@ -39,9 +39,11 @@ struct core_dbconn *core_db_acquire(struct core_db *db, int timeout_ms,
                                     enum core_status *st);
 void core_db_release(struct core_db *db, struct core_dbconn *c);
 
-/* Open a dedicated connection outside the pool (LISTEN, migrations). */
-struct core_dbconn *core_dbconn_open(const char *conninfo,
-                                     enum core_status *st);
+/* Open a dedicated connection outside the pool (LISTEN, migrations, the
+ * CLI). On failure NULL with *st set; the reason (one line) goes to err
+ * when it is not NULL, else to the log. */
+struct core_dbconn *core_dbconn_open(const char *conninfo, enum core_status *st,
+                                     char *err, size_t errlen);
 void core_dbconn_close(struct core_dbconn *c);
 
 /* This process's name in the database, "host:pid:start": the prefix of its

@@ -4,7 +4,6 @@
  */
 #include <curl/curl.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,6 +78,20 @@ db_url(const struct core_config *cfg)
     return cfg->database_url ? cfg->database_url : core_db_default_url();
 }
 
+/* The CLI's connection; on failure one line on stderr says why. */
+static struct core_dbconn *
+cli_connect(const struct core_config *cfg)
+{
+    struct core_dbconn *c;
+    enum core_status st;
+    char err[256] = "";
+
+    c = core_dbconn_open(db_url(cfg), &st, err, sizeof(err));
+    if (!c)
+        fprintf(stderr, "parley: could not connect to the database: %s\n", err);
+    return c;
+}
+
 static int
 cmd_migrate(const struct core_config *cfg, int status_only)
 {
@@ -87,11 +100,9 @@ cmd_migrate(const struct core_config *cfg, int status_only)
     char err[512] = "";
     int pending = 0;
 
-    c = core_dbconn_open(db_url(cfg), &st);
-    if (!c) {
-        fprintf(stderr, "parley: could not connect to the database\n");
+    c = cli_connect(cfg);
+    if (!c)
         return 1;
-    }
     if (status_only)
         st = gw_migrate_status(c, stdout, &pending, err, sizeof(err));
     else
@@ -118,11 +129,9 @@ cmd_erase(const struct core_config *cfg, const char *platform,
                         " or --user\n");
         return 2;
     }
-    c = core_dbconn_open(db_url(cfg), &st);
-    if (!c) {
-        fprintf(stderr, "parley: could not connect to the database\n");
+    c = cli_connect(cfg);
+    if (!c)
         return 1;
-    }
     st = ana_erase_user(c, platform, platform_user, pseudonym, stdout, err,
                         sizeof(err));
     core_dbconn_close(c);
@@ -220,11 +229,9 @@ cmd_export(const struct core_config *cfg, const struct export_args *a)
         fprintf(stderr, "parley: unknown platform: %s\n", a->platform);
         return 2;
     }
-    c = core_dbconn_open(db_url(cfg), &st);
-    if (!c) {
-        fprintf(stderr, "parley: could not connect to the database\n");
+    c = cli_connect(cfg);
+    if (!c)
         return 1;
-    }
     if (a->out && !(out = open_partial(a->out, &tmp))) {
         fprintf(stderr, "parley: cannot write %s: %s\n", a->out,
                 strerror(errno)); /* NOLINT(concurrency-mt-unsafe) */

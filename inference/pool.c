@@ -283,7 +283,7 @@ static struct core_dbconn *
 listen_open(struct inf_pool *p)
 {
     enum core_status st;
-    struct core_dbconn *c = core_dbconn_open(p->conninfo, &st);
+    struct core_dbconn *c = core_dbconn_open(p->conninfo, &st, NULL, 0);
 
     if (c && core_db_exec(c, "LISTEN parley_work") != CORE_OK) {
         core_dbconn_close(c);

@@ -208,7 +208,8 @@ def test_export_bad_arguments_and_no_database(parley, tmp_path):
     path = tmp_path / "x.jsonl"
     dead = dict(env, PARLEY_DATABASE_URL="postgresql://nobody@127.0.0.1:1/none")
     r = harness.cli(["export", "--format", "raw", "--out", str(path)], env=dead)
-    assert r.rc == 1 and "could not connect to the database" in r.stderr, r
+    assert r.rc == 1 and "could not connect to the database: " in r.stderr, r
+    assert len(r.stderr.strip().splitlines()) == 1, f"not one line: {r!r}"
     assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
 
 
