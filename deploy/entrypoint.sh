@@ -3,7 +3,8 @@
 # (`parley migrate`, idempotent, serialized by an advisory lock, retried
 # while the database is still starting), then execs `parley serve ...` so
 # that parley itself receives SIGTERM. Any other command (`migrate`,
-# `migrate status`, `version`, `--help`) is passed to parley unchanged.
+# `migrate status`, `export`, `erase`, `version`, `--help`) is passed to
+# parley unchanged.
 #   PARLEY_MIGRATE_ON_START=0   skip the migration (Kubernetes: a Job does it)
 #   PARLEY_MIGRATE_TRIES=N      attempts before giving up (default 10, 3 s apart)
 set -eu
