@@ -97,7 +97,8 @@ ana_export_format_name(enum ana_export_format f)
 /* clang-format on */
 
 static const char SQL_ROWS[] =
-    "SELECT x.*, NULL::bigint, NULL::text FROM (" SQL_RECORDS ") x"
+    "SELECT x.*, NULL::bigint, NULL::text, NULL::text"
+    " FROM (" SQL_RECORDS ") x"
     " WHERE $4::text[] IS NULL OR x.label = ANY ($4::text[])"
     " ORDER BY x.id";
 
@@ -108,23 +109,25 @@ static const char SQL_ROWS[] =
  * join of the goods with the bads: a plan made without statistics would
  * nest that join. Only the columns the pair formats print are filled. */
 static const char SQL_PAIRS[] =
-    "WITH y AS (SELECT x.id, x.label, x.request_messages,"
+    "WITH y AS (SELECT x.id, x.label, x.request_messages, x.pseudonym,"
     "                  row_number() OVER (PARTITION BY x.request_messages,"
     "                                     x.label ORDER BY x.id) AS k"
     "           FROM (" SQL_RECORDS ") x"
     "           WHERE x.label = ANY ($4::text[]))"
-    " SELECT p.gid, NULL, NULL, NULL, NULL, NULL, g.request_messages,"
+    " SELECT p.gid, NULL, NULL, p.guser, NULL, NULL, g.request_messages,"
     "        g.completion, NULL, NULL, NULL, NULL, 'good', NULL,"
-    "        p.bid, b.completion"
+    "        p.bid, b.completion, p.buser"
     " FROM (SELECT max(y.id) FILTER (WHERE y.label = 'good') AS gid,"
-    "              max(y.id) FILTER (WHERE y.label = 'bad') AS bid"
+    "              max(y.id) FILTER (WHERE y.label = 'bad') AS bid,"
+    "              max(y.pseudonym) FILTER (WHERE y.label = 'good') AS guser,"
+    "              max(y.pseudonym) FILTER (WHERE y.label = 'bad') AS buser"
     "       FROM y GROUP BY y.request_messages, y.k) p"
     " JOIN responses g ON g.id = p.gid"
     " JOIN responses b ON b.id = p.bid"
     " WHERE g.completion <> b.completion"
     " ORDER BY p.gid";
 
-#define NCOLS 16
+#define NCOLS 17
 
 static void
 seterr(char *err, size_t errlen, const char *msg)
@@ -415,12 +418,57 @@ ana_export_render(enum ana_export_format f, const struct ana_export_row *r,
     return line;
 }
 
+char *
+ana_export_manifest_line(long line, const struct ana_export_row *r)
+{
+    cJSON *o = cJSON_CreateObject(), *ids = cJSON_CreateArray();
+    cJSON *users = cJSON_CreateArray();
+    char *out = NULL;
+    bool pair = r->rejected_id != NULL;
+
+    if (o && ids && users) {
+        cJSON_AddItemToArray(ids, integer(r->response_id));
+        cJSON_AddItemToArray(users, text_or_null(r->user));
+        if (pair) {
+            cJSON_AddItemToArray(ids, integer(r->rejected_id));
+            cJSON_AddItemToArray(users, text_or_null(r->rejected_user));
+        }
+        cJSON_AddNumberToObject(o, "line", (double)line);
+        cJSON_AddItemToObject(o, "response_ids", ids);
+        cJSON_AddItemToObject(o, "users", users);
+        out = cJSON_PrintUnformatted(o);
+        cJSON_Delete(o);
+        return out;
+    }
+    cJSON_Delete(o);
+    cJSON_Delete(ids);
+    cJSON_Delete(users);
+    return NULL;
+}
+
 struct stream {
     enum ana_export_format format;
-    FILE *out;
+    FILE *out, *manifest;
     long rows, skipped;
     int write_errno;
 };
+
+/* Write line and a newline, then free line; false (errno set) when the
+ * line is NULL (out of memory) or the write fails. */
+static bool
+put_line(FILE *f, char *line)
+{
+    bool ok;
+
+    errno = 0;
+    if (!line) {
+        errno = ENOMEM;
+        return false;
+    }
+    ok = fputs(line, f) != EOF && fputc('\n', f) != EOF;
+    cJSON_free(line);
+    return ok;
+}
 
 static const char *
 col(const PGresult *res, int i)
@@ -457,28 +505,28 @@ on_row(void *arg, const PGresult *res)
         .feedback = col(res, 13),
         .rejected_id = col(res, 14),
         .rejected = col(res, 15),
+        .rejected_user = col(res, 16),
     };
     line = ana_export_render(s->format, &r, why, sizeof(why));
     if (!line) {
         s->skipped++;
         return 0;
     }
-    errno = 0;
-    if (fputs(line, s->out) == EOF || fputc('\n', s->out) == EOF) {
-        cJSON_free(line);
+    if (!put_line(s->out, line) ||
+        (s->manifest &&
+         !put_line(s->manifest, ana_export_manifest_line(s->rows + 1, &r)))) {
         s->write_errno = errno ? errno : EIO;
         return s->write_errno;
     }
-    cJSON_free(line);
     s->rows++;
     return 0;
 }
 
 enum core_status
 ana_export(struct core_dbconn *c, const struct ana_export_opts *o, FILE *out,
-           long *rows, long *skipped, char *err, size_t errlen)
+           FILE *manifest, long *rows, long *skipped, char *err, size_t errlen)
 {
-    struct stream s = { .format = o->format, .out = out };
+    struct stream s = { .format = o->format, .out = out, .manifest = manifest };
     const char *labels = NULL, *statuses = "{sent}";
     const char *params[5];
     enum core_status st;

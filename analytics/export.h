@@ -61,6 +61,7 @@ struct ana_export_row {
     const char *feedback; /* JSON array of the signals that count */
     const char *rejected_id;
     const char *rejected;
+    const char *rejected_user; /* pseudonym */
 };
 
 /*
@@ -72,6 +73,15 @@ char *ana_export_render(enum ana_export_format f,
                         const struct ana_export_row *r, char *err,
                         size_t errlen);
 
+/*
+ * The manifest line of output line `line` (1-based): which responses and
+ * users it came from, so that rows can be audited, and dropped from files
+ * already written when a user is erased (the OpenAI formats carry no ids):
+ *   {"line":N,"response_ids":[...],"users":[...]}
+ * malloc'd, no newline; NULL when memory runs out.
+ */
+char *ana_export_manifest_line(long line, const struct ana_export_row *r);
+
 struct ana_export_opts {
     enum ana_export_format format;
     const char *since;    /* timestamptz text, inclusive; NULL = open */
@@ -79,12 +89,14 @@ struct ana_export_opts {
     const char *platform; /* NULL = all */
 };
 
-/* Stream the export to out. *rows = lines written, *skipped = records
- * whose stored prompt could not be rendered (not written). On failure err
- * holds a one-line reason; lines already written stay written. */
+/* Stream the export to out, and its manifest to manifest when that is not
+ * NULL (one line per line of out). *rows = lines written, *skipped =
+ * records whose stored prompt could not be rendered (not written). On
+ * failure err holds a one-line reason; lines already written stay
+ * written. */
 enum core_status ana_export(struct core_dbconn *c,
                             const struct ana_export_opts *o, FILE *out,
-                            long *rows, long *skipped, char *err,
-                            size_t errlen);
+                            FILE *manifest, long *rows, long *skipped,
+                            char *err, size_t errlen);
 
 #endif

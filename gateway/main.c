@@ -5,6 +5,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,13 +35,14 @@ static const char USAGE[] =
     "  migrate             apply pending database migrations\n"
     "  migrate status      list migrations and whether they are applied\n"
     "  export --format FMT [--since T] [--until T] [--platform P]\n"
-    "         [--out FILE]\n"
+    "         [--out FILE [--manifest FILE]]\n"
     "                      training data as JSONL (stdout unless --out):\n"
     "                      FMT sft, dpo, kto, openai-sft, openai-dpo or\n"
     "                      raw; T a timestamp or date (responses made at\n"
     "                      or after --since, before --until); texts\n"
     "                      PII-redacted, users pseudonymous, opted-out and\n"
-    "                      erased users left out (docs/DATA.md)\n"
+    "                      erased users left out; --manifest: per line\n"
+    "                      its response ids and users (docs/DATA.md)\n"
     "  erase --platform P --platform-user ID | --user PSEUDONYM\n"
     "                      delete everything about one user (right to\n"
     "                      erasure) and print what was removed\n"
@@ -143,61 +145,90 @@ cmd_erase(const struct core_config *cfg, const char *platform,
 }
 
 struct export_args {
-    const char *format, *since, *until, *platform, *out;
+    const char *format, *since, *until, *platform, *out, *manifest;
 };
 
-/* Where --out's rows go first: FILE.partial-XXXXXX beside it, renamed over
- * FILE only once complete and on disk, so FILE is never half written.
- * Mode 0600 (mkstemp's): the rows are personal data, pseudonymised. */
-static FILE *
-open_partial(const char *path, char **tmp)
-{
-    size_t n = strlen(path) + sizeof(".partial-XXXXXX");
+/* An export output: stdout, or a file written as FILE.partial-XXXXXX
+ * beside FILE and renamed over it only once complete and on disk, so FILE
+ * is never half written. Mode 0600 (mkstemp's): the rows are personal
+ * data, pseudonymised. */
+struct out_file {
+    const char *path; /* NULL: stdout */
+    char *tmp;
     FILE *f;
+};
+
+static bool
+out_open(struct out_file *o, const char *path)
+{
+    size_t n;
     int fd;
 
-    *tmp = malloc(n);
-    if (!*tmp)
-        return NULL;
-    snprintf(*tmp, n, "%s.partial-XXXXXX", path);
-    fd = mkstemp(*tmp);
-    if (fd < 0 || !(f = fdopen(fd, "w"))) {
-        if (fd >= 0) {
-            close(fd);
-            unlink(*tmp);
-        }
-        free(*tmp);
-        *tmp = NULL;
-        return NULL;
+    o->path = path;
+    o->tmp = NULL;
+    o->f = stdout;
+    if (!path)
+        return true;
+    n = strlen(path) + sizeof(".partial-XXXXXX");
+    o->f = NULL;
+    o->tmp = malloc(n);
+    if (!o->tmp)
+        return false;
+    snprintf(o->tmp, n, "%s.partial-XXXXXX", path);
+    fd = mkstemp(o->tmp);
+    if (fd >= 0 && (o->f = fdopen(fd, "w")) != NULL)
+        return true;
+    if (fd >= 0) {
+        close(fd);
+        unlink(o->tmp);
     }
-    return f;
+    free(o->tmp);
+    o->tmp = NULL;
+    return false;
 }
 
-/* Flush the rows; for a file, put it on disk and in place. */
+/* Flush; for a file, put it on disk and close it (not yet in place). */
 static enum core_status
-close_out(FILE *out, const char *tmp, const char *path, char *err,
-          size_t errlen)
+out_finish(struct out_file *o, char *err, size_t errlen)
 {
-    const char *what = "writing the export";
+    FILE *f = o->f;
+    int e = 0;
 
-    if (fflush(out) != 0)
-        goto fail;
-    if (!tmp)
-        return CORE_OK;
-    if (fsync(fileno(out)) != 0) {
-        fclose(out);
-        goto fail;
+    o->f = NULL;
+    if (fflush(f) != 0)
+        e = errno;
+    if (o->tmp) {
+        if (!e && fsync(fileno(f)) != 0)
+            e = errno;
+        if (fclose(f) != 0 && !e)
+            e = errno;
     }
-    if (fclose(out) != 0)
-        goto fail;
-    what = "renaming it into place";
-    if (rename(tmp, path) != 0)
-        goto fail;
-    return CORE_OK;
-fail:
-    snprintf(err, errlen, "%s: %s", what,
-             strerror(errno)); /* NOLINT(concurrency-mt-unsafe) */
+    if (!e)
+        return CORE_OK;
+    snprintf(err, errlen, "writing %s: %s", o->path ? o->path : "the export",
+             strerror(e)); /* NOLINT(concurrency-mt-unsafe) */
     return CORE_ERR_IO;
+}
+
+/* Put a finished file in place, or (st != CORE_OK) remove what was
+ * written. */
+static enum core_status
+out_close(struct out_file *o, enum core_status st, char *err, size_t errlen)
+{
+    if (!o->tmp)
+        return st;
+    if (o->f)
+        fclose(o->f);
+    if (st == CORE_OK && rename(o->tmp, o->path) != 0) {
+        snprintf(err, errlen, "renaming into %s: %s", o->path,
+                 strerror(errno)); /* NOLINT(concurrency-mt-unsafe) */
+        st = CORE_ERR_IO;
+    }
+    if (st != CORE_OK)
+        unlink(o->tmp);
+    free(o->tmp);
+    o->tmp = NULL;
+    return st;
 }
 
 static int
@@ -206,10 +237,9 @@ cmd_export(const struct core_config *cfg, const struct export_args *a)
     struct ana_export_opts o = { .since = a->since,
                                  .until = a->until,
                                  .platform = a->platform };
+    struct out_file rows_out = { 0 }, man_out = { 0 };
     struct core_dbconn *c;
     enum core_status st;
-    FILE *out = stdout;
-    char *tmp = NULL;
     char err[512] = "";
     long rows = 0, skipped = 0;
 
@@ -229,26 +259,31 @@ cmd_export(const struct core_config *cfg, const struct export_args *a)
         fprintf(stderr, "parley: unknown platform: %s\n", a->platform);
         return 2;
     }
+    if (a->manifest && !a->out) {
+        fprintf(stderr, "parley: --manifest needs --out\n");
+        return 2;
+    }
     c = cli_connect(cfg);
     if (!c)
         return 1;
-    if (a->out && !(out = open_partial(a->out, &tmp))) {
-        fprintf(stderr, "parley: cannot write %s: %s\n", a->out,
+    if (!out_open(&rows_out, a->out) ||
+        (a->manifest && !out_open(&man_out, a->manifest))) {
+        fprintf(stderr, "parley: cannot write %s: %s\n",
+                rows_out.f ? a->manifest : a->out,
                 strerror(errno)); /* NOLINT(concurrency-mt-unsafe) */
+        out_close(&rows_out, CORE_ERR_IO, err, sizeof(err));
         core_dbconn_close(c);
         return 1;
     }
-    st = ana_export(c, &o, out, &rows, &skipped, err, sizeof(err));
+    st = ana_export(c, &o, rows_out.f, a->manifest ? man_out.f : NULL, &rows,
+                    &skipped, err, sizeof(err));
     core_dbconn_close(c);
     if (st == CORE_OK)
-        st = close_out(out, tmp, a->out, err, sizeof(err));
-    else if (tmp)
-        fclose(out);
-    if (tmp) {
-        if (st != CORE_OK)
-            unlink(tmp);
-        free(tmp);
-    }
+        st = out_finish(&rows_out, err, sizeof(err));
+    if (st == CORE_OK && a->manifest)
+        st = out_finish(&man_out, err, sizeof(err));
+    st = out_close(&rows_out, st, err, sizeof(err));
+    st = out_close(&man_out, st, err, sizeof(err));
     if (st != CORE_OK) {
         fprintf(stderr, "parley: export: %s\n", err);
         return 1;
@@ -368,6 +403,8 @@ main(int argc, char **argv)
             ex.until = argv[++i];
         } else if (strcmp(a, "--out") == 0 && i + 1 < argc) {
             ex.out = argv[++i];
+        } else if (strcmp(a, "--manifest") == 0 && i + 1 < argc) {
+            ex.manifest = argv[++i];
         } else if (strcmp(a, "--no-workers") == 0) {
             workers = 0;
         } else if (strcmp(a, "--workers-only") == 0) {

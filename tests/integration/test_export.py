@@ -176,6 +176,21 @@ def test_export_formats_labels_and_privacy(parley, fake):
     assert [json.loads(x) for x in path.read_text().splitlines()] == out["kto"]
     assert sorted(os.listdir(d)) == ["kto.jsonl"], os.listdir(d)
 
+    # --manifest: per line of the file, the responses and users it holds
+    # (the OpenAI formats carry no ids of their own).
+    for fmt, want in (("kto", [[r1], [r2]]), ("openai-dpo", [[r1, r2]])):
+        data, man = d / f"{fmt}.jsonl", d / f"{fmt}.manifest.jsonl"
+        r = harness.cli(["export", "--format", fmt, "--out", str(data),
+                         "--manifest", str(man)], env=env)
+        assert r.rc == 0, r
+        lines = [json.loads(x) for x in man.read_text().splitlines()]
+        assert [x["line"] for x in lines] == list(range(1, len(want) + 1)), lines
+        assert [x["response_ids"] for x in lines] == want, lines
+        users = {r1: pseudo[u1], r2: pseudo[u2]}
+        assert [x["users"] for x in lines] == [[users[i] for i in w] for w in want], lines
+        assert len(data.read_text().splitlines()) == len(want)
+    assert not [f for f in os.listdir(d) if ".partial-" in f], os.listdir(d)
+
     # After erasure, u1's answers are gone from every export, the pair too.
     r = harness.cli(["erase", "--user", pseudo[u1]], env=env)
     assert r.rc == 0, r
@@ -201,6 +216,8 @@ def test_export_bad_arguments_and_no_database(parley, tmp_path):
         assert r.stdout == "", f"export {args} printed rows: {r!r}"
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and msg in lines[0], f"export {args}: {r!r}"
+    r = harness.cli(["export", "--format", "kto", "--manifest", str(tmp_path / "m")], env=env)
+    assert r.rc == 2 and "--manifest needs --out" in r.stderr, r
     r = harness.cli(["serve", "--format", "kto"], env=env)
     assert r.rc == 2 and "apply to export only" in r.stderr, r
 

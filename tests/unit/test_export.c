@@ -163,6 +163,29 @@ test_refused_prompts(void **state)
 }
 
 static void
+test_manifest_lines(void **state)
+{
+    struct ana_export_row r = row();
+    char *got;
+    (void)state;
+
+    r.rejected_id = NULL;
+    got = ana_export_manifest_line(3, &r);
+    assert_non_null(got);
+    assert_string_equal(got, "{\"line\":3,\"response_ids\":[9007199254740993],"
+                             "\"users\":[\"ab12\"]}");
+    free(got);
+    r.rejected_id = "7";
+    r.rejected_user = "cd34";
+    got = ana_export_manifest_line(12345678, &r);
+    assert_non_null(got);
+    assert_string_equal(got, "{\"line\":12345678,\"response_ids\":"
+                             "[9007199254740993,7],\"users\":[\"ab12\","
+                             "\"cd34\"]}");
+    free(got);
+}
+
+static void
 test_format_names(void **state)
 {
     static const char *const names[] = { "sft",        "dpo",        "kto",
@@ -186,6 +209,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_formats),
         cmocka_unit_test(test_refused_prompts),
+        cmocka_unit_test(test_manifest_lines),
         cmocka_unit_test(test_format_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
