@@ -96,10 +96,23 @@ ana_export_format_name(enum ana_export_format f)
     "                   WHERE s.pseudonym = u.pseudonym)"
 /* clang-format on */
 
+/* The records wanted: of the labels $4 (NULL: all), and at most $6 of each
+ * user's, the most recent (NULL: no cap), so that heavy users do not
+ * dominate a training set. */
+#define SQL_CAPPED                                               \
+    "SELECT c.* FROM ("                                          \
+    " SELECT x.*, row_number() OVER (PARTITION BY x.pseudonym"   \
+    "                                ORDER BY x.id DESC) AS nth" \
+    " FROM (" SQL_RECORDS ") x"                                  \
+    " WHERE $4::text[] IS NULL OR x.label = ANY ($4::text[])) c" \
+    " WHERE $6::int IS NULL OR c.nth <= $6::int"
+
 static const char SQL_ROWS[] =
-    "SELECT x.*, NULL::bigint, NULL::text, NULL::text"
-    " FROM (" SQL_RECORDS ") x"
-    " WHERE $4::text[] IS NULL OR x.label = ANY ($4::text[])"
+    "SELECT x.id, x.created_at, x.platform, x.pseudonym, x.model, x.status,"
+    "       x.request_messages, x.completion, x.finish_reason,"
+    "       x.prompt_tokens, x.completion_tokens, x.llm_ms, x.label,"
+    "       x.signals, NULL::bigint, NULL::text, NULL::text"
+    " FROM (" SQL_CAPPED ") x"
     " ORDER BY x.id";
 
 /* Pairs: answers to the very same prompt (system prompt, history and
@@ -112,8 +125,7 @@ static const char SQL_PAIRS[] =
     "WITH y AS (SELECT x.id, x.label, x.request_messages, x.pseudonym,"
     "                  row_number() OVER (PARTITION BY x.request_messages,"
     "                                     x.label ORDER BY x.id) AS k"
-    "           FROM (" SQL_RECORDS ") x"
-    "           WHERE x.label = ANY ($4::text[]))"
+    "           FROM (" SQL_CAPPED ") x)"
     " SELECT p.gid, NULL, NULL, p.guser, NULL, NULL, g.request_messages,"
     "        g.completion, NULL, NULL, NULL, NULL, 'good', NULL,"
     "        p.bid, b.completion, p.buser"
@@ -528,7 +540,8 @@ ana_export(struct core_dbconn *c, const struct ana_export_opts *o, FILE *out,
 {
     struct stream s = { .format = o->format, .out = out, .manifest = manifest };
     const char *labels = NULL, *statuses = "{sent}";
-    const char *params[5];
+    const char *params[6];
+    char cap[24];
     enum core_status st;
     int stopped = 0;
 
@@ -551,6 +564,11 @@ ana_export(struct core_dbconn *c, const struct ana_export_opts *o, FILE *out,
     params[2] = o->platform;
     params[3] = labels;
     params[4] = statuses;
+    params[5] = NULL;
+    if (o->max_per_user > 0) {
+        snprintf(cap, sizeof(cap), "%ld", o->max_per_user);
+        params[5] = cap;
+    }
     /* A one-off scan: let the planner choose (the pool's connections
      * price sequential scans out for their keyed statements). */
     st = core_db_exec(c, "SET enable_seqscan = on");
@@ -560,7 +578,7 @@ ana_export(struct core_dbconn *c, const struct ana_export_opts *o, FILE *out,
                                     o->format == ANA_EXPORT_OPENAI_DPO
                                 ? SQL_PAIRS
                                 : SQL_ROWS,
-                            5, params, on_row, &s, &stopped);
+                            6, params, on_row, &s, &stopped);
     *rows = s.rows;
     *skipped = s.skipped;
     if (st != CORE_OK) {

@@ -87,6 +87,9 @@ struct ana_export_opts {
     const char *since;    /* timestamptz text, inclusive; NULL = open */
     const char *until;    /* timestamptz text, exclusive; NULL = open */
     const char *platform; /* NULL = all */
+    long max_per_user;    /* at most this many rows per user (the most
+                           * recent; for pairs, answers considered);
+                           * 0 = no cap */
 };
 
 /* Stream the export to out, and its manifest to manifest when that is not

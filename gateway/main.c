@@ -35,14 +35,15 @@ static const char USAGE[] =
     "  migrate             apply pending database migrations\n"
     "  migrate status      list migrations and whether they are applied\n"
     "  export --format FMT [--since T] [--until T] [--platform P]\n"
-    "         [--out FILE [--manifest FILE]]\n"
+    "         [--max-per-user N] [--out FILE [--manifest FILE]]\n"
     "                      training data as JSONL (stdout unless --out):\n"
     "                      FMT sft, dpo, kto, openai-sft, openai-dpo or\n"
     "                      raw; T a timestamp or date (responses made at\n"
     "                      or after --since, before --until); texts\n"
     "                      PII-redacted, users pseudonymous, opted-out and\n"
-    "                      erased users left out; --manifest: per line\n"
-    "                      its response ids and users (docs/DATA.md)\n"
+    "                      erased users left out; --max-per-user: each\n"
+    "                      user's N most recent at most; --manifest: per\n"
+    "                      line its response ids and users (docs/DATA.md)\n"
     "  erase --platform P --platform-user ID | --user PSEUDONYM\n"
     "                      delete everything about one user (right to\n"
     "                      erasure) and print what was removed\n"
@@ -146,6 +147,7 @@ cmd_erase(const struct core_config *cfg, const char *platform,
 
 struct export_args {
     const char *format, *since, *until, *platform, *out, *manifest;
+    const char *max_per_user;
 };
 
 /* An export output: stdout, or a file written as FILE.partial-XXXXXX
@@ -257,6 +259,22 @@ cmd_export(const struct core_config *cfg, const struct export_args *a)
     }
     if (a->platform && !adp_find(a->platform)) {
         fprintf(stderr, "parley: unknown platform: %s\n", a->platform);
+        return 2;
+    }
+    if (a->max_per_user) {
+        char *end;
+
+        errno = 0;
+        o.max_per_user = strtol(a->max_per_user, &end, 10);
+        if (errno || end == a->max_per_user || *end || o.max_per_user < 1 ||
+            o.max_per_user > 1000000000L) {
+            fprintf(stderr, "parley: --max-per-user wants a number from 1"
+                            " to 1000000000\n");
+            return 2;
+        }
+    }
+    if (a->manifest && a->out && strcmp(a->manifest, a->out) == 0) {
+        fprintf(stderr, "parley: --manifest and --out name the same file\n");
         return 2;
     }
     if (a->manifest && !a->out) {
@@ -405,6 +423,8 @@ main(int argc, char **argv)
             ex.out = argv[++i];
         } else if (strcmp(a, "--manifest") == 0 && i + 1 < argc) {
             ex.manifest = argv[++i];
+        } else if (strcmp(a, "--max-per-user") == 0 && i + 1 < argc) {
+            ex.max_per_user = argv[++i];
         } else if (strcmp(a, "--no-workers") == 0) {
             workers = 0;
         } else if (strcmp(a, "--workers-only") == 0) {

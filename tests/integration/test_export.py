@@ -209,6 +209,10 @@ def test_export_bad_arguments_and_no_database(parley, tmp_path):
         (["--format", "kto", "--since", "yesterday-ish"], 1, "export:"),
         (["--format", "kto", "--out", str(tmp_path / "no" / "such" / "dir.jsonl")], 1,
          "cannot write"),
+        (["--format", "kto", "--max-per-user", "0"], 2, "--max-per-user wants a number"),
+        (["--format", "kto", "--max-per-user", "3x"], 2, "--max-per-user wants a number"),
+        (["--format", "kto", "--out", str(tmp_path / "a"), "--manifest", str(tmp_path / "a")],
+         2, "name the same file"),
     ]
     for args, rc, msg in cases:
         r = harness.cli(["export"] + args, env=env)
@@ -249,6 +253,29 @@ r AS (
 INSERT INTO feedback (response_id, conversation_id, user_id, source, polarity)
 SELECT r.id, r.conversation_id, (SELECT id FROM u), 'button', 1 FROM r
 """
+
+
+def test_export_caps_rows_per_user(parley):
+    env = parley.env()
+    parley.migrate(env)
+    db = parley.db
+    db.execute(FILL, {"uid": "heavy", "n": 5})
+    db.execute(FILL, {"uid": "light", "n": 2})
+    heavy = db.scalar("SELECT pseudonym FROM users WHERE platform_user_id = 'heavy'")
+    ids = {u: [r[0] for r in db.query(
+        "SELECT r.id FROM responses r JOIN conversations c ON c.id = r.conversation_id "
+        "JOIN users u ON u.id = c.user_id WHERE u.platform_user_id = %s ORDER BY r.id", (u,))]
+        for u in ("heavy", "light")}
+    assert len(ids["heavy"]) == 5 and len(ids["light"]) == 2, ids
+    for fmt in ("kto", "sft", "raw"):
+        got = [r["response_id"] for r in rows_of(env, fmt)]
+        assert got == sorted(ids["heavy"] + ids["light"]), (fmt, got)
+        got = [r["response_id"] for r in rows_of(env, fmt, "--max-per-user", "3")]
+        # The heavy user's three most recent, the light user's two.
+        assert got == sorted(ids["heavy"][-3:] + ids["light"]), (fmt, got)
+    got = rows_of(env, "kto", "--max-per-user", "1")
+    assert [(r["user"], r["response_id"]) for r in got if r["user"] == heavy] == \
+        [(heavy, ids["heavy"][-1])], got
 
 
 def peak_rss_kb(env, args):
