@@ -395,36 +395,36 @@ main(int argc, char **argv)
     const char *cmd = NULL, *sub = NULL, *config_path = NULL;
     const char *e_platform = NULL, *e_puser = NULL, *e_user = NULL;
     struct export_args ex = { 0 };
+    /* Options that take a value, and where it goes. */
+    const struct {
+        const char *name;
+        const char **dst;
+    } valued[] = {
+        { "--config", &config_path },    { "--platform", &e_platform },
+        { "--platform-user", &e_puser }, { "--user", &e_user },
+        { "--format", &ex.format },      { "--since", &ex.since },
+        { "--until", &ex.until },        { "--out", &ex.out },
+        { "--manifest", &ex.manifest },  { "--max-per-user", &ex.max_per_user },
+    };
     int i, workers = 1, gateway = 1, rc;
+    size_t k;
     char err[512];
 
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
+        const char **dst = NULL;
 
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0 ||
-            strcmp(a, "help") == 0) {
+        for (k = 0; k < sizeof(valued) / sizeof(valued[0]); k++)
+            if (strcmp(a, valued[k].name) == 0)
+                dst = valued[k].dst;
+        if (dst) {
+            if (i + 1 >= argc)
+                die(2, "option needs a value: ", a);
+            *dst = argv[++i];
+        } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0 ||
+                   strcmp(a, "help") == 0) {
             fputs(USAGE, stdout);
             return 0;
-        } else if (strcmp(a, "--config") == 0 && i + 1 < argc) {
-            config_path = argv[++i];
-        } else if (strcmp(a, "--platform") == 0 && i + 1 < argc) {
-            e_platform = argv[++i];
-        } else if (strcmp(a, "--platform-user") == 0 && i + 1 < argc) {
-            e_puser = argv[++i];
-        } else if (strcmp(a, "--user") == 0 && i + 1 < argc) {
-            e_user = argv[++i];
-        } else if (strcmp(a, "--format") == 0 && i + 1 < argc) {
-            ex.format = argv[++i];
-        } else if (strcmp(a, "--since") == 0 && i + 1 < argc) {
-            ex.since = argv[++i];
-        } else if (strcmp(a, "--until") == 0 && i + 1 < argc) {
-            ex.until = argv[++i];
-        } else if (strcmp(a, "--out") == 0 && i + 1 < argc) {
-            ex.out = argv[++i];
-        } else if (strcmp(a, "--manifest") == 0 && i + 1 < argc) {
-            ex.manifest = argv[++i];
-        } else if (strcmp(a, "--max-per-user") == 0 && i + 1 < argc) {
-            ex.max_per_user = argv[++i];
         } else if (strcmp(a, "--no-workers") == 0) {
             workers = 0;
         } else if (strcmp(a, "--workers-only") == 0) {

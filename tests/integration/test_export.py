@@ -204,6 +204,7 @@ def test_export_bad_arguments_and_no_database(parley, tmp_path):
     parley.migrate(env)
     cases = [
         ([], 2, "export needs --format"),
+        (["--format"], 2, "option needs a value: --format"),
         (["--format", "csv"], 2, "unknown export format: csv"),
         (["--format", "kto", "--platform", "myspace"], 2, "unknown platform: myspace"),
         (["--format", "kto", "--since", "yesterday-ish"], 1, "export:"),
