@@ -212,6 +212,7 @@ prompt_messages(const char *json, bool openai, char *err, size_t errlen)
     if (!cJSON_IsArray(in) || cJSON_GetArraySize(in) == 0) {
         cJSON_Delete(in);
         seterr(err, errlen, "stored prompt is not a list of messages");
+        errno = EINVAL;
         return NULL;
     }
     out = cJSON_CreateArray();
@@ -228,6 +229,7 @@ prompt_messages(const char *json, bool openai, char *err, size_t errlen)
             seterr(err, errlen,
                    "stored prompt has a message without a known role and"
                    " text content");
+            errno = EINVAL;
             cJSON_Delete(out);
             out = NULL;
             break;
@@ -239,6 +241,7 @@ prompt_messages(const char *json, bool openai, char *err, size_t errlen)
             cJSON_Delete(out);
             out = NULL;
             seterr(err, errlen, "out of memory");
+            errno = ENOMEM;
             break;
         }
         cJSON_AddItemToArray(out, m);
@@ -425,8 +428,10 @@ ana_export_render(enum ana_export_format f, const struct ana_export_row *r,
     if (o)
         line = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
-    if (!line)
+    if (!line) {
         seterr(err, errlen, "out of memory");
+        errno = ENOMEM;
+    }
     return line;
 }
 
@@ -462,7 +467,7 @@ struct stream {
     enum ana_export_format format;
     FILE *out, *manifest;
     long rows, skipped;
-    int write_errno;
+    int fail_errno;
 };
 
 /* Write line and a newline, then free line; false (errno set) when the
@@ -488,8 +493,8 @@ col(const PGresult *res, int i)
     return PQgetisnull(res, 0, i) ? NULL : PQgetvalue(res, 0, i);
 }
 
-/* One record: render and write it. Non-zero stops the stream (the output
- * failed). */
+/* One record: render and write it. Non-zero stops the stream: the output
+ * failed, or memory ran out (a row is never dropped for that). */
 static int
 on_row(void *arg, const PGresult *res)
 {
@@ -520,15 +525,15 @@ on_row(void *arg, const PGresult *res)
         .rejected_user = col(res, 16),
     };
     line = ana_export_render(s->format, &r, why, sizeof(why));
-    if (!line) {
+    if (!line && errno == EINVAL) { /* a refused prompt: counted, not fatal */
         s->skipped++;
         return 0;
     }
     if (!put_line(s->out, line) ||
         (s->manifest &&
          !put_line(s->manifest, ana_export_manifest_line(s->rows + 1, &r)))) {
-        s->write_errno = errno ? errno : EIO;
-        return s->write_errno;
+        s->fail_errno = errno ? errno : EIO;
+        return s->fail_errno;
     }
     s->rows++;
     return 0;
@@ -588,9 +593,12 @@ ana_export(struct core_dbconn *c, const struct ana_export_opts *o, FILE *out,
     if (stopped) {
         char why[128] = "error";
 
-        if (s.write_errno) {
-            (void)strerror_r(s.write_errno, why, sizeof(why));
-            snprintf(err, errlen, "writing the export: %s", why);
+        if (s.fail_errno) {
+            (void)strerror_r(s.fail_errno, why, sizeof(why));
+            snprintf(err, errlen, "%s: %s",
+                     s.fail_errno == ENOMEM ? "rendering the export"
+                                            : "writing the export",
+                     why);
         } else
             seterr(err, errlen, "the export query returned unexpected columns");
         return CORE_ERR_IO;

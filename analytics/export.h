@@ -66,8 +66,9 @@ struct ana_export_row {
 
 /*
  * Render one row as one JSON line (malloc'd, no newline; the caller frees
- * it). Every text is redacted. NULL with err set when the stored prompt is
- * not an array of {role, content: string} messages, or memory runs out.
+ * it). Every text is redacted. NULL with err set, and errno EINVAL when
+ * the stored prompt is not an array of {role, content: string} messages
+ * (the row is refused), ENOMEM when memory runs out.
  */
 char *ana_export_render(enum ana_export_format f,
                         const struct ana_export_row *r, char *err,

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 /* clang-format on */
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -150,9 +151,13 @@ test_refused_prompts(void **state)
     for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         r.prompt = bad[i];
         err[0] = '\0';
+        errno = 0;
         assert_null(ana_export_render(ANA_EXPORT_KTO, &r, err, sizeof(err)));
         assert_true(strlen(err) > 0);
+        assert_int_equal(errno, EINVAL); /* refused, not out of memory */
+        errno = 0;
         assert_null(ana_export_render(ANA_EXPORT_RAW, &r, err, sizeof(err)));
+        assert_int_equal(errno, EINVAL);
     }
     /* Extra keys of a stored message are not carried over. */
     r.prompt = "[{\"role\":\"user\",\"content\":\"a\",\"name\":\"bob\"}]";
