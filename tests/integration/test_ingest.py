@@ -474,7 +474,7 @@ def test_late_answer_is_logged_and_still_stored(parley):
     holder = db.connect()
     holder.autocommit = False
     cur = holder.cursor()
-    cur.execute("LOCK TABLE inbound_keys IN ACCESS EXCLUSIVE MODE")
+    cur.execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
     release = threading.Timer(6.0, holder.commit)
     release.start()
     try:

@@ -1,0 +1,365 @@
+-- A leaner parley_ingest(): fewer rows, index entries and statements per
+-- webhook, the same results (issue 6; docs/PERFORMANCE.md, "The lean
+-- ingest").
+--
+-- 1. An inbound message is deduplicated by its own row: the unique index
+--    messages (platform, platform_message_id) is the platform's id, and
+--    the INSERT ... ON CONFLICT DO NOTHING ... RETURNING says which ones
+--    are new. It no longer also writes an inbound_keys row (a heap tuple
+--    and two index entries per message). Every other item (statuses,
+--    reactions, feedback clicks, referrals, opt-outs, echoes of what the
+--    page sent) is deduplicated by inbound_keys as before. A message stays
+--    deduplicated as long as its row exists, not 14 days; erasure deletes
+--    the row, as it deleted the key.
+-- 2. Known users and conversations are looked up first; the two
+--    INSERT ... ON CONFLICT statements and a second lookup run only for a
+--    batch that has a user or a conversation not seen before.
+-- 3. The new messages' ids come from RETURNING (and the message an item
+--    refers to from the same RETURNING when it is in the batch), not from
+--    one index lookup per item afterwards.
+-- The rest of the body is 0007's (a migration that has run is never
+-- edited).
+
+DROP FUNCTION parley_ingest(jsonb);
+CREATE FUNCTION parley_ingest(batch jsonb)
+RETURNS TABLE (idx int, queued boolean, conversation_id bigint, ready boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    items parley_ingest_item[];
+    woke  bigint[];           -- conversations this batch made ready
+    fresh bigint[] := '{}';   -- ... of them, created ready
+    todo  bigint[];  -- conversations of new messages to answer, not fresh
+    has_keyed boolean; has_unknown boolean;
+    has_opt boolean; has_store boolean; has_fb boolean;
+    has_react boolean; has_status boolean; has_wm boolean;
+    has_ref boolean; has_msg boolean;
+BEGIN
+    -- 1. Within a batch the first occurrence of a key wins. An inbound
+    --    message (own = its key is its platform id) is deduplicated by its
+    --    messages row in 4.; every other item here, by inbound_keys.
+    SELECT array_agg(s ORDER BY s.i),
+           bool_or((s.store = 'in' AND s.key = s.eid AND s.uid IS NOT NULL
+                    AND s.channel IS NOT NULL) IS NOT TRUE)
+    INTO items, has_keyed
+    FROM (SELECT DISTINCT ON (s.platform, s.key) s.*
+          FROM jsonb_populate_recordset(NULL::parley_ingest_item, batch) s
+          ORDER BY s.platform, s.key, s.i) s;
+
+    IF items IS NULL THEN
+        RETURN;
+    END IF;
+
+    IF has_keyed THEN
+        WITH ins AS (
+            INSERT INTO inbound_keys (platform, key)
+            SELECT x.platform, x.key FROM unnest(items) x
+            WHERE (x.store = 'in' AND x.key = x.eid AND x.uid IS NOT NULL
+                   AND x.channel IS NOT NULL) IS NOT TRUE
+            ORDER BY x.platform, x.key   -- one lock order for concurrent batches
+            ON CONFLICT DO NOTHING
+            RETURNING inbound_keys.platform, inbound_keys.key
+        )
+        SELECT array_agg(x ORDER BY x.i) INTO items
+        FROM unnest(items) x
+        WHERE (x.store = 'in' AND x.key = x.eid AND x.uid IS NOT NULL
+               AND x.channel IS NOT NULL) IS TRUE
+           OR EXISTS (SELECT 1 FROM ins
+                      WHERE ins.platform = x.platform AND ins.key = x.key);
+        IF items IS NULL THEN
+            RETURN;
+        END IF;
+    END IF;
+
+    -- 2. Users and conversations: look up the known ones (LATERAL lookups
+    --    keep the plans on the unique indexes).
+    SELECT array_agg(jsonb_populate_record(x, jsonb_build_object(
+               'user_id', l.user_id, 'upseudo', l.pseudonym,
+               'conv_id', l.conv_id)) ORDER BY x.i),
+           bool_or((x.uid IS NOT NULL AND l.user_id IS NULL)
+                   OR (x.uid IS NOT NULL AND x.channel IS NOT NULL
+                       AND l.conv_id IS NULL))
+    INTO items, has_unknown
+    FROM unnest(items) x
+    LEFT JOIN LATERAL (
+        SELECT u.id AS user_id, u.pseudonym,
+               (SELECT c.id FROM conversations c
+                WHERE c.user_id = u.id AND c.platform = x.platform
+                  AND c.channel = x.channel) AS conv_id
+        FROM users u
+        WHERE u.platform = x.platform AND u.platform_user_id = x.uid) l
+      ON true;
+
+    IF has_unknown THEN
+        INSERT INTO users (platform, platform_user_id, phone, pseudonym,
+                           key_version)
+        SELECT DISTINCT ON (x.platform, x.uid) x.platform, x.uid, x.phone,
+               x.pseudo, x.kv
+        FROM unnest(items) x WHERE x.uid IS NOT NULL AND x.user_id IS NULL
+        ORDER BY x.platform, x.uid
+        ON CONFLICT (platform, platform_user_id) DO NOTHING;
+
+        -- A conversation created for a message to answer is created
+        -- ready: no second row version (every update of pending_since is
+        -- non-HOT, the ready index holds it), no lock, no foreign key
+        -- re-check.
+        WITH n AS (
+            INSERT INTO conversations (user_id, platform, channel,
+                                       pending_since)
+            SELECT u.id, x.platform, x.channel,
+                   CASE WHEN bool_or(coalesce(x.queue, false)) THEN now() END
+            FROM unnest(items) x
+            JOIN users u ON u.platform = x.platform
+                        AND u.platform_user_id = x.uid
+            WHERE x.channel IS NOT NULL AND x.conv_id IS NULL
+            GROUP BY u.id, x.platform, x.channel
+            ORDER BY u.id, x.platform, x.channel
+            ON CONFLICT (platform, channel, user_id) DO NOTHING
+            RETURNING id, pending_since)
+        SELECT coalesce(array_agg(n.id)
+                        FILTER (WHERE n.pending_since IS NOT NULL), '{}')
+        INTO fresh FROM n;
+
+        SELECT array_agg(jsonb_populate_record(x, jsonb_build_object(
+                   'user_id', l.user_id, 'upseudo', l.pseudonym,
+                   'conv_id', l.conv_id)) ORDER BY x.i)
+        INTO items
+        FROM unnest(items) x
+        LEFT JOIN LATERAL (
+            SELECT u.id AS user_id, u.pseudonym,
+                   (SELECT c.id FROM conversations c
+                    WHERE c.user_id = u.id AND c.platform = x.platform
+                      AND c.channel = x.channel) AS conv_id
+            FROM users u
+            WHERE u.platform = x.platform AND u.platform_user_id = x.uid) l
+          ON true;
+    END IF;
+
+    -- 3. Opt-out / opt-in (before messages: a STOP is not answered by the LLM).
+    SELECT bool_or(x.etype IN ('opt_out', 'opt_in')),
+           bool_or(x.store IS NOT NULL)
+    INTO has_opt, has_store
+    FROM unnest(items) x;
+
+    IF has_opt THEN
+        UPDATE users u SET opted_out_at = CASE WHEN o.etype = 'opt_out'
+                                               THEN coalesce(u.opted_out_at, now())
+                                               ELSE NULL END
+        FROM (SELECT DISTINCT ON (x.platform, x.uid) x.platform, x.uid, x.etype
+              FROM unnest(items) x WHERE x.etype IN ('opt_out', 'opt_in')
+              ORDER BY x.platform, x.uid, x.ts DESC, x.i DESC) o
+        WHERE u.platform = o.platform AND u.platform_user_id = o.uid;
+    END IF;
+
+    -- 4. Messages in (user) and out (echoes of what the page sent). An
+    --    inbound message that is not new ends here. Each item gets its own
+    --    message (own_id) and the message it refers to (tgt_*), from the
+    --    RETURNING when that one is new in this batch.
+    IF has_store THEN
+        WITH ins AS (
+            INSERT INTO messages (conversation_id, direction, platform,
+                                  platform_message_id, kind, text, media_id,
+                                  context_id, reply_state, platform_ts, raw)
+            SELECT x.conv_id, x.store, x.platform, x.eid,
+                   coalesce(x.msg, 'unknown'), x.body, x.media, x.ctx,
+                   CASE WHEN x.queue THEN 'pending' END,
+                   CASE WHEN x.ts > 0 THEN to_timestamp(x.ts / 1000.0) END,
+                   x.raw
+            FROM unnest(items) x
+            WHERE x.store IS NOT NULL AND x.conv_id IS NOT NULL
+            ORDER BY x.i
+            ON CONFLICT (platform, platform_message_id) DO NOTHING
+            RETURNING messages.id, messages.platform,
+                      messages.platform_message_id, messages.direction)
+        SELECT array_agg(jsonb_populate_record(x, jsonb_build_object(
+                   'own_id', CASE WHEN x.store = 'in' AND x.key = x.eid
+                                   AND x.uid IS NOT NULL
+                                   AND x.channel IS NOT NULL THEN o.id
+                                  WHEN x.store IS NOT NULL AND x.eid IS NOT NULL
+                                  THEN coalesce(o.id,
+                                       (SELECT m.id FROM messages m
+                                        WHERE m.platform = x.platform
+                                          AND m.platform_message_id = x.eid))
+                             END,
+                   'tgt_id', coalesce(t.id, tn.id),
+                   'tgt_resp', t.response_id,
+                   'tgt_out', coalesce(t.direction, tn.direction) = 'out'))
+                 ORDER BY x.i)
+        INTO items
+        FROM unnest(items) x
+        LEFT JOIN ins o ON x.store IS NOT NULL
+                       AND o.platform = x.platform
+                       AND o.platform_message_id = x.eid
+        LEFT JOIN ins tn ON x.ctx IS NOT NULL
+                        AND tn.platform = x.platform
+                        AND tn.platform_message_id = x.ctx
+        LEFT JOIN LATERAL (
+            SELECT m.id, m.response_id, m.direction FROM messages m
+            WHERE x.ctx IS NOT NULL AND m.platform = x.platform
+              AND m.platform_message_id = x.ctx) t ON true
+        WHERE (x.store = 'in' AND x.key = x.eid AND x.uid IS NOT NULL
+               AND x.channel IS NOT NULL AND o.id IS NULL) IS NOT TRUE;
+        IF items IS NULL THEN
+            RETURN;
+        END IF;
+    ELSE
+        SELECT array_agg(jsonb_populate_record(x, jsonb_build_object(
+                   'tgt_id', t.id, 'tgt_resp', t.response_id,
+                   'tgt_out', t.direction = 'out')) ORDER BY x.i)
+        INTO items
+        FROM unnest(items) x
+        LEFT JOIN LATERAL (
+            SELECT m.id, m.response_id, m.direction FROM messages m
+            WHERE x.ctx IS NOT NULL AND m.platform = x.platform
+              AND m.platform_message_id = x.ctx) t ON true;
+    END IF;
+
+    -- Which kinds this batch holds: statements for absent kinds are
+    -- skipped (a batch of plain messages runs about half of them).
+    SELECT bool_or(x.etype = 'feedback'),
+           bool_or(x.etype IN ('reaction_added', 'reaction_removed')),
+           bool_or(x.rank > 0 AND x.ctx IS NOT NULL AND coalesce(x.wm, 0) = 0),
+           bool_or(x.wm > 0),
+           bool_or(x.ref IS NOT NULL),
+           bool_or(x.etype = 'message_received')
+    INTO has_fb, has_react, has_status, has_wm, has_ref, has_msg
+    FROM unnest(items) x;
+
+    -- 5. The event log: one row per new item, linked to its user,
+    --    conversation, own message, and the message/response it refers to.
+    INSERT INTO events (occurred_at, type, platform, channel, user_id,
+                        user_pseudonym, conversation_id, message_id,
+                        response_id, platform_event_id,
+                        ref_platform_message_id, request_id, data)
+    SELECT CASE WHEN x.ts > 0 THEN to_timestamp(x.ts / 1000.0) END,
+           x.etype, x.platform, x.channel, x.user_id, x.upseudo, x.conv_id,
+           coalesce(x.own_id, x.tgt_id), x.tgt_resp, x.eid, x.ctx, x.rid,
+           x.data
+    FROM unnest(items) x
+    ORDER BY x.i;
+
+    -- 5b. Feedback. Our own thumbs buttons carry the response id in the
+    --     payload (parley_fb:up:<id>); it must belong to the clicking
+    --     user's conversation.
+    IF has_fb THEN
+        INSERT INTO feedback (response_id, message_id, conversation_id, user_id,
+                              source, polarity, occurred_at)
+        SELECT r.id, x.tgt_id, x.conv_id, x.user_id, 'button',
+               CASE split_part(x.data->>'payload', ':', 2)
+                    WHEN 'up' THEN 1 WHEN 'down' THEN -1 ELSE 0 END,
+               CASE WHEN x.ts > 0 THEN to_timestamp(x.ts / 1000.0) END
+        FROM unnest(items) x
+        JOIN responses r ON r.conversation_id = x.conv_id
+         AND r.id = CASE WHEN split_part(x.data->>'payload', ':', 3) ~ '^[0-9]{1,18}$'
+                         THEN split_part(x.data->>'payload', ':', 3)::bigint END
+        WHERE x.etype = 'feedback';
+    END IF;
+
+    -- A reaction on a bot message is feedback on its response; a new
+    -- reaction replaces the user's previous one, a removal retracts it.
+    IF has_react THEN
+        UPDATE feedback f SET retracted_at = now()
+        FROM unnest(items) x
+        WHERE x.etype IN ('reaction_added', 'reaction_removed')
+          AND x.tgt_id IS NOT NULL
+          AND f.message_id = x.tgt_id AND f.user_id = x.user_id
+          AND f.source = 'reaction' AND f.retracted_at IS NULL;
+
+        INSERT INTO feedback (response_id, message_id, conversation_id, user_id,
+                              source, polarity, emoji, occurred_at)
+        SELECT x.tgt_resp, x.tgt_id, x.conv_id, x.user_id, 'reaction',
+               coalesce((x.data->>'polarity')::smallint, 0), x.data->>'emoji',
+               CASE WHEN x.ts > 0 THEN to_timestamp(x.ts / 1000.0) END
+        FROM unnest(items) x
+        WHERE x.etype = 'reaction_added' AND x.tgt_out AND x.tgt_resp IS NOT NULL
+          AND x.conv_id IS NOT NULL;
+    END IF;
+
+    -- Implicit signal (never a training label by default): the user wrote
+    -- again within 10 minutes of our last reply.
+    IF has_msg THEN
+        INSERT INTO events (type, platform, channel, user_id, user_pseudonym,
+                            conversation_id, message_id, response_id, data)
+        SELECT 'user_replied', x.platform, x.channel, x.user_id, x.upseudo,
+               x.conv_id, x.own_id, c.last_response_id,
+               jsonb_build_object('seconds',
+                   round(extract(epoch FROM now() - c.last_reply_at)))
+        FROM unnest(items) x
+        JOIN conversations c ON c.id = x.conv_id
+        WHERE x.etype = 'message_received' AND x.own_id IS NOT NULL
+          AND c.last_reply_at > now() - interval '10 minutes';
+    END IF;
+
+    -- 6. Delivery status of our messages: a later, lower rank never
+    --    overwrites a higher one (late "delivered" after "read").
+    IF has_status THEN
+        UPDATE messages m SET status = s.etype, status_rank = s.rank,
+                              error_code = coalesce(s.ecode, m.error_code)
+        FROM (SELECT DISTINCT ON (x.platform, x.ctx) x.platform, x.ctx, x.etype,
+                     x.rank, x.ecode
+              FROM unnest(items) x
+              WHERE x.rank > 0 AND x.ctx IS NOT NULL AND coalesce(x.wm, 0) = 0
+              ORDER BY x.platform, x.ctx, x.rank DESC) s
+        WHERE m.platform = s.platform AND m.platform_message_id = s.ctx
+          AND m.status_rank < s.rank;
+    END IF;
+
+    -- Watermarks (Messenger/Instagram): everything we sent up to then.
+    IF has_wm THEN
+        UPDATE messages m SET status = s.etype, status_rank = s.rank
+        FROM (SELECT x.conv_id AS cid, max(x.wm) AS wm, x.etype, x.rank
+              FROM unnest(items) x
+              WHERE x.wm > 0 AND x.conv_id IS NOT NULL
+              GROUP BY x.conv_id, x.etype, x.rank) s
+        WHERE m.conversation_id = s.cid AND m.direction = 'out'
+          AND m.sent_at <= to_timestamp(s.wm / 1000.0)
+          AND m.status_rank < s.rank;
+    END IF;
+
+    -- 7. Ad attribution.
+    IF has_ref THEN
+        INSERT INTO referrals (conversation_id, message_id, platform, source_type,
+                               source_id, source_url, headline, body, media_type,
+                               ctwa_clid, ad_id, ref, occurred_at)
+        SELECT x.conv_id, x.tgt_id, x.platform, x.ref->>'source_type',
+               x.ref->>'source_id', x.ref->>'source_url', x.ref->>'headline',
+               x.ref->>'body', x.ref->>'media_type', x.ref->>'ctwa_clid',
+               x.ref->>'ad_id', x.ref->>'ref',
+               CASE WHEN x.ts > 0 THEN to_timestamp(x.ts / 1000.0) END
+        FROM unnest(items) x
+        WHERE x.ref IS NOT NULL AND jsonb_typeof(x.ref) = 'object'
+          AND x.conv_id IS NOT NULL;
+    END IF;
+
+    -- 8. Queue: conversations with new inbound work become ready (those
+    --    created ready above are done). Rows are locked in id order so
+    --    concurrent batches cannot deadlock. Only a conversation that was
+    --    idle changes: one already pending (or being answered: its worker
+    --    recomputes pending_since under the same row lock) is left alone,
+    --    so a chatty user does not rewrite the row on every message.
+    --    ready = true: the caller wakes its pool for those.
+    woke := fresh;
+    SELECT array_agg(DISTINCT x.conv_id ORDER BY x.conv_id) INTO todo
+    FROM unnest(items) x
+    WHERE x.queue AND x.own_id IS NOT NULL AND x.conv_id <> ALL (fresh);
+    IF todo IS NOT NULL THEN
+        PERFORM 1 FROM conversations WHERE id = ANY (todo)
+        ORDER BY id FOR NO KEY UPDATE;
+        WITH u AS (
+            UPDATE conversations c SET pending_since = now()
+            WHERE c.id = ANY (todo) AND c.pending_since IS NULL
+            RETURNING c.id)
+        SELECT woke || coalesce(array_agg(u.id), '{}') INTO woke FROM u;
+    END IF;
+    IF cardinality(woke) > 0 THEN
+        -- Wakes `parley serve` processes blocked in LISTEN parley_work;
+        -- delivered at COMMIT, collapsed within the transaction.
+        PERFORM pg_notify('parley_work',
+                          coalesce(current_setting('parley.instance', true), ''));
+    END IF;
+
+    RETURN QUERY
+    SELECT x.i, coalesce(x.queue, false) AND x.own_id IS NOT NULL, x.conv_id,
+           coalesce(x.queue, false) AND x.own_id IS NOT NULL
+               AND x.conv_id = ANY (woke)
+    FROM unnest(items) x;
+END $$;
