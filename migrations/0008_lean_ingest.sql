@@ -87,29 +87,31 @@ BEGIN
     END IF;
 
     -- 2. Users and conversations: look up the known ones (LATERAL lookups
-    --    keep the plans on the unique indexes). The item is rebuilt with a
-    --    row constructor: cheaper than jsonb_populate_record(x, ...).
-    SELECT array_agg(ROW(x.i, x.etype, x.platform, x.channel, x.uid, x.phone,
-            x.pseudo, x.kv, x.eid, x.key, x.ts, x.ctx, x.msg, x.body,
-            x.media, x.store, x.queue, x.rank, x.wm, x.ecode, x.ref,
-            x.data, x.raw, x.rid, l.user_id, l.pseudonym, l.conv_id,
-            x.own_id, x.tgt_id, x.tgt_resp, x.tgt_out)::parley_ingest_item
-                         ORDER BY x.i),
-           bool_or((x.uid IS NOT NULL AND l.user_id IS NULL)
-                   OR (x.uid IS NOT NULL AND x.channel IS NOT NULL
-                       AND l.conv_id IS NULL))
-    INTO items, has_unknown
-    FROM unnest(items) x
-    LEFT JOIN LATERAL (
-        SELECT u.id AS user_id, u.pseudonym,
-               (SELECT c.id FROM conversations c
-                WHERE c.user_id = u.id AND c.platform = x.platform
-                  AND c.channel = x.channel) AS conv_id
-        FROM users u
-        WHERE u.platform = x.platform AND u.platform_user_id = x.uid) l
-      ON true;
+    --    keep the plans on the unique indexes; the item is rebuilt with a
+    --    row constructor, cheaper than jsonb_populate_record(x, ...)). If
+    --    any is new, insert it and look up once more.
+    FOR pass IN 1 .. 2 LOOP
+        SELECT array_agg(ROW(x.i, x.etype, x.platform, x.channel, x.uid,
+                x.phone, x.pseudo, x.kv, x.eid, x.key, x.ts, x.ctx, x.msg, x.body,
+                x.media, x.store, x.queue, x.rank, x.wm, x.ecode, x.ref,
+                x.data, x.raw, x.rid, l.user_id, l.pseudonym, l.conv_id,
+                x.own_id, x.tgt_id, x.tgt_resp, x.tgt_out)::parley_ingest_item
+                             ORDER BY x.i),
+               bool_or((x.uid IS NOT NULL AND l.user_id IS NULL)
+                       OR (x.uid IS NOT NULL AND x.channel IS NOT NULL
+                           AND l.conv_id IS NULL))
+        INTO items, has_unknown
+        FROM unnest(items) x
+        LEFT JOIN LATERAL (
+            SELECT u.id AS user_id, u.pseudonym,
+                   (SELECT c.id FROM conversations c
+                    WHERE c.user_id = u.id AND c.platform = x.platform
+                      AND c.channel = x.channel) AS conv_id
+            FROM users u
+            WHERE u.platform = x.platform AND u.platform_user_id = x.uid) l
+          ON true;
+        EXIT WHEN pass = 2 OR NOT has_unknown;
 
-    IF has_unknown THEN
         INSERT INTO users (platform, platform_user_id, phone, pseudonym,
                            key_version)
         SELECT DISTINCT ON (x.platform, x.uid) x.platform, x.uid, x.phone,
@@ -138,24 +140,7 @@ BEGIN
         SELECT coalesce(array_agg(n.id)
                         FILTER (WHERE n.pending_since IS NOT NULL), '{}')
         INTO fresh FROM n;
-
-        SELECT array_agg(ROW(x.i, x.etype, x.platform, x.channel, x.uid, x.phone,
-            x.pseudo, x.kv, x.eid, x.key, x.ts, x.ctx, x.msg, x.body,
-            x.media, x.store, x.queue, x.rank, x.wm, x.ecode, x.ref,
-            x.data, x.raw, x.rid, l.user_id, l.pseudonym, l.conv_id,
-            x.own_id, x.tgt_id, x.tgt_resp, x.tgt_out)::parley_ingest_item
-                         ORDER BY x.i)
-        INTO items
-        FROM unnest(items) x
-        LEFT JOIN LATERAL (
-            SELECT u.id AS user_id, u.pseudonym,
-                   (SELECT c.id FROM conversations c
-                    WHERE c.user_id = u.id AND c.platform = x.platform
-                      AND c.channel = x.channel) AS conv_id
-            FROM users u
-            WHERE u.platform = x.platform AND u.platform_user_id = x.uid) l
-          ON true;
-    END IF;
+    END LOOP;
 
     -- 3. Opt-out / opt-in (before messages: a STOP is not answered by the LLM).
     IF has_opt THEN
