@@ -414,6 +414,37 @@ def test_late_delivered_never_overwrites_read(srv):
     assert unlinked == 0
 
 
+def test_message_deduplicated_by_its_row_after_keys_are_pruned(srv):
+    """An inbound message is deduplicated by its own messages row, not by an
+    inbound_keys row: a retry stays a duplicate after the keys are pruned
+    (14 days), while a status, which has only its key, is new again."""
+    db = sdb(srv)
+    user = "15551238888"
+    msg = harness.wa_text("wamid.KEEP1", user, "hello")
+    assert srv.post_webhook("whatsapp", msg).status == 200
+    assert db.scalar("SELECT count(*) FROM inbound_keys") == 0
+    conv = db.scalar("SELECT id FROM conversations")
+    db.execute("INSERT INTO messages (conversation_id, direction, platform, "
+               "platform_message_id, kind, text, status, status_rank, sent_at) "
+               "VALUES (%s, 'out', 'whatsapp', 'wamid.BOT1', 'text', 'hi', 'sent', 1, "
+               "now())", (conv,))
+    t = int(time.time())
+    status = harness.wa_envelope(statuses=[harness.wa_status("wamid.BOT1", "read", user, t)])
+    assert srv.post_webhook("whatsapp", status).status == 200
+    assert db.scalar("SELECT count(*) FROM inbound_keys") == 1
+    before = row_counts(db)
+
+    db.execute("DELETE FROM inbound_keys")  # what the 14-day prune does
+    assert srv.post_webhook("whatsapp", msg).status == 200
+    after = row_counts(db)
+    before["inbound_keys"] = 0
+    assert after == before, f"a retried message changed rows: {before} -> {after}"
+
+    assert srv.post_webhook("whatsapp", status).status == 200
+    assert db.scalar("SELECT count(*) FROM events WHERE type = 'read'") == 2
+    assert db.scalar("SELECT count(*) FROM events WHERE type = 'message_received'") == 1
+
+
 # --------------------------------------------------------------------------
 # PostgreSQL outage (last in the module: the shared server sees it too)
 
