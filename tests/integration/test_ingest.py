@@ -414,6 +414,26 @@ def test_late_delivered_never_overwrites_read(srv):
     assert unlinked == 0
 
 
+def test_messages_of_one_webhook_get_ids_in_its_order(srv):
+    """Messages are inserted in key order (one lock order for concurrent
+    batches), yet their ids, which set the order they are answered in,
+    follow the webhook's order."""
+    db = sdb(srv)
+    user = "15551237777"
+    mids = ["wamid.ORD.Z", "wamid.ORD.A", "wamid.ORD.M"]
+    body = harness.wa_envelope(messages=[harness.wa_message(m, user, f"part {i}")
+                                         for i, m in enumerate(mids)])
+    assert srv.post_webhook("whatsapp", body).status == 200
+    got = [r[0] for r in db.query("SELECT platform_message_id FROM messages ORDER BY id")]
+    assert got == mids, got
+    # Retried together with a new one: only the new one is stored, after them.
+    body = harness.wa_envelope(messages=[harness.wa_message(m, user, "again")
+                                         for m in ["wamid.ORD.B"] + mids])
+    assert srv.post_webhook("whatsapp", body).status == 200
+    got = [r[0] for r in db.query("SELECT platform_message_id FROM messages ORDER BY id")]
+    assert got == mids + ["wamid.ORD.B"], got
+
+
 def test_message_deduplicated_by_its_row_after_keys_are_pruned(srv):
     """An inbound message is deduplicated by its own messages row, not by an
     inbound_keys row: a retry stays a duplicate after the keys are pruned
