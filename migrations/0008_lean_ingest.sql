@@ -10,7 +10,8 @@
 --    reactions, feedback clicks, referrals, opt-outs, echoes of what the
 --    page sent) is deduplicated by inbound_keys as before. A message stays
 --    deduplicated as long as its row exists, not 14 days; erasure deletes
---    the row, as it deleted the key.
+--    the row, as it deleted the key. A retried message stops at the
+--    lookup in 2. (one index probe), before any write.
 -- 2. Known users and conversations are looked up first; the two
 --    INSERT ... ON CONFLICT statements and a second lookup run only for a
 --    batch that has a user or a conversation not seen before.
@@ -109,7 +110,22 @@ BEGIN
                       AND c.channel = x.channel) AS conv_id
             FROM users u
             WHERE u.platform = x.platform AND u.platform_user_id = x.uid) l
-          ON true;
+          ON true
+        -- A message stored already (a platform's retry) stops here; the
+        -- INSERT in 4. still decides for one being stored concurrently.
+        -- (Over unnest(items) this is a nested loop on the unique index;
+        -- over jsonb_populate_recordset in 1. it was planned as a join
+        -- that reads all of messages: docs/PERFORMANCE.md.)
+        LEFT JOIN LATERAL (
+            SELECT m.id FROM messages m
+            WHERE x.store = 'in' AND x.key = x.eid AND x.uid IS NOT NULL
+              AND x.channel IS NOT NULL
+              AND m.platform = x.platform AND m.platform_message_id = x.eid) d
+          ON true
+        WHERE d.id IS NULL;
+        IF items IS NULL THEN
+            RETURN;
+        END IF;
         EXIT WHEN pass = 2 OR NOT has_unknown;
 
         INSERT INTO users (platform, platform_user_id, phone, pseudonym,
