@@ -415,9 +415,11 @@ def test_late_delivered_never_overwrites_read(srv):
 
 
 def test_messages_of_one_webhook_get_ids_in_its_order(srv):
-    """Messages are inserted in key order (one lock order for concurrent
-    batches), yet their ids, which set the order they are answered in,
-    follow the webhook's order."""
+    """A webhook's messages get ids, which set the order they are answered
+    in, in the webhook's order, also when their platform ids sort the
+    other way; a retry mixed with a new message stores only the new one,
+    after them. (Guards any change to how parley_ingest() inserts them,
+    e.g. the key-ordered insert docs/PERFORMANCE.md measured.)"""
     db = sdb(srv)
     user = "15551237777"
     mids = ["wamid.ORD.Z", "wamid.ORD.A", "wamid.ORD.M"]
