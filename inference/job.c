@@ -4,9 +4,11 @@
  * Design: three short transactions, none held across a network call.
  *   A. load: check the lease, flag replies of a crashed predecessor as
  *      possible duplicates, read the pending messages and the history;
- *   B. intent (after the LLM answered): the response row, its inputs, the
- *      outbound messages in state 'sending' and the llm events, so a crash
- *      during the send is visible afterwards. It commits without waiting
+ *   B. intent (after the LLM answered): the response row in state
+ *      'sending' (request, completion, model, tokens, timings) and nothing
+ *      else, so a crash during the send is visible afterwards (its inputs,
+ *      outbound messages and llm events come with C: migrations/0009).
+ *      It commits without waiting
  *      for its WAL flush (the reply's second flush on its way out: ~0.9 ms
  *      of its mean and ~3 ms of its p99 at 100 messages/s). A crash of
  *      Parley cannot lose it, PostgreSQL has it; a crash of PostgreSQL
@@ -14,11 +16,12 @@
  *      the WAL writer within 0.6 s) can, and then the messages are answered
  *      again: if this process is still running, its failed finish records
  *      that (flag_unrecorded), else only PostgreSQL's crash says so;
- *   C. finish (after sending): outbound ids and statuses, early delivery
- *      statuses joined, events, ad signals, inbound messages answered,
- *      lease released.
+ *   C. finish (after sending): the response's inputs, its outbound
+ *      messages with their ids and statuses, early delivery statuses
+ *      joined, the llm and send events, ad signals, inbound messages
+ *      answered, lease released.
  * B and C are JSON documents, grouped with other workers' into one call of
- * parley_intent_jobs() / parley_finish_jobs() (migrations/0006, 0007).
+ * parley_intent_jobs() / parley_finish_jobs() (migrations/0009).
  * Every transaction re-checks the lease (owner + lease_count as fencing
  * token); a job that lost its lease rolls back and stops.
  * A is part of the dispatcher's claim statement (INF_SQL_CLAIM), or its
@@ -181,7 +184,6 @@ struct job_state {
     char response_id[24];
     char *parts[JOB_MAX_PARTS];
     int nparts;
-    char part_ids[JOB_MAX_PARTS][24];
     struct adp_send_result sent[JOB_MAX_PARTS];
     int nsent;              /* parts the platform accepted */
     int more;               /* the finish left messages pending */
@@ -224,6 +226,18 @@ event_obj(cJSON *arr, const char *type, const char *message_id, const char *ref)
         cJSON_AddStringToObject(e, "ref", ref);
     cJSON_AddItemToObject(e, "data", d);
     cJSON_AddItemToArray(arr, e);
+    return d;
+}
+
+/* An event about outbound part `ord` (1-based) of the job's response,
+ * whose row the same finish inserts. */
+static cJSON *
+part_event(cJSON *arr, const char *type, int ord, const char *ref)
+{
+    cJSON *d = event_obj(arr, type, NULL, ref);
+
+    cJSON_AddNumberToObject(cJSON_GetArrayItem(arr, cJSON_GetArraySize(arr) - 1),
+                            "part", ord);
     return d;
 }
 
@@ -580,13 +594,12 @@ const char INF_SQL_INTENTS[] =
     "SELECT n, result FROM parley_intent_jobs($1::jsonb)";
 
 /* Record the response about to be sent: one document, grouped with other
- * workers' into one call of parley_intent_jobs() (migrations/0006, 0007). */
+ * workers' into one call of parley_intent_jobs() (migrations/0009). */
 static enum core_status
 intent(struct job_state *s)
 {
-    cJSON *j = cJSON_CreateObject(), *parts = cJSON_CreateArray(), *res;
-    cJSON *ids;
-    int llm = strcmp(s->kind, "llm") == 0, tried = s->llm.attempts > 0, i;
+    cJSON *j = cJSON_CreateObject(), *res;
+    int llm = strcmp(s->kind, "llm") == 0, tried = s->llm.attempts > 0;
     char *json, *out = NULL;
     enum core_status st;
 
@@ -594,7 +607,6 @@ intent(struct job_state *s)
     cJSON_AddStringToObject(j, "owner", s->job->owner);
     cJSON_AddStringToObject(j, "lease", s->job->lease_count);
     cJSON_AddNumberToObject(j, "lease_ms", s->w->cfg->lease_ms);
-    cJSON_AddStringToObject(j, "platform", s->platform);
     cJSON_AddStringToObject(j, "kind", s->kind);
     add_text(j, "model",
              s->llm.model ? s->llm.model
@@ -613,11 +625,6 @@ intent(struct job_state *s)
     add_num(j, "attempts", s->llm.attempts, tried);
     add_text(j, "error", strcmp(s->kind, "apology") == 0 ? s->llm.error : NULL);
     cJSON_AddStringToObject(j, "worker", s->worker);
-    cJSON_AddItemToObject(j, "inputs", pending_ids(s));
-    for (i = 0; i < s->nparts; i++)
-        cJSON_AddItemToArray(parts, cJSON_CreateString(s->parts[i]));
-    cJSON_AddItemToObject(j, "parts", parts);
-    cJSON_AddItemToObject(j, "events", intent_llm_events(s));
     json = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     if (!json)
@@ -635,10 +642,6 @@ intent(struct job_state *s)
         return CORE_ERR_INTERNAL;
     snprintf(s->response_id, sizeof(s->response_id), "%.0f",
              cJSON_GetNumberValue(cJSON_GetObjectItem(res, "response_id")));
-    ids = cJSON_GetObjectItem(res, "parts");
-    for (i = 0; i < s->nparts && i < cJSON_GetArraySize(ids); i++)
-        snprintf(s->part_ids[i], sizeof(s->part_ids[i]), "%.0f",
-                 cJSON_GetNumberValue(cJSON_GetArrayItem(ids, i)));
     cJSON_Delete(res);
     return CORE_OK;
 }
@@ -766,8 +769,9 @@ const char INF_SQL_FINISHES[] =
     "SELECT n, CASE WHEN NOT ok THEN 'lost' WHEN more THEN 'more' ELSE 'done'"
     " END FROM parley_finish_jobs($1::jsonb)";
 
-/* Outbound parts: ids and statuses, plus their message_sent / send_failed
- * events. */
+/* Outbound parts: texts, ids and statuses, plus their message_sent /
+ * send_failed events (which name the part by its ordinal: its row is
+ * inserted by the same call). */
 static void
 finish_parts(const struct job_state *s, cJSON *parts, cJSON *ev)
 {
@@ -780,7 +784,8 @@ finish_parts(const struct job_state *s, cJSON *parts, cJSON *ev)
         int tried = i <= s->nsent;
         cJSON *o = cJSON_CreateObject();
 
-        cJSON_AddStringToObject(o, "id", s->part_ids[i]);
+        cJSON_AddNumberToObject(o, "ord", i + 1);
+        cJSON_AddStringToObject(o, "text", s->parts[i]);
         if (ok)
             cJSON_AddStringToObject(o, "pid", res->message_id);
         cJSON_AddStringToObject(o, "status",
@@ -790,11 +795,11 @@ finish_parts(const struct job_state *s, cJSON *parts, cJSON *ev)
             cJSON_AddNumberToObject(o, "ecode", res->error_code);
         cJSON_AddItemToArray(parts, o);
         if (ok) {
-            d = event_obj(ev, "message_sent", s->part_ids[i], res->message_id);
+            d = part_event(ev, "message_sent", i + 1, res->message_id);
             cJSON_AddNumberToObject(d, "part", i + 1);
             cJSON_AddNumberToObject(d, "parts", s->nparts);
         } else if (tried) {
-            d = event_obj(ev, "send_failed", s->part_ids[i], NULL);
+            d = part_event(ev, "send_failed", i + 1, NULL);
             cJSON_AddStringToObject(d, "class", adp_send_class_str(res->cls));
             cJSON_AddNumberToObject(d, "error_code", res->error_code);
             cJSON_AddNumberToObject(d, "http_status", (double)res->http_status);
@@ -824,7 +829,7 @@ rephrase_event(const struct job_state *s, cJSON *ev)
 }
 
 /* Everything the job did, as one document, grouped with other workers'
- * into one call of parley_finish_jobs() (migrations/0006, 0007). */
+ * into one call of parley_finish_jobs() (migrations/0009). */
 static enum core_status
 finish(struct job_state *s)
 {
@@ -840,7 +845,10 @@ finish(struct job_state *s)
     cJSON_AddStringToObject(j, "conv", s->job->conversation_id);
     cJSON_AddStringToObject(j, "owner", s->job->owner);
     cJSON_AddStringToObject(j, "lease", s->job->lease_count);
+    cJSON_AddStringToObject(j, "platform", s->platform);
     if (s->response_id[0]) {
+        cJSON_Delete(ev);
+        ev = intent_llm_events(s);
         cJSON_AddStringToObject(j, "response_id", s->response_id);
         cJSON_AddStringToObject(j, "rstatus",
                                 s->nparts == 0 || s->nsent == s->nparts
