@@ -52,8 +52,10 @@
 
 /* A job's load, from a CTE v(id, lease_count, expired, user_id, platform,
  * channel, locked) of conversations whose lease the job holds: the repair
- * of responses a crashed predecessor left 'sending' (each flagged
- * possible_duplicate_send), and per conversation the user, the pending
+ * of responses a crashed predecessor left 'sending' (each marked
+ * 'abandoned' and flagged possible_duplicate_send; the outbound rows of
+ * such a response exist only if it was written before migration 0009,
+ * and become 'unknown'), and per conversation the user, the pending
  * messages and the history as JSON arrays, read in the statement's
  * snapshot; the last column says whether the row is still the version
  * `locked` (xmin) in that snapshot. Read by load_row(). */
