@@ -529,6 +529,53 @@ def test_reply_whose_intent_is_lost_is_flagged_and_answered_again(parley, fake):
     assert [x.value for x in fams["parley_possible_duplicate_sends_total"].samples] == [1]
 
 
+def test_worker_killed_during_the_send_leaves_the_response_abandoned(parley, fake):
+    # Only the response row is written before the send (migration 0009); its
+    # inputs, outbound rows and llm events come with the finish. A process
+    # killed during a slow send leaves the response 'sending': the next
+    # claim marks it abandoned, flags it, and answers the message again.
+    fake.control(graph_latency_ms=4000)
+    env = {"PARLEY_LEASE_MS": "2000"}
+    p = start(parley, fake, env=env)
+    db = parley.db
+    user = user_id("whatsapp", 43)
+    post(p, "whatsapp", harness.wa_text("wamid.KILLSEND1", user, "hello, slow send"))
+    rid = wait_until(lambda: db.scalar("SELECT id FROM responses WHERE status = 'sending'"),
+                     30, interval=0.02, what="the intent")
+    # The intent wrote the response and nothing else about it.
+    assert db.scalar("SELECT completion FROM responses WHERE id = %s", (rid,))
+    assert db.scalar("SELECT count(*) FROM messages WHERE response_id = %s", (rid,)) == 0
+    assert db.scalar("SELECT count(*) FROM response_inputs WHERE response_id = %s", (rid,)) == 0
+    assert db.scalar("SELECT count(*) FROM events WHERE response_id = %s", (rid,)) == 0
+    p.kill()
+    assert db.scalar("SELECT status FROM responses WHERE id = %s", (rid,)) == "sending"
+
+    fake.control(graph_latency_ms=0)
+    p.start()
+    wait_answered(db, 1, timeout=60)
+    rows = db.query("SELECT id, status FROM responses ORDER BY id")
+    assert [r[1] for r in rows] == ["abandoned", "sent"], rows
+    assert rows[0][0] == rid, rows
+    new = rows[1][0]
+    ev = db.query("SELECT response_id FROM events WHERE type = 'possible_duplicate_send'")
+    assert ev == [(rid,)], ev
+    # The abandoned response keeps only its row; the one sent has the rest.
+    assert db.scalar("SELECT count(*) FROM messages WHERE response_id = %s", (rid,)) == 0
+    for r, n_in, n_out in ((rid, 0, 0), (new, 1, 1)):
+        assert db.scalar("SELECT count(*) FROM response_inputs WHERE response_id = %s",
+                         (r,)) == n_in, r
+        assert db.scalar("SELECT count(*) FROM messages WHERE direction = 'out' "
+                         "AND response_id = %s", (r,)) == n_out, r
+    out = db.query("SELECT status, platform_message_id IS NOT NULL, part, text FROM messages "
+                   "WHERE direction = 'out' AND response_id = %s", (new,))
+    assert out[0][:3] == ("sent", True, 1) and out[0][3], out
+    types = sorted(t for (t,) in db.query("SELECT type FROM events WHERE response_id = %s",
+                                          (new,)))
+    assert types == ["llm_request", "message_sent", "response_generated"], types
+    sent_mid = db.scalar("SELECT message_id FROM events WHERE type = 'message_sent'")
+    assert sent_mid == db.scalar("SELECT id FROM messages WHERE direction = 'out'"), sent_mid
+
+
 def test_two_processes_share_work_without_overlap(parley, fake):
     n_conv, rounds = 20, 3
     fake.control(llm_latency_ms=200)
