@@ -442,25 +442,27 @@ ana_export_manifest_line(long line, const struct ana_export_row *r)
     cJSON *users = cJSON_CreateArray();
     char *out = NULL;
     bool pair = r->rejected_id != NULL;
+    /* Every allocation is checked: a line without its ids would be
+     * wrong, not missing (cJSON's adds fail, and return false, on NULL). */
+    bool ok = o && ids && users &&
+              cJSON_AddItemToArray(ids, integer(r->response_id)) &&
+              cJSON_AddItemToArray(users, text_or_null(r->user)) &&
+              (!pair ||
+               (cJSON_AddItemToArray(ids, integer(r->rejected_id)) &&
+                cJSON_AddItemToArray(users, text_or_null(r->rejected_user)))) &&
+              cJSON_AddNumberToObject(o, "line", (double)line) != NULL;
 
-    if (o && ids && users) {
-        cJSON_AddItemToArray(ids, integer(r->response_id));
-        cJSON_AddItemToArray(users, text_or_null(r->user));
-        if (pair) {
-            cJSON_AddItemToArray(ids, integer(r->rejected_id));
-            cJSON_AddItemToArray(users, text_or_null(r->rejected_user));
+    if (ok && cJSON_AddItemToObject(o, "response_ids", ids)) {
+        ids = NULL;
+        if (cJSON_AddItemToObject(o, "users", users)) {
+            users = NULL;
+            out = cJSON_PrintUnformatted(o);
         }
-        cJSON_AddNumberToObject(o, "line", (double)line);
-        cJSON_AddItemToObject(o, "response_ids", ids);
-        cJSON_AddItemToObject(o, "users", users);
-        out = cJSON_PrintUnformatted(o);
-        cJSON_Delete(o);
-        return out;
     }
     cJSON_Delete(o);
     cJSON_Delete(ids);
     cJSON_Delete(users);
-    return NULL;
+    return out;
 }
 
 struct stream {

@@ -238,8 +238,8 @@ part_event(cJSON *arr, const char *type, int ord, const char *ref)
 {
     cJSON *d = event_obj(arr, type, NULL, ref);
 
-    cJSON_AddNumberToObject(cJSON_GetArrayItem(arr, cJSON_GetArraySize(arr) - 1),
-                            "part", ord);
+    cJSON_AddNumberToObject(
+        cJSON_GetArrayItem(arr, cJSON_GetArraySize(arr) - 1), "part", ord);
     return d;
 }
 
@@ -554,8 +554,11 @@ static cJSON *
 intent_llm_events(const struct job_state *s)
 {
     cJSON *ev = cJSON_CreateArray(), *d;
-    const char *last = s->pending[s->npending - 1].id;
+    const char *last;
 
+    if (!s->kind || s->npending == 0)
+        return ev; /* nothing was asked of the LLM */
+    last = s->pending[s->npending - 1].id;
     if (strcmp(s->kind, "llm") == 0 || strcmp(s->kind, "apology") == 0) {
         d = event_obj(ev, "llm_request", last, NULL);
         cJSON_AddNumberToObject(d, "inputs", s->npending);
