@@ -21,7 +21,7 @@
  *      joined, the llm and send events, ad signals, inbound messages
  *      answered, lease released.
  * B and C are JSON documents, grouped with other workers' into one call of
- * parley_intent_jobs() / parley_finish_jobs() (migrations/0009).
+ * parley_reply_intents() / parley_reply_finishes() (migrations/0009).
  * Every transaction re-checks the lease (owner + lease_count as fencing
  * token); a job that lost its lease rolls back and stops.
  * A is part of the dispatcher's claim statement (INF_SQL_CLAIM), or its
@@ -596,10 +596,10 @@ add_text(cJSON *o, const char *k, const char *v)
 }
 
 const char INF_SQL_INTENTS[] =
-    "SELECT n, result FROM parley_intent_jobs($1::jsonb)";
+    "SELECT n, result FROM parley_reply_intents($1::jsonb)";
 
 /* Record the response about to be sent: one document, grouped with other
- * workers' into one call of parley_intent_jobs() (migrations/0009). */
+ * workers' into one call of parley_reply_intents() (migrations/0009). */
 static enum core_status
 intent(struct job_state *s)
 {
@@ -772,7 +772,7 @@ send_all(struct job_state *s)
 
 const char INF_SQL_FINISHES[] =
     "SELECT n, CASE WHEN NOT ok THEN 'lost' WHEN more THEN 'more' ELSE 'done'"
-    " END FROM parley_finish_jobs($1::jsonb)";
+    " END FROM parley_reply_finishes($1::jsonb)";
 
 /* Outbound parts: texts, ids and statuses, plus their message_sent /
  * send_failed events (which name the part by its ordinal: its row is
@@ -834,7 +834,7 @@ rephrase_event(const struct job_state *s, cJSON *ev)
 }
 
 /* Everything the job did, as one document, grouped with other workers'
- * into one call of parley_finish_jobs() (migrations/0009). */
+ * into one call of parley_reply_finishes() (migrations/0009). */
 static enum core_status
 finish(struct job_state *s)
 {

@@ -21,8 +21,16 @@
 --
 -- The finish's other steps are 0007's (a migration that has run is never
 -- edited).
+--
+-- The documents change shape, so the functions get new names and the old
+-- ones stay: during a rolling upgrade, processes of the previous release
+-- keep calling parley_intent_jobs() / parley_finish_jobs() (0006, 0007)
+-- with their documents, and rows either writes are read alike (a response
+-- left 'sending' by an old process has outbound rows 'sending', which the
+-- repair marks 'unknown'). A later migration drops the old pair once no
+-- process of a release before this one can run.
 
--- parley_intent_jobs(batch): batch is a JSON array of job documents
+-- parley_reply_intents(batch): batch is a JSON array of job documents
 --   {conv, owner, lease, lease_ms, kind, model, request, completion,
 --    finish_reason, prompt_tokens, completion_tokens, ttft_ms, llm_ms,
 --    attempts, error, worker}
@@ -32,8 +40,7 @@
 -- is gone. One statement; conversations are distinct in a batch
 -- (core/batch.c: one job per conversation holds its lease), and a stale
 -- job of the same conversation matches no row.
-DROP FUNCTION parley_intent_jobs(jsonb);
-CREATE FUNCTION parley_intent_jobs(batch jsonb)
+CREATE FUNCTION parley_reply_intents(batch jsonb)
 RETURNS TABLE (n int, result jsonb) LANGUAGE plpgsql AS $$
 BEGIN
     RETURN QUERY
@@ -71,7 +78,7 @@ BEGIN
     ORDER BY b.n;
 END $$;
 
--- parley_finish_jobs(batch): batch is a JSON array of job documents
+-- parley_reply_finishes(batch): batch is a JSON array of job documents
 --   {conv, owner, lease, platform, response_id?, rstatus, istate,
 --    inbound: [ids], parts: [{ord, text, pid, status, rank, ecode}],
 --    events: [{type, message_id?, part?, response_id?, ref, data}],
@@ -79,9 +86,9 @@ END $$;
 -- With a response_id: its inputs are the job's inbound messages, and its
 -- parts are inserted as outbound messages (ord 1-based, pid when the
 -- platform accepted it). An event names its message by id, or by part
--- (the outbound message of that ordinal). Returns (n, ok, more) as 0007's.
-DROP FUNCTION parley_finish_jobs(jsonb);
-CREATE FUNCTION parley_finish_jobs(batch jsonb)
+-- (the outbound message of that ordinal). Returns (n, ok, more) as 0007's
+-- parley_finish_jobs().
+CREATE FUNCTION parley_reply_finishes(batch jsonb)
 RETURNS TABLE (n int, ok boolean, more boolean) LANGUAGE plpgsql AS $$
 DECLARE
     still    bigint[] := '{}';  -- held conversations with messages pending
@@ -99,7 +106,7 @@ BEGIN
     -- index, or a LATERAL lookup: a generic plan made while the tables were
     -- small must not hash-join them in full once they are large.
     IF cardinality(convs) <> (SELECT count(DISTINCT x) FROM unnest(convs) x) THEN
-        RAISE EXCEPTION 'parley_finish_jobs: a conversation twice in one batch';
+        RAISE EXCEPTION 'parley_reply_finishes: a conversation twice in one batch';
     END IF;
 
     SELECT coalesce(array_agg(l.id), '{}'),

@@ -576,6 +576,50 @@ def test_worker_killed_during_the_send_leaves_the_response_abandoned(parley, fak
     assert sent_mid == db.scalar("SELECT id FROM messages WHERE direction = 'out'"), sent_mid
 
 
+def test_previous_release_job_functions_still_work_after_0009(db):
+    # During a rolling upgrade, processes of the release before migration
+    # 0009 keep calling parley_intent_jobs() / parley_finish_jobs() with
+    # their documents (the intent writes the inputs, the outbound rows
+    # 'sending' and the llm events; the finish updates those rows). 0009
+    # adds new functions and leaves these as they were.
+    r = harness.cli(["migrate"], env={"PARLEY_DATABASE_URL": db.url}, timeout=120)
+    assert r.rc == 0, r
+    db.execute("INSERT INTO users (platform, platform_user_id, pseudonym, key_version) "
+               "VALUES ('whatsapp', '15550009', 'ps-old', 1)")
+    conv = db.scalar("INSERT INTO conversations (user_id, platform, channel, lease_owner, "
+                     "lease_count, lease_until) SELECT id, 'whatsapp', 'PHONE', 'old', 1, "
+                     "now() + interval '1 minute' FROM users RETURNING id")
+    mid = db.scalar("INSERT INTO messages (conversation_id, direction, platform, "
+                    "platform_message_id, kind, text, reply_state) VALUES "
+                    "(%s, 'in', 'whatsapp', 'wamid.OLD1', 'text', 'hi', 'pending') "
+                    "RETURNING id", (conv,))
+    job = {"conv": str(conv), "owner": "old", "lease": "1", "lease_ms": 60000,
+           "platform": "whatsapp", "kind": "llm", "model": "m", "completion": "hello",
+           "worker": "w1", "inputs": [str(mid)], "parts": ["hello"],
+           "events": [{"type": "llm_request", "message_id": mid, "data": {"inputs": 1}}]}
+    (n, res), = db.query("SELECT n, result FROM parley_intent_jobs(%s::jsonb)",
+                         (json.dumps([job]),))
+    rid, (oid,) = res["response_id"], res["parts"]
+    assert db.query("SELECT status, part, text FROM messages WHERE id = %s",
+                    (oid,)) == [("sending", 1, "hello")]
+    fin = {"conv": str(conv), "owner": "old", "lease": "1", "response_id": str(rid),
+           "rstatus": "sent", "istate": "answered", "inbound": [str(mid)],
+           "parts": [{"id": str(oid), "pid": "wamid.OUT1", "status": "sent", "rank": 1}],
+           "events": [{"type": "message_sent", "message_id": str(oid), "ref": "wamid.OUT1",
+                       "data": {"part": 1}}]}
+    assert db.query("SELECT n, ok, more FROM parley_finish_jobs(%s::jsonb)",
+                    (json.dumps([fin]),)) == [(1, True, False)]
+    assert db.query("SELECT platform_message_id, status FROM messages WHERE id = %s",
+                    (oid,)) == [("wamid.OUT1", "sent")]
+    assert db.scalar("SELECT status FROM responses WHERE id = %s", (rid,)) == "sent"
+    assert db.scalar("SELECT reply_state FROM messages WHERE id = %s", (mid,)) == "answered"
+    assert db.scalar("SELECT count(*) FROM response_inputs WHERE response_id = %s", (rid,)) == 1
+    types = sorted(t for (t,) in db.query("SELECT type FROM events WHERE response_id = %s",
+                                          (rid,)))
+    assert types == ["llm_request", "message_sent"], types
+    assert db.scalar("SELECT lease_owner FROM conversations WHERE id = %s", (conv,)) is None
+
+
 def test_two_processes_share_work_without_overlap(parley, fake):
     n_conv, rounds = 20, 3
     fake.control(llm_latency_ms=200)
