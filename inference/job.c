@@ -8,14 +8,14 @@
  *      'sending' (request, completion, model, tokens, timings) and nothing
  *      else, so a crash during the send is visible afterwards (its inputs,
  *      outbound messages and llm events come with C: migrations/0009).
- *      It commits without waiting
- *      for its WAL flush (the reply's second flush on its way out: ~0.9 ms
- *      of its mean and ~3 ms of its p99 at 100 messages/s). A crash of
- *      Parley cannot lose it, PostgreSQL has it; a crash of PostgreSQL
- *      before the flush (the next commit that waits, C or any ingest, or
- *      the WAL writer within 0.6 s) can, and then the messages are answered
- *      again: if this process is still running, its failed finish records
- *      that (flag_unrecorded), else only PostgreSQL's crash says so;
+ *      It commits without waiting for its WAL flush (the reply's second
+ *      flush on its way out: ~0.9 ms of its mean and ~3 ms of its p99 at
+ *      100 messages/s). A crash of Parley cannot lose it, PostgreSQL has
+ *      it; a crash of PostgreSQL before the flush (the next commit that
+ *      waits, C or any ingest, or the WAL writer within 0.6 s) can, and
+ *      then the messages are answered again: if this process is still
+ *      running, its failed finish records that (flag_unrecorded), else
+ *      only PostgreSQL's crash says so;
  *   C. finish (after sending): the response's inputs, its outbound
  *      messages with their ids and statuses, early delivery statuses
  *      joined, the llm and send events, ad signals, inbound messages
@@ -549,7 +549,8 @@ pending_ids(const struct job_state *s)
     return a;
 }
 
-/* The llm_request / response_generated / error events of this job. */
+/* The llm_request / response_generated / error events of this job,
+ * recorded by its finish (after the send; migrations/0009). */
 static cJSON *
 intent_llm_events(const struct job_state *s)
 {
@@ -839,7 +840,8 @@ static enum core_status
 finish(struct job_state *s)
 {
     cJSON *j = cJSON_CreateObject(), *parts = cJSON_CreateArray();
-    cJSON *ev = cJSON_CreateArray();
+    /* A job that recorded a response records its llm events now. */
+    cJSON *ev = s->response_id[0] ? intent_llm_events(s) : cJSON_CreateArray();
     char *json = NULL, *out = NULL;
     enum core_status st;
     const char *istate;
@@ -852,8 +854,6 @@ finish(struct job_state *s)
     cJSON_AddStringToObject(j, "lease", s->job->lease_count);
     cJSON_AddStringToObject(j, "platform", s->platform);
     if (s->response_id[0]) {
-        cJSON_Delete(ev);
-        ev = intent_llm_events(s);
         cJSON_AddStringToObject(j, "response_id", s->response_id);
         cJSON_AddStringToObject(j, "rstatus",
                                 s->nparts == 0 || s->nsent == s->nparts
