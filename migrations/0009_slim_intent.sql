@@ -37,9 +37,11 @@
 -- Extends the lease of each job that still holds it and inserts its
 -- response ('sending'). Returns (n, result) per element, n 1-based, result
 -- {"response_id": id}, or NULL (nothing of that job changed) when its lease
--- is gone. One statement; conversations are distinct in a batch
--- (core/batch.c: one job per conversation holds its lease), and a stale
--- job of the same conversation matches no row.
+-- is gone. One statement. A batch may hold a stale job of a conversation
+-- beside the job that holds its lease now (core/batch.c keys calls by
+-- conversation but does not merge them): only the holder matches in u,
+-- and each element finds its response through its own match (u.n), not
+-- through its conversation.
 CREATE FUNCTION parley_reply_intents(batch jsonb)
 RETURNS TABLE (n int, result jsonb) LANGUAGE plpgsql AS $$
 BEGIN
@@ -74,7 +76,8 @@ BEGIN
     SELECT b.n::int,
            CASE WHEN r.id IS NOT NULL
                 THEN jsonb_build_object('response_id', r.id) END
-    FROM b LEFT JOIN r ON r.conversation_id = b.conv
+    FROM b LEFT JOIN u ON u.n = b.n
+    LEFT JOIN r ON r.conversation_id = u.id
     ORDER BY b.n;
 END $$;
 

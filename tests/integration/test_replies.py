@@ -576,23 +576,46 @@ def test_worker_killed_during_the_send_leaves_the_response_abandoned(parley, fak
     assert sent_mid == db.scalar("SELECT id FROM messages WHERE direction = 'out'"), sent_mid
 
 
+def _leased_conversation(db, owner, lease_count):
+    """A migrated db with one conversation leased to owner (lease_count)
+    and one pending message in it: (conversation id, message id)."""
+    r = harness.cli(["migrate"], env={"PARLEY_DATABASE_URL": db.url}, timeout=120)
+    assert r.rc == 0, r
+    db.execute("INSERT INTO users (platform, platform_user_id, pseudonym, key_version) "
+               "VALUES ('whatsapp', '15550009', 'ps-old', 1)")
+    conv = db.scalar("INSERT INTO conversations (user_id, platform, channel, lease_owner, "
+                     "lease_count, lease_until) SELECT id, 'whatsapp', 'PHONE', %s, %s, "
+                     "now() + interval '1 minute' FROM users RETURNING id",
+                     (owner, lease_count))
+    mid = db.scalar("INSERT INTO messages (conversation_id, direction, platform, "
+                    "platform_message_id, kind, text, reply_state) VALUES "
+                    "(%s, 'in', 'whatsapp', 'wamid.OLD1', 'text', 'hi', 'pending') "
+                    "RETURNING id", (conv,))
+    return conv, mid
+
+
+def test_intent_of_a_stale_job_beside_the_lease_holder_gets_no_response(db):
+    # Two jobs of one conversation in one intent batch: the one whose lease
+    # ran out (lease 1, since re-claimed) and the holder (lease 2). Only the
+    # holder gets a response; the stale job must not be told to send.
+    conv, _ = _leased_conversation(db, "p2", 2)
+    jobs = [{"conv": str(conv), "owner": owner, "lease": lease, "lease_ms": 60000,
+             "kind": "llm", "completion": text, "worker": "w"}
+            for owner, lease, text in (("p2", "2", "holder"), ("p1", "1", "stale"))]
+    got = dict(db.query("SELECT n, result FROM parley_reply_intents(%s::jsonb)",
+                        (json.dumps(jobs),)))
+    rows = db.query("SELECT id, completion FROM responses")
+    assert len(rows) == 1 and rows[0][1] == "holder", rows
+    assert got == {1: {"response_id": rows[0][0]}, 2: None}, got
+
+
 def test_previous_release_job_functions_still_work_after_0009(db):
     # During a rolling upgrade, processes of the release before migration
     # 0009 keep calling parley_intent_jobs() / parley_finish_jobs() with
     # their documents (the intent writes the inputs, the outbound rows
     # 'sending' and the llm events; the finish updates those rows). 0009
     # adds new functions and leaves these as they were.
-    r = harness.cli(["migrate"], env={"PARLEY_DATABASE_URL": db.url}, timeout=120)
-    assert r.rc == 0, r
-    db.execute("INSERT INTO users (platform, platform_user_id, pseudonym, key_version) "
-               "VALUES ('whatsapp', '15550009', 'ps-old', 1)")
-    conv = db.scalar("INSERT INTO conversations (user_id, platform, channel, lease_owner, "
-                     "lease_count, lease_until) SELECT id, 'whatsapp', 'PHONE', 'old', 1, "
-                     "now() + interval '1 minute' FROM users RETURNING id")
-    mid = db.scalar("INSERT INTO messages (conversation_id, direction, platform, "
-                    "platform_message_id, kind, text, reply_state) VALUES "
-                    "(%s, 'in', 'whatsapp', 'wamid.OLD1', 'text', 'hi', 'pending') "
-                    "RETURNING id", (conv,))
+    conv, mid = _leased_conversation(db, "old", 1)
     job = {"conv": str(conv), "owner": "old", "lease": "1", "lease_ms": 60000,
            "platform": "whatsapp", "kind": "llm", "model": "m", "completion": "hello",
            "worker": "w1", "inputs": [str(mid)], "parts": ["hello"],
