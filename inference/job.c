@@ -538,50 +538,6 @@ think(struct job_state *s)
 
 /* ---- B. intent --------------------------------------------------------- */
 
-static cJSON *
-pending_ids(const struct job_state *s)
-{
-    cJSON *a = cJSON_CreateArray();
-    int i;
-
-    for (i = 0; i < s->npending; i++)
-        cJSON_AddItemToArray(a, cJSON_CreateString(s->pending[i].id));
-    return a;
-}
-
-/* The llm_request / response_generated / error events of this job,
- * recorded by its finish (after the send; migrations/0009). */
-static cJSON *
-intent_llm_events(const struct job_state *s)
-{
-    cJSON *ev = cJSON_CreateArray(), *d;
-    const char *last;
-
-    if (!s->kind || s->npending == 0)
-        return ev; /* nothing was asked of the LLM */
-    last = s->pending[s->npending - 1].id;
-    if (strcmp(s->kind, "llm") == 0 || strcmp(s->kind, "apology") == 0) {
-        d = event_obj(ev, "llm_request", last, NULL);
-        cJSON_AddNumberToObject(d, "inputs", s->npending);
-        cJSON_AddNumberToObject(d, "attempts", s->llm.attempts);
-        cJSON_AddNumberToObject(d, "llm_ms", (double)s->llm.total_ms);
-    }
-    if (strcmp(s->kind, "llm") == 0) {
-        d = event_obj(ev, "response_generated", last, NULL);
-        cJSON_AddNumberToObject(d, "completion_tokens",
-                                s->llm.completion_tokens);
-        cJSON_AddNumberToObject(d, "ttft_ms", (double)s->llm.ttft_ms);
-        if (s->llm.finish_reason)
-            cJSON_AddStringToObject(d, "finish_reason", s->llm.finish_reason);
-    } else if (strcmp(s->kind, "apology") == 0) {
-        d = event_obj(ev, "error", last, NULL);
-        cJSON_AddStringToObject(d, "stage", "llm");
-        cJSON_AddStringToObject(d, "error", s->llm.error);
-        cJSON_AddStringToObject(d, "class", inf_llm_error_str(s->llm.err));
-    }
-    return ev;
-}
-
 static void
 add_num(cJSON *o, const char *k, long v, int valid)
 {
@@ -771,6 +727,50 @@ send_all(struct job_state *s)
 
 /* ---- C. finish --------------------------------------------------------- */
 
+static cJSON *
+pending_ids(const struct job_state *s)
+{
+    cJSON *a = cJSON_CreateArray();
+    int i;
+
+    for (i = 0; i < s->npending; i++)
+        cJSON_AddItemToArray(a, cJSON_CreateString(s->pending[i].id));
+    return a;
+}
+
+/* The llm_request / response_generated / error events of this job: since
+ * migrations/0009 its finish records them, after the send. */
+static cJSON *
+llm_events(const struct job_state *s)
+{
+    cJSON *ev = cJSON_CreateArray(), *d;
+    const char *last;
+
+    if (!s->kind || s->npending == 0)
+        return ev; /* nothing was asked of the LLM */
+    last = s->pending[s->npending - 1].id;
+    if (strcmp(s->kind, "llm") == 0 || strcmp(s->kind, "apology") == 0) {
+        d = event_obj(ev, "llm_request", last, NULL);
+        cJSON_AddNumberToObject(d, "inputs", s->npending);
+        cJSON_AddNumberToObject(d, "attempts", s->llm.attempts);
+        cJSON_AddNumberToObject(d, "llm_ms", (double)s->llm.total_ms);
+    }
+    if (strcmp(s->kind, "llm") == 0) {
+        d = event_obj(ev, "response_generated", last, NULL);
+        cJSON_AddNumberToObject(d, "completion_tokens",
+                                s->llm.completion_tokens);
+        cJSON_AddNumberToObject(d, "ttft_ms", (double)s->llm.ttft_ms);
+        if (s->llm.finish_reason)
+            cJSON_AddStringToObject(d, "finish_reason", s->llm.finish_reason);
+    } else if (strcmp(s->kind, "apology") == 0) {
+        d = event_obj(ev, "error", last, NULL);
+        cJSON_AddStringToObject(d, "stage", "llm");
+        cJSON_AddStringToObject(d, "error", s->llm.error);
+        cJSON_AddStringToObject(d, "class", inf_llm_error_str(s->llm.err));
+    }
+    return ev;
+}
+
 const char INF_SQL_FINISHES[] =
     "SELECT n, CASE WHEN NOT ok THEN 'lost' WHEN more THEN 'more' ELSE 'done'"
     " END FROM parley_reply_finishes($1::jsonb)";
@@ -841,7 +841,7 @@ finish(struct job_state *s)
 {
     cJSON *j = cJSON_CreateObject(), *parts = cJSON_CreateArray();
     /* A job that recorded a response records its llm events now. */
-    cJSON *ev = s->response_id[0] ? intent_llm_events(s) : cJSON_CreateArray();
+    cJSON *ev = s->response_id[0] ? llm_events(s) : cJSON_CreateArray();
     char *json = NULL, *out = NULL;
     enum core_status st;
     const char *istate;
