@@ -267,8 +267,8 @@ core_db_release(struct core_db *db, struct core_dbconn *c)
     pthread_mutex_lock(&db->mu);
     db->free_list[db->nfree++] = c;
     db->in_use--;
-    pthread_cond_signal(&db->cv);
     pthread_mutex_unlock(&db->mu);
+    pthread_cond_signal(&db->cv); /* after the unlock: no hand-off stall */
 }
 
 /* Translate a failed result; marks the connection broken when it is gone. */

@@ -542,6 +542,6 @@ gw_ingest_submit(struct gw_ingest *in, struct gw_ingest_job *job)
     else
         in->head = job;
     in->tail = job;
-    pthread_cond_signal(&in->cv);
     pthread_mutex_unlock(&in->mu);
+    pthread_cond_signal(&in->cv); /* after the unlock: no hand-off stall */
 }
