@@ -243,6 +243,38 @@ def proc_mem(pid):
     return out.get("VmRSS", 0), out.get("VmHWM", 0)
 
 
+def proc_switches(pid):
+    """Context switches (voluntary + involuntary) of all of a process's
+    threads alive now."""
+    total = 0
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return 0
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches:",
+                                        "nonvoluntary_ctxt_switches:")):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def tree_switches(root_pid):
+    """Context switches of a process and its live children (PostgreSQL's
+    backends: Parley's pooled connections live through a run)."""
+    total = proc_switches(root_pid)
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            c = proc_stat(int(d))
+            if c and c[0] == root_pid:
+                total += proc_switches(int(d))
+    return total
+
+
 def tree_cpu(root_pid):
     """CPU seconds of a process, its live children and its reaped ones."""
     st = proc_stat(root_pid)
@@ -285,6 +317,8 @@ class Meter:
         self.t0 = time.monotonic()
         self.c0 = {k: proc_cpu(p) for k, p in self.pids.items() if p}
         self.pg0 = tree_cpu(pg.postmaster()) if pg else 0.0
+        self.sw0 = {"parley": proc_switches(parley) if parley else 0,
+                    "pg": tree_switches(pg.postmaster()) if pg else 0}
         self.self0 = self_cpu()
         self.sys0 = sys_cpu()
 
@@ -299,6 +333,10 @@ class Meter:
         if self.pg:
             out["pg_cpu_s"] = tree_cpu(self.pg.postmaster()) - self.pg0
             ours += out["pg_cpu_s"]
+            out["pg_switches"] = tree_switches(self.pg.postmaster()) - self.sw0["pg"]
+        if self.pids["parley"]:
+            out["parley_switches"] = (proc_switches(self.pids["parley"]) -
+                                      self.sw0["parley"])
         mine = self_cpu() - self.self0
         ours += mine
         busy, irq, steal = sys_cpu()
@@ -1226,6 +1264,10 @@ class Suite:
             "parley_death": death,
             "parley_cpu_s_per_1000": 1000 * mm["parley_cpu_s"] / replies if replies else None,
             "pg_cpu_s_per_1000": 1000 * mm["pg_cpu_s"] / replies if replies else None,
+            # Context switches per reply (a count: steadier than CPU time
+            # across this VM's phases; PostgreSQL's from its live backends).
+            "parley_switches_per_reply": mm.get("parley_switches", 0) / replies if replies else None,
+            "pg_switches_per_reply": mm.get("pg_switches", 0) / replies if replies else None,
         }
 
     def e2e(self, llm_ms, paced=False):
@@ -1262,9 +1304,12 @@ class Suite:
         rid = "d%d%s" % (llm_ms, "p" if paced else "")
         self.raw[rid] = runs
         self.show_top(runs)
-        note = "parley %.2f s + pg %.2f s CPU/1000 replies; fakeup %.0f%%, loadgen %.0f%% core" % (
+        note = ("parley %.2f s + pg %.2f s CPU/1000 replies; %.1f + %.1f context switches/reply; "
+                "fakeup %.0f%%, loadgen %.0f%% core") % (
             statistics.median(r["parley_cpu_s_per_1000"] or 0 for r in runs),
             statistics.median(r["pg_cpu_s_per_1000"] or 0 for r in runs),
+            statistics.median(r.get("parley_switches_per_reply") or 0 for r in runs),
+            statistics.median(r.get("pg_switches_per_reply") or 0 for r in runs),
             100 * statistics.median(r["fake_cpu_s"] / r["wall_s"] for r in runs),
             100 * statistics.median(r["loadgen_cpu_s"] / r["wall_s"] for r in runs))
         if llm_ms and not paced:
