@@ -120,6 +120,7 @@ struct inf_pool {
     int queued;
     int busy;           /* jobs in workers' hands */
     int delivering;     /* queued for or in delivery */
+    int room_wanted;    /* the dispatcher waits for a free slot */
     int stopping;       /* no more claims; workers drain the queue */
     int dstopping;      /* workers joined: delivery drains and ends */
     atomic_int abandon; /* stopping: release queued jobs, cancel late ones */
@@ -150,7 +151,11 @@ now_ms(void)
 /* Why the dispatcher is woken: new work was committed (WAKE_WORK), or a
  * worker or delivery thread has room again (WAKE_ROOM). Room alone calls for
  * a claim only while work may be waiting: at 100 messages/s, claiming on
- * every wake-up made 3.5 claims per message, most of them empty. */
+ * every wake-up made 3.5 claims per message, most of them empty. So room
+ * wakes the dispatcher only when it asked for it (room_wanted: work may be
+ * waiting and every slot was taken) and a slot is free: at a 0 ms LLM,
+ * waking it whenever a job moved on woke it for nothing about as often as
+ * for a claim (delivery full, or no work waiting). */
 #define WAKE_WORK 'w'
 #define WAKE_ROOM 'r'
 
@@ -158,6 +163,31 @@ static void
 wake(struct inf_pool *p, char why)
 {
     (void)!write(p->wake_fd[1], &why, 1);
+}
+
+/* Slots the dispatcher may fill: workers (queued or thinking) up to N +
+ * N/2, no more than delivery has room for. Under the mutex. */
+static int
+room_locked(const struct inf_pool *p)
+{
+    int idle = p->nworkers +
+               (p->nworkers + POOL_PREFETCH_PER - 1) / POOL_PREFETCH_PER -
+               p->busy - p->queued;
+
+    if (idle > p->ndelivery - p->delivering)
+        idle = p->ndelivery - p->delivering; /* delivery is behind */
+    return idle;
+}
+
+/* Under the mutex, after a slot may have freed up: 1 if the dispatcher is
+ * to be woken (WAKE_ROOM) once the mutex is let go. */
+static int
+room_freed(struct inf_pool *p)
+{
+    if (!p->room_wanted || room_locked(p) <= 0)
+        return 0;
+    p->room_wanted = 0;
+    return 1;
 }
 
 void
@@ -352,11 +382,7 @@ dispatcher_main(void *arg)
         struct core_dbconn *c;
 
         pthread_mutex_lock(&p->mu);
-        idle = p->nworkers +
-               (p->nworkers + POOL_PREFETCH_PER - 1) / POOL_PREFETCH_PER -
-               p->busy - p->queued;
-        if (idle > p->ndelivery - p->delivering)
-            idle = p->ndelivery - p->delivering; /* delivery is behind */
+        idle = room_locked(p);
         if (p->stopping) {
             pthread_mutex_unlock(&p->mu);
             break;
@@ -395,6 +421,16 @@ dispatcher_main(void *arg)
         if (got > 0 && got == idle)
             continue;
         waited_ms = got < 0 || (want && !c) ? 500 : POOL_POLL_MS;
+        /* Work may be waiting but every slot was taken: ask for a wake-up
+         * when one frees up (room_freed()), unless one did already. */
+        pthread_mutex_lock(&p->mu);
+        p->room_wanted = work && waited_ms == POOL_POLL_MS;
+        if (p->room_wanted && room_locked(p) > 0) {
+            p->room_wanted = 0;
+            pthread_mutex_unlock(&p->mu);
+            continue;
+        }
+        pthread_mutex_unlock(&p->mu);
         if (dispatcher_wait(p, lc, waited_ms))
             work = 1;
     }
@@ -435,12 +471,17 @@ release_job(struct inf_worker_ctx *w, struct inf_job *j)
 static void
 push_delivery(struct inf_pool *p, struct inf_job *j)
 {
+    int room;
+
     pthread_mutex_lock(&p->mu);
     fifo_push(&p->thought, j);
     p->busy--;
     p->delivering++;
+    room = room_freed(p);
     pthread_mutex_unlock(&p->mu);
     pthread_cond_signal(&p->dcv);
+    if (room)
+        wake(p, WAKE_ROOM);
     core_metric_add(p->m.delivery_jobs, NULL, 1);
 }
 
@@ -480,7 +521,7 @@ worker_main(void *arg)
     struct worker_slot *slot = arg;
     struct inf_pool *p = slot->pool;
     struct inf_job *j;
-    int deliver;
+    int deliver, room;
 
     name_thread("worker-", &slot->ctx);
     while ((j = pop_job(p)) != NULL) {
@@ -495,15 +536,16 @@ worker_main(void *arg)
         core_metric_add(p->m.workers_busy, NULL, -1);
         if (deliver) {
             push_delivery(p, j);
-            wake(p, WAKE_ROOM);
             continue;
         }
         j->magic = 0;
         free(j);
         pthread_mutex_lock(&p->mu);
         p->busy--;
+        room = room_freed(p);
         pthread_mutex_unlock(&p->mu);
-        wake(p, WAKE_ROOM); /* a worker is free: the dispatcher may claim */
+        if (room)
+            wake(p, WAKE_ROOM); /* a worker is free: the dispatcher may claim */
     }
     return NULL;
 }
@@ -515,7 +557,7 @@ delivery_main(void *arg)
     struct inf_pool *p = slot->pool;
     struct inf_job *j;
     struct inf_mark *m;
-    int more;
+    int more, room;
 
     name_thread("deliver-", &slot->ctx);
     for (;;) {
@@ -531,9 +573,13 @@ delivery_main(void *arg)
         free(j);
         pthread_mutex_lock(&p->mu);
         p->delivering--;
+        room = room_freed(p);
         pthread_mutex_unlock(&p->mu);
         core_metric_add(p->m.delivery_jobs, NULL, -1);
-        wake(p, more ? WAKE_WORK : WAKE_ROOM);
+        if (more)
+            wake(p, WAKE_WORK);
+        else if (room)
+            wake(p, WAKE_ROOM);
     }
     return NULL;
 }
