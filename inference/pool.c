@@ -154,8 +154,8 @@ now_ms(void)
  * every wake-up made 3.5 claims per message, most of them empty. So room
  * wakes the dispatcher only when it asked for it (room_wanted: work may be
  * waiting and every slot was taken) and a slot is free: at a 0 ms LLM,
- * waking it whenever a job moved on woke it for nothing about as often as
- * for a claim (delivery full, or no work waiting). */
+ * waking it whenever a job moved on woke it ~7 times per claim, for
+ * nothing (delivery full, or no work waiting). */
 #define WAKE_WORK 'w'
 #define WAKE_ROOM 'r'
 
