@@ -263,16 +263,20 @@ def proc_switches(pid):
     return total
 
 
-def tree_switches(root_pid):
-    """Context switches of a process and its live children (PostgreSQL's
-    backends: Parley's pooled connections live through a run)."""
-    total = proc_switches(root_pid)
+def live_children(root_pid):
+    """(pid, proc_stat) of each live child of root_pid."""
     for d in os.listdir("/proc"):
         if d.isdigit():
             c = proc_stat(int(d))
             if c and c[0] == root_pid:
-                total += proc_switches(int(d))
-    return total
+                yield int(d), c
+
+
+def tree_switches(root_pid):
+    """Context switches of a process and its live children (PostgreSQL's
+    backends: Parley's pooled connections live through a run)."""
+    return proc_switches(root_pid) + sum(
+        proc_switches(pid) for pid, _ in live_children(root_pid))
 
 
 def tree_cpu(root_pid):
@@ -280,13 +284,7 @@ def tree_cpu(root_pid):
     st = proc_stat(root_pid)
     if not st:
         return 0.0
-    total = st[1] + st[2]
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            c = proc_stat(int(d))
-            if c and c[0] == root_pid:
-                total += c[1]
-    return total
+    return st[1] + st[2] + sum(c[1] for _, c in live_children(root_pid))
 
 
 def sys_cpu():
