@@ -35,6 +35,17 @@ else ifeq ($(BUILD),release)
 CFLAGS_V := -O2 -g -D_FORTIFY_SOURCE=2 -fstack-protector-strong \
 	-Werror=format-security -fPIE
 LDFLAGS_V := -pie -Wl,-z,relro -Wl,-z,now
+# The parley binary allocates through tcmalloc (Debian libtcmalloc-minimal4,
+# linked by its file name: no -dev package needed). Against glibc's malloc,
+# LLM 0 ms: 18 % less of Parley's CPU per reply, +6 % replies/s; idle RSS
+# 14 -> 19.5 MB (docs/PERFORMANCE.md, "tcmalloc"). MALLOC=glibc opts out.
+MALLOC ?= tcmalloc
+ifeq ($(MALLOC),tcmalloc)
+MALLOC_LIBS := -Wl,--push-state,--no-as-needed -l:libtcmalloc_minimal.so.4 \
+	-Wl,--pop-state
+else ifneq ($(MALLOC),glibc)
+$(error unknown MALLOC=$(MALLOC): use tcmalloc or glibc)
+endif
 else ifeq ($(BUILD),asan)
 CFLAGS_V := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
 	-fno-sanitize-recover=all
@@ -73,7 +84,7 @@ parley: $(B)/parley
 	@ln -sf $(B)/parley parley
 
 $(B)/parley: $(MAIN_OBJ) $(B)/libparley.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(MALLOC_LIBS)
 
 $(B)/libparley.a: $(LIB_OBJS)
 	@rm -f $@

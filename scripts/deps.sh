@@ -5,6 +5,7 @@
 set -eu
 PKGS="build-essential pkg-config clang libclang-rt-14-dev
 libmicrohttpd-dev libcurl4-openssl-dev libpq-dev libcjson-dev libssl-dev
+libtcmalloc-minimal4
 libcmocka-dev postgresql postgresql-client python3 python3-pytest
 python3-psycopg2 wrk clang-format clang-tidy cppcheck curl ca-certificates
 prometheus"
