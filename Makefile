@@ -84,8 +84,13 @@ build: $(B)/parley
 parley: $(B)/parley
 	@ln -sf $(B)/parley parley
 
-$(B)/parley: $(MAIN_OBJ) $(B)/libparley.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(MALLOC_LIBS)
+# Changing MALLOC must relink the binary.
+MALLOC_STAMP := $(B)/gen/malloc.stamp
+$(shell mkdir -p $(B)/gen && (echo "$(MALLOC)" | cmp -s - $(MALLOC_STAMP) || \
+	echo "$(MALLOC)" > $(MALLOC_STAMP)))
+
+$(B)/parley: $(MAIN_OBJ) $(B)/libparley.a $(MALLOC_STAMP)
+	$(CC) $(LDFLAGS) -o $@ $(MAIN_OBJ) $(B)/libparley.a $(LDLIBS) $(MALLOC_LIBS)
 
 $(B)/libparley.a: $(LIB_OBJS)
 	@rm -f $@
