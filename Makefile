@@ -76,7 +76,7 @@ FAKE_SRCS := $(wildcard tests/fakes/*.c)
 FAKE_BINS := $(FAKE_SRCS:tests/fakes/%.c=$(B)/tests/%)
 
 .PHONY: all build tests deps test unit integration run stop lint format \
-	format-check fuzz bench clean
+	format-check fuzz bench clean parley
 all: parley
 
 build: $(B)/parley
