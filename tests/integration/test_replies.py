@@ -722,6 +722,28 @@ def test_notify_wakes_other_processes_and_not_the_sender(parley, fake):
     assert seen.get("local", 0) >= 1 and seen.get("notify", 0) == 0, seen
 
 
+def test_a_freed_slot_wakes_the_dispatcher(parley, fake):
+    """With every slot taken, the dispatcher asks to be woken when one
+    frees up (inference/pool.c, room_wanted); it must not be left to its
+    2 s poll. One worker (2 slots to think or wait, 1 in delivery), a
+    300 ms LLM and eight conversations at once: after the first two claims
+    each claim needs a slot freed by a worker or delivery. A lost wake-up
+    leaves the work to the poll, which counts cause="poll"."""
+    fake.control(llm_latency_ms=300)
+    p = start(parley, fake, env={"PARLEY_WORKERS": "1"})
+    polls = wakeups(p).get("poll", 0)
+    for k in range(8):
+        post(p, "whatsapp", harness.wa_text(f"wamid.ROOM{k}", user_id("whatsapp", 80 + k),
+                                            f"room test {k}"))
+    wait_answered(parley.db, 8)
+    assert len(text_sends(fake)) == 8
+    seen = wakeups(p)
+    # One poll may fall due while the last reply is recorded. Without the
+    # wake-up the six claims left wait for polls (a poll claims up to 2):
+    # three or more.
+    assert seen.get("poll", 0) - polls <= 1, f"claims waited for the poll: {seen}"
+
+
 def test_claim_lost_in_a_crash_is_fenced_off(parley, fake):
     """A claim commits without waiting for its WAL flush, so a PostgreSQL
     crash can lose it while its job is thinking. Simulated by undoing the
