@@ -67,8 +67,11 @@ LIB_OBJS := $(LIB_SRCS:%.c=$(B)/%.o) $(B)/gen/migrations.o
 MIGRATIONS := $(sort $(wildcard migrations/*.sql))
 # Renaming or removing a migration must regenerate the embedded list too.
 MIG_LIST := $(B)/gen/migrations.list
-$(shell mkdir -p $(B)/gen && (echo "$(MIGRATIONS)" | cmp -s - $(MIG_LIST) || \
-	echo "$(MIGRATIONS)" > $(MIG_LIST)))
+# $(call stamp,FILE,TEXT): rewrite FILE only when TEXT differs from it, so
+# that what depends on FILE is rebuilt exactly when TEXT changes.
+stamp = $(shell mkdir -p $(dir $(1)) && (echo "$(2)" | cmp -s - $(1) || \
+	echo "$(2)" > $(1)))
+$(call stamp,$(MIG_LIST),$(MIGRATIONS))
 MAIN_OBJ := $(B)/gateway/main.o
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(B)/tests/%)
@@ -86,8 +89,7 @@ parley: $(B)/parley
 
 # Changing MALLOC must relink the binary.
 MALLOC_STAMP := $(B)/gen/malloc.stamp
-$(shell mkdir -p $(B)/gen && (echo "$(MALLOC)" | cmp -s - $(MALLOC_STAMP) || \
-	echo "$(MALLOC)" > $(MALLOC_STAMP)))
+$(call stamp,$(MALLOC_STAMP),$(MALLOC))
 
 $(B)/parley: $(MAIN_OBJ) $(B)/libparley.a $(MALLOC_STAMP)
 	$(CC) $(LDFLAGS) -o $@ $(MAIN_OBJ) $(B)/libparley.a $(LDLIBS) $(MALLOC_LIBS)
