@@ -5,8 +5,10 @@
  * Design: parse() turns one raw webhook body into a batch of normalized
  * events. The batch owns the parsed cJSON document; event string fields point
  * into it or into the batch's own string pool, so one adp_batch_free() frees
- * everything a request parsed. send() and mark_read() run on worker threads
- * with the worker's own CURL handle; they never touch the database.
+ * everything a request parsed. send_text() runs on delivery threads with
+ * the thread's own CURL handle; read_posts() only describes its requests
+ * (struct adp_post), which a worker makes beside its LLM call. Neither
+ * touches the database.
  * Adding a platform: a new file in adapters/ defining a struct adp_adapter,
  * and one line in adapters/registry.c.
  */
@@ -19,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/buf.h"
 #include "core/config.h"
 #include "core/status.h"
 
@@ -157,6 +160,30 @@ struct adp_send_result {
     char trace_id[64];    /* added: Graph error.fbtrace_id, for logs */
 };
 
+/*
+ * One HTTP POST an adapter wants made, described without being made, so
+ * that the caller can run it on any easy handle: blocking, or as one
+ * transfer of a curl multi handle (adapters/post.c). auth is a secret:
+ * adp_post_done() wipes it.
+ */
+struct adp_post {
+    char url[2400];
+    char *auth; /* "Authorization: Bearer ...", malloc'd; NULL: none */
+    char *body; /* JSON, malloc'd */
+};
+
+/* An adp_post in flight on an easy handle, and what came back. */
+struct adp_post_xfer {
+    struct curl_slist *headers;
+    struct core_buf body; /* at most ADP_POST_RESP_MAX_BYTES */
+    bool truncated;       /* the body went past that */
+    long retry_after_ms;  /* from Retry-After, else -1 */
+};
+
+#define ADP_POST_RESP_MAX_BYTES     ((size_t)64 * 1024)
+#define ADP_POST_CONNECT_TIMEOUT_MS 5000L
+#define ADP_POST_TIMEOUT_MS         15000L
+
 struct adp_button {
     const char *id; /* payload returned when clicked */
     const char *title;
@@ -203,12 +230,37 @@ struct adp_adapter {
                                   const struct adp_button *buttons,
                                   int nbuttons, struct adp_send_result *res);
 
-    /* Mark the user's message read and show typing, where supported (NULL
-     * when the platform has no such call). Best effort. */
-    enum core_status (*mark_read)(const struct core_config *cfg, CURL *curl,
-                                  const char *channel, const char *user_id,
-                                  const char *message_id);
+    /*
+     * The calls that mark the user's message read and show that a reply is
+     * being typed, in the order they must be made (WhatsApp: one;
+     * Messenger and Instagram: mark_seen, then typing_on), described
+     * without being made: up to max of them into out, their number into
+     * *n. On error *n is 0 and nothing is left to free; else the caller
+     * frees each with adp_post_done(). NULL when the platform has no such
+     * call. Best effort: a receipt that fails is not retried.
+     */
+    enum core_status (*read_posts)(const struct core_config *cfg,
+                                   const char *channel, const char *user_id,
+                                   const char *message_id, struct adp_post *out,
+                                   int max, int *n);
 };
+
+/* POSTs (adapters/post.c). */
+/* Make p's JSON body (which stays the caller's) and bearer header. */
+enum core_status adp_post_make(struct adp_post *p, const char *url,
+                               const char *token, const cJSON *body);
+/* Wipe the secret and free what p holds; p may be zeroed or done twice. */
+void adp_post_done(struct adp_post *p);
+/*
+ * Reset curl and set it up to make p, the answer going into x. p must live
+ * until adp_post_end(). On error nothing is left to undo.
+ */
+enum core_status adp_post_begin(CURL *curl, const struct adp_post *p,
+                                struct adp_post_xfer *x);
+/* After the transfer ended (however it was driven): reset curl, free the
+ * headers; x->body stays the caller's until adp_post_xfer_done(). */
+void adp_post_end(CURL *curl, struct adp_post_xfer *x);
+void adp_post_xfer_done(struct adp_post_xfer *x);
 
 /* Registry: adapters/registry.c. */
 const struct adp_adapter *adp_find(const char *name);

@@ -51,20 +51,22 @@ ig_send_text(const struct core_config *cfg, CURL *curl, const char *channel,
 }
 
 static enum core_status
-ig_mark_read(const struct core_config *cfg, CURL *curl, const char *channel,
-             const char *user_id, const char *message_id)
+ig_read_posts(const struct core_config *cfg, const char *channel,
+              const char *user_id, const char *message_id, struct adp_post *out,
+              int max, int *n)
 {
     char url[2400];
 
     (void)message_id;
+    *n = 0;
     if (!ig_enabled(cfg))
         return CORE_ERR_CONFIG;
     if (!adp_meta_path_safe(channel))
         return CORE_ERR_INVALID;
     if (adp_meta_url(url, sizeof(url), cfg->graph_api_base, channel) != CORE_OK)
         return CORE_ERR_CONFIG;
-    return adp_meta_messaging_mark_read(cfg->instagram_token, url, curl,
-                                        user_id);
+    return adp_meta_messaging_read_posts(cfg->instagram_token, url, user_id,
+                                         out, max, n);
 }
 
 const struct adp_adapter adp_instagram_adapter = {
@@ -75,5 +77,5 @@ const struct adp_adapter adp_instagram_adapter = {
     .authenticate = adp_meta_authenticate,
     .parse = ig_parse,
     .send_text = ig_send_text,
-    .mark_read = ig_mark_read,
+    .read_posts = ig_read_posts,
 };

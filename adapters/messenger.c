@@ -52,19 +52,21 @@ ms_send_text(const struct core_config *cfg, CURL *curl, const char *channel,
 }
 
 static enum core_status
-ms_mark_read(const struct core_config *cfg, CURL *curl, const char *channel,
-             const char *user_id, const char *message_id)
+ms_read_posts(const struct core_config *cfg, const char *channel,
+              const char *user_id, const char *message_id, struct adp_post *out,
+              int max, int *n)
 {
     char url[2400];
 
     (void)channel;
     (void)message_id;
+    *n = 0;
     if (!ms_enabled(cfg))
         return CORE_ERR_CONFIG;
     if (adp_meta_url(url, sizeof(url), cfg->graph_api_base, "me") != CORE_OK)
         return CORE_ERR_CONFIG;
-    return adp_meta_messaging_mark_read(cfg->messenger_page_token, url, curl,
-                                        user_id);
+    return adp_meta_messaging_read_posts(cfg->messenger_page_token, url,
+                                         user_id, out, max, n);
 }
 
 const struct adp_adapter adp_messenger_adapter = {
@@ -75,5 +77,5 @@ const struct adp_adapter adp_messenger_adapter = {
     .authenticate = adp_meta_authenticate,
     .parse = ms_parse,
     .send_text = ms_send_text,
-    .mark_read = ms_mark_read,
+    .read_posts = ms_read_posts,
 };

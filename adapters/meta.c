@@ -896,38 +896,6 @@ adp_meta_url(char *out, size_t outlen, const char *base, const char *segment)
     return CORE_OK;
 }
 
-struct meta_resp {
-    struct core_buf body;
-    bool truncated;
-    long retry_after_ms;
-};
-
-static size_t
-meta_write_cb(char *p, size_t size, size_t nmemb, void *ud)
-{
-    struct meta_resp *r = ud;
-    size_t n = size * nmemb;
-
-    if (!r->truncated && core_buf_add(&r->body, p, n) != CORE_OK)
-        r->truncated = true;
-    return n; /* keep reading (bounded by the timeout) to get the status */
-}
-
-static size_t
-meta_header_cb(char *p, size_t size, size_t nmemb, void *ud)
-{
-    struct meta_resp *r = ud;
-    size_t n = size * nmemb;
-    char line[128];
-
-    if (n > 12 && n < sizeof(line) && strncasecmp(p, "retry-after:", 12) == 0) {
-        memcpy(line, p + 12, n - 12);
-        line[n - 12] = '\0';
-        r->retry_after_ms = adp_meta_retry_after_ms(line, time(NULL));
-    }
-    return n;
-}
-
 static enum core_status
 meta_curl_failed(CURLcode rc, struct adp_send_result *res)
 {
@@ -950,93 +918,43 @@ meta_curl_failed(CURLcode rc, struct adp_send_result *res)
     }
 }
 
-static CURLcode
-meta_perform(CURL *curl, const char *url, const char *auth, const char *json,
-             struct meta_resp *r, long *http)
-{
-    struct curl_slist *hdrs = NULL, *h;
-    CURLcode rc = CURLE_OUT_OF_MEMORY;
-
-    h = curl_slist_append(hdrs, "Content-Type: application/json");
-    if (!h)
-        goto out;
-    hdrs = h;
-    h = curl_slist_append(hdrs, auth);
-    if (!h)
-        goto out;
-    hdrs = h;
-    h = curl_slist_append(hdrs, "Expect:");
-    if (!h)
-        goto out;
-    hdrs = h;
-    curl_easy_reset(curl);
-    curl_easy_setopt(curl, CURLOPT_URL, url);
-    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(curl, CURLOPT_POST, 1L);
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, json);
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long)strlen(json));
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, meta_write_cb);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, meta_header_cb);
-    curl_easy_setopt(curl, CURLOPT_HEADERDATA, r);
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
-                     ADP_META_CONNECT_TIMEOUT_MS);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, ADP_META_TIMEOUT_MS);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(curl, CURLOPT_USERAGENT, "parley");
-    rc = curl_easy_perform(curl);
-    if (rc == CURLE_OK)
-        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, http);
-    /* Leave no pointer to our stack or headers in the caller's handle. */
-    curl_easy_reset(curl);
-out:
-    curl_slist_free_all(hdrs);
-    return rc;
-}
-
 enum core_status
 adp_meta_post(CURL *curl, const char *url, const char *token, const cJSON *body,
               struct adp_send_result *res, cJSON **out)
 {
-    struct meta_resp r;
+    struct adp_post post;
+    struct adp_post_xfer x;
     enum core_status st;
     cJSON *json = NULL;
-    char *payload = NULL, *auth = NULL;
-    size_t alen;
     long http = 0;
     bool has_error;
     CURLcode rc;
 
     adp_send_result_init(res);
-    core_buf_init(&r.body, ADP_META_RESP_MAX_BYTES);
-    r.truncated = false;
-    r.retry_after_ms = -1;
+    memset(&post, 0, sizeof(post));
+    memset(&x, 0, sizeof(x));
     if (out)
         *out = NULL;
-    if (!curl || !url || !token || !token[0] || !body) {
-        st = CORE_ERR_CONFIG;
+    st = curl ? adp_post_make(&post, url, token, body) : CORE_ERR_CONFIG;
+    if (st == CORE_OK)
+        st = adp_post_begin(curl, &post, &x);
+    if (st != CORE_OK) {
+        if (st == CORE_ERR_NOMEM)
+            res->cls = ADP_SEND_TRANSIENT;
         goto out;
     }
-    payload = cJSON_PrintUnformatted(body);
-    alen = strlen(token) + sizeof("Authorization: Bearer ");
-    auth = malloc(alen);
-    if (!payload || !auth) {
-        res->cls = ADP_SEND_TRANSIENT;
-        st = CORE_ERR_NOMEM;
-        goto out;
-    }
-    snprintf(auth, alen, "Authorization: Bearer %s", token);
-    rc = meta_perform(curl, url, auth, payload, &r, &http);
+    rc = curl_easy_perform(curl);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &http);
+    adp_post_end(curl, &x);
     if (rc != CURLE_OK) {
         st = meta_curl_failed(rc, res);
         goto out;
     }
     res->http_status = http;
-    res->retry_after_ms = r.retry_after_ms;
-    if (!r.truncated && r.body.len)
-        json = cJSON_ParseWithLength(r.body.data, r.body.len);
+    res->retry_after_ms = x.retry_after_ms;
+    if (!x.truncated && x.body.len)
+        json = cJSON_ParseWithLength(x.body.data, x.body.len);
     has_error = adp_meta_parse_error(json, res);
     if (!has_error && http >= 200 && http < 300) {
         res->cls = ADP_SEND_OK;
@@ -1058,12 +976,8 @@ adp_meta_post(CURL *curl, const char *url, const char *token, const cJSON *body,
               res->error_code, res->error_subcode, adp_send_class_str(res->cls),
               res->trace_id);
 out:
-    if (auth) {
-        OPENSSL_cleanse(auth, strlen(auth));
-        free(auth);
-    }
-    cJSON_free(payload);
+    adp_post_done(&post);
     cJSON_Delete(json);
-    core_buf_done(&r.body);
+    adp_post_xfer_done(&x);
     return st;
 }

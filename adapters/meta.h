@@ -16,9 +16,6 @@
 #include "adapters/adapter.h"
 
 #define ADP_META_JSON_MAX_DEPTH     64
-#define ADP_META_RESP_MAX_BYTES     ((size_t)64 * 1024)
-#define ADP_META_CONNECT_TIMEOUT_MS 5000L
-#define ADP_META_TIMEOUT_MS         15000L
 #define ADP_META_ID_MAX             256 /* longer ids are not ids */
 #define ADP_META_KEY_MAX            255 /* longer dedupe keys are hashed */
 #define ADP_META_CHALLENGE_MAX      512
@@ -150,8 +147,11 @@ enum core_status adp_meta_messaging_send(const struct adp_meta_dest *dest,
                                          const struct adp_button *buttons,
                                          int nbuttons,
                                          struct adp_send_result *res);
-enum core_status adp_meta_messaging_mark_read(const char *token,
-                                              const char *url, CURL *curl,
-                                              const char *user_id);
+/* mark_seen, then typing_on (adp_adapter.read_posts). */
+enum core_status adp_meta_messaging_read_posts(const char *token,
+                                               const char *url,
+                                               const char *user_id,
+                                               struct adp_post *out, int max,
+                                               int *n);
 
 #endif

@@ -581,25 +581,29 @@ adp_meta_messaging_send(const struct adp_meta_dest *dest, CURL *curl,
 }
 
 enum core_status
-adp_meta_messaging_mark_read(const char *token, const char *url, CURL *curl,
-                             const char *user_id)
+adp_meta_messaging_read_posts(const char *token, const char *url,
+                              const char *user_id, struct adp_post *out,
+                              int max, int *n)
 {
     static const char *const actions[] = { "mark_seen", "typing_on" };
-    struct adp_send_result res;
-    enum core_status st, first = CORE_OK;
+    enum core_status st = CORE_OK;
     cJSON *body;
-    size_t i;
+    int i;
 
-    if (!user_id || !user_id[0] || strlen(user_id) > ADP_META_ID_MAX)
+    *n = 0;
+    if (!user_id || !user_id[0] || strlen(user_id) > ADP_META_ID_MAX || max < 2)
         return CORE_ERR_INVALID;
-    for (i = 0; i < 2; i++) {
+    memset(out, 0, 2 * sizeof(*out));
+    for (i = 0; i < 2 && st == CORE_OK; i++) {
         body = mm_action_body(user_id, actions[i]);
-        if (!body)
-            return CORE_ERR_NOMEM;
-        st = adp_meta_post(curl, url, token, body, &res, NULL);
+        st = body ? adp_post_make(&out[i], url, token, body) : CORE_ERR_NOMEM;
         cJSON_Delete(body);
-        if (first == CORE_OK)
-            first = st;
     }
-    return first;
+    if (st != CORE_OK) {
+        adp_post_done(&out[0]);
+        adp_post_done(&out[1]);
+        return st;
+    }
+    *n = 2;
+    return CORE_OK;
 }

@@ -592,19 +592,20 @@ wa_send_text(const struct core_config *cfg, CURL *curl, const char *channel,
 }
 
 static enum core_status
-wa_mark_read(const struct core_config *cfg, CURL *curl, const char *channel,
-             const char *user_id, const char *message_id)
+wa_read_posts(const struct core_config *cfg, const char *channel,
+              const char *user_id, const char *message_id, struct adp_post *out,
+              int max, int *n)
 {
-    struct adp_send_result res;
     char url[2400];
     cJSON *body = NULL, *ti;
     enum core_status st;
 
     (void)user_id;
+    *n = 0;
     if (!wa_enabled(cfg))
         return CORE_ERR_CONFIG;
-    if (!adp_meta_path_safe(channel) || !message_id || !message_id[0] ||
-        strlen(message_id) > ADP_META_ID_MAX)
+    if (max < 1 || !adp_meta_path_safe(channel) || !message_id ||
+        !message_id[0] || strlen(message_id) > ADP_META_ID_MAX)
         return CORE_ERR_INVALID;
     if (adp_meta_url(url, sizeof(url), cfg->graph_api_base, channel) != CORE_OK)
         return CORE_ERR_CONFIG;
@@ -619,7 +620,9 @@ wa_mark_read(const struct core_config *cfg, CURL *curl, const char *channel,
         st = CORE_ERR_NOMEM;
         goto out;
     }
-    st = adp_meta_post(curl, url, cfg->whatsapp_token, body, &res, NULL);
+    st = adp_post_make(&out[0], url, cfg->whatsapp_token, body);
+    if (st == CORE_OK)
+        *n = 1;
 out:
     cJSON_Delete(body);
     return st;
@@ -633,5 +636,5 @@ const struct adp_adapter adp_whatsapp_adapter = {
     .authenticate = adp_meta_authenticate,
     .parse = wa_parse,
     .send_text = wa_send_text,
-    .mark_read = wa_mark_read,
+    .read_posts = wa_read_posts,
 };

@@ -166,7 +166,6 @@ struct pending_msg {
 struct job_state {
     struct inf_worker_ctx *w; /* the thread running the current stage */
     char worker[32];          /* the worker that thought */
-    int marked;               /* its read receipt went to delivery */
     struct inf_job *job;
     const struct adp_adapter *adapter;
     char user_id[256];
@@ -996,38 +995,91 @@ inf_job_discard(struct inf_job *job)
     }
 }
 
-struct inf_mark *
-inf_job_mark(struct inf_job *job)
-{
-    struct job_state *s = job->state;
-    const struct adp_adapter *a = s ? adp_find(s->platform) : NULL;
-    struct inf_mark *m;
+/*
+ * The read receipt (with WhatsApp, also the typing indicator) of the job a
+ * worker thinks about: the adapter's posts, one after another, as side
+ * transfers of the worker's LLM client, so they run during the LLM call
+ * on the worker's own thread, and end before the job goes to delivery:
+ * the receipt always reaches the platform before the reply (a typing
+ * indicator that arrived after it would stay up). Best effort, and
+ * bounded more tightly than a send: a worker waits for it.
+ */
+#define RECEIPT_TIMEOUT_MS 5000L /* each of its posts */
 
-    if (!a || !a->mark_read || s->opted_out || s->npending == 0 ||
-        !s->pending[s->npending - 1].platform_id)
-        return NULL;
-    m = calloc(1, sizeof(*m));
-    if (!m)
-        return NULL;
-    m->message_id = strdup(s->pending[s->npending - 1].platform_id);
-    if (!m->message_id) {
-        free(m);
-        return NULL;
+struct receipt {
+    struct inf_llm_side side; /* first: done() gets the receipt back */
+    struct inf_llm *llm;
+    struct adp_post posts[2];
+    int n, next;
+    struct adp_post_xfer x;
+};
+
+/* Start the next post, skipping any that cannot start; 0 when none left. */
+static int
+receipt_send(struct receipt *r)
+{
+    while (r->next < r->n) {
+        struct adp_post *p = &r->posts[r->next++];
+
+        if (adp_post_begin(r->side.easy, p, &r->x) == CORE_OK &&
+            curl_easy_setopt(r->side.easy, CURLOPT_TIMEOUT_MS,
+                             RECEIPT_TIMEOUT_MS) == CURLE_OK &&
+            inf_llm_side_add(r->llm, &r->side) == CORE_OK)
+            return 1;
+        adp_post_end(r->side.easy, &r->x);
+        adp_post_xfer_done(&r->x);
     }
-    m->adapter = a;
-    snprintf(m->channel, sizeof(m->channel), "%s", s->channel);
-    snprintf(m->user_id, sizeof(m->user_id), "%s", s->user_id);
-    s->marked = 1;
-    return m;
+    return 0;
 }
 
-void
-inf_mark_send(struct inf_worker_ctx *d, struct inf_mark *m)
+static void
+receipt_next(struct inf_llm_side *side, CURLcode rc)
 {
-    (void)m->adapter->mark_read(d->cfg, d->send_curl, m->channel, m->user_id,
-                                m->message_id);
-    free(m->message_id);
-    free(m);
+    struct receipt *r = (struct receipt *)side;
+    long http = 0;
+
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(side->easy, CURLINFO_RESPONSE_CODE, &http);
+    adp_post_end(side->easy, &r->x);
+    adp_post_xfer_done(&r->x);
+    if (rc != CURLE_OK || http < 200 || http > 299)
+        log_debug("read receipt failed", "http=%ld error=\"%s\"", http,
+                  rc == CURLE_OK ? "status" : curl_easy_strerror(rc));
+    if (rc == CURLE_ABORTED_BY_CALLBACK)
+        r->next = r->n; /* shutting down */
+    (void)receipt_send(r);
+}
+
+static void
+receipt_start(struct receipt *r, struct inf_worker_ctx *w,
+              const struct job_state *s)
+{
+    const struct pending_msg *last = &s->pending[s->npending - 1];
+
+    r->side.easy = w->send_curl;
+    r->side.done = receipt_next;
+    r->llm = w->llm;
+    if (!s->adapter->read_posts || s->opted_out || !last->platform_id ||
+        !r->side.easy || !r->llm)
+        return;
+    if (s->adapter->read_posts(
+            w->cfg, s->channel, s->user_id, last->platform_id, r->posts,
+            (int)(sizeof(r->posts) / sizeof(r->posts[0])), &r->n) != CORE_OK)
+        return;
+    (void)receipt_send(r);
+}
+
+/* Let the receipt's transfers end, and free what it holds. */
+static void
+receipt_finish(struct receipt *r)
+{
+    int i;
+
+    if (r->llm)
+        inf_llm_drain(r->llm);
+    for (i = 0; i < r->n; i++)
+        adp_post_done(&r->posts[i]);
+    r->n = 0;
 }
 
 /* Observe stage `name`, begun at `since` (job_clock()); returns now. */
@@ -1046,9 +1098,11 @@ int
 inf_job_think(struct inf_worker_ctx *w, struct inf_job *job)
 {
     struct job_state *s = job->state;
+    struct receipt receipt;
     enum core_status st;
     int go = 0;
 
+    memset(&receipt, 0, sizeof(receipt));
     core_log_set_request_id(job->conversation_id);
     if (!s) {
         s = job->state = calloc(1, sizeof(*s));
@@ -1075,11 +1129,7 @@ inf_job_think(struct inf_worker_ctx *w, struct inf_job *job)
         go = 1;
         goto out;
     }
-    if (!s->marked && s->adapter->mark_read && !s->opted_out &&
-        s->pending[s->npending - 1].platform_id)
-        (void)s->adapter->mark_read(w->cfg, w->send_curl, s->channel,
-                                    s->user_id,
-                                    s->pending[s->npending - 1].platform_id);
+    receipt_start(&receipt, w, s);
     think(s);
     classify(s);
     if (aborting(s) && s->kind && strcmp(s->kind, "apology") == 0) {
@@ -1096,6 +1146,7 @@ inf_job_think(struct inf_worker_ctx *w, struct inf_job *job)
     }
     go = 1;
 out:
+    receipt_finish(&receipt);
     if (s)
         s->thought_s = job_clock();
     if (!go)

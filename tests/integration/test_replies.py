@@ -228,6 +228,56 @@ def test_messenger_and_instagram_reply(parley, fake, platform):
     assert len(out) == 1 and out[0][0], out
 
 
+def receipt_kind(rec):
+    """'read' (WhatsApp: status read with the typing indicator),
+    'mark_seen' or 'typing_on' (Messenger, Instagram), else None."""
+    b = rec.get("body")
+    if not isinstance(b, dict):
+        return None
+    if b.get("status") == "read":
+        return "read" if (b.get("typing_indicator") or {}).get("type") == "text" else "read?"
+    return b.get("sender_action")
+
+
+@pytest.mark.parametrize("platform", ["whatsapp", "messenger", "instagram"])
+def test_read_receipt_reaches_the_platform_before_the_reply(parley, fake, platform):
+    # Every Graph answer takes 300 ms and the LLM none: a receipt made on
+    # another thread than the reply would be overtaken by it (a typing
+    # indicator that arrives after the answer stays up).
+    fake.control(graph_latency_ms=300)
+    p = start(parley, fake)
+    user = user_id(platform, 9)
+    mid = f"m_RCPT_{platform}" if platform != "whatsapp" else "wamid.RCPT1"
+    post(p, platform, inbound_body(platform, mid, user, "are you there?"))
+    wait_answered(parley.db, 1)
+    graph = fake.requests("graph")
+    kinds = [receipt_kind(r) or ("text" if is_text_send(r) else "other") for r in graph]
+    want = ["read", "text"] if platform == "whatsapp" else ["mark_seen", "typing_on", "text"]
+    assert kinds == want, kinds
+    if platform == "whatsapp":
+        assert graph[0]["body"]["message_id"] == mid, graph[0]["body"]
+    else:
+        assert all(r["body"]["recipient"]["id"] == user for r in graph), graph
+    assert all(r["status"] == 200 for r in graph), [r["status"] for r in graph]
+    # Each request starts only after the one before was answered.
+    for before, after in zip(graph, graph[1:]):
+        assert before["delay_ms"] >= 300, before
+        assert after["ts_ms"] >= before["ts_ms"] + before["delay_ms"], (before, after)
+
+
+def test_a_failed_read_receipt_does_not_hold_the_reply_back(parley, fake):
+    # Best effort: the receipt's 500 is not retried, and the reply goes out.
+    fake.control(graph_faults=[{"http": 500, "code": 2}])
+    p = start(parley, fake)
+    user = user_id("whatsapp", 10)
+    post(p, "whatsapp", inbound_body("whatsapp", "wamid.RCPTFAIL1", user, "hi"))
+    wait_answered(parley.db, 1)
+    graph = fake.requests("graph")
+    assert [(receipt_kind(r), r["status"]) for r in graph] == [("read", 500), (None, 200)], \
+        [(receipt_kind(r), r["status"]) for r in graph]
+    assert parley.db.scalar("SELECT status FROM responses") == "sent"
+
+
 # --------------------------------------------------------------------------
 # splitting
 
@@ -492,17 +542,28 @@ def test_kill_9_mid_way_then_restart_answers_everything_once_in_order(parley, fa
         assert ids == sorted(ids), f"{user}: responses out of message order {ids}"
 
 
+def slow_sends_after_the_receipt(fake, ms):
+    """Once the read receipt was answered (the LLM call is held meanwhile),
+    every Graph answer takes ms, and the LLM none."""
+    wait_until(lambda: [r for r in fake.requests("graph") if receipt_kind(r)], 15,
+               what="the read receipt")
+    fake.control(graph_latency_ms=ms, llm_latency_ms=0)
+
+
 def test_reply_whose_intent_is_lost_is_flagged_and_answered_again(parley, fake):
     # The intent commits without waiting for its WAL flush, so a crash of
     # PostgreSQL can lose it after the reply went out. Emulated: while the
     # send is slow, the test removes everything the intent wrote. The
     # finish then fails; the job records a possible_duplicate_send for it,
     # and once the lease has run out the message is answered again.
-    fake.control(graph_latency_ms=1500)
+    # (The read receipt goes beside the LLM call: hold the call, and slow
+    # the Graph API down only once the receipt was answered.)
+    fake.control(llm_latency_ms=1000)
     p = start(parley, fake, env={"PARLEY_LEASE_MS": "2000"})
     db = parley.db
     user = user_id("whatsapp", 41)
     post(p, "whatsapp", harness.wa_text("wamid.LOSTINTENT1", user, "hello, lost intent"))
+    slow_sends_after_the_receipt(fake, 1500)
     rid = wait_until(lambda: db.scalar("SELECT id FROM responses WHERE status = 'sending'"),
                      30, interval=0.02, what="the intent")
     db.execute("DELETE FROM events WHERE response_id = %s", (rid,))
@@ -534,12 +595,13 @@ def test_worker_killed_during_the_send_leaves_the_response_abandoned(parley, fak
     # inputs, outbound rows and llm events come with the finish. A process
     # killed during a slow send leaves the response 'sending': the next
     # claim marks it abandoned, flags it, and answers the message again.
-    fake.control(graph_latency_ms=4000)
+    fake.control(llm_latency_ms=1000)
     env = {"PARLEY_LEASE_MS": "2000"}
     p = start(parley, fake, env=env)
     db = parley.db
     user = user_id("whatsapp", 43)
     post(p, "whatsapp", harness.wa_text("wamid.KILLSEND1", user, "hello, slow send"))
+    slow_sends_after_the_receipt(fake, 4000)
     rid = wait_until(lambda: db.scalar("SELECT id FROM responses WHERE status = 'sending'"),
                      30, interval=0.02, what="the intent")
     # The intent wrote the response and nothing else about it.

@@ -1118,7 +1118,7 @@ test_registry(void **state)
     assert_int_equal(ig->limits.max_text, 1000);
     assert_int_equal(ig->limits.unit, ADP_UNIT_BYTES);
     assert_int_equal(ig->limits.max_buttons, 13);
-    assert_non_null(wa->mark_read);
+    assert_non_null(wa->read_posts);
     assert_non_null(ms->send_text);
     assert_non_null(ig->handshake);
 }

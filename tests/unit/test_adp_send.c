@@ -491,6 +491,37 @@ test_wa_send_errors(void **state)
     assert_string_equal(res.error_title, "(#130429) Rate limit hit");
 }
 
+/* The adapter's read receipt, its posts made in order on one handle, as
+ * a worker makes them (there as side transfers of its multi handle). */
+static enum core_status
+mark_read(const struct adp_adapter *ad, struct ctx *c, const char *channel,
+          const char *user, const char *mid)
+{
+    struct adp_post posts[2];
+    struct adp_post_xfer x;
+    enum core_status st;
+    long http;
+    int n, i;
+
+    st = ad->read_posts(&c->cfg, channel, user, mid, posts, 2, &n);
+    if (st != CORE_OK) {
+        assert_int_equal(n, 0);
+        return st;
+    }
+    for (i = 0; i < n; i++) {
+        http = 0;
+        assert_int_equal(adp_post_begin(c->curl, &posts[i], &x), CORE_OK);
+        if (curl_easy_perform(c->curl) == CURLE_OK)
+            curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &http);
+        adp_post_end(c->curl, &x);
+        adp_post_xfer_done(&x);
+        if (http < 200 || http > 299)
+            st = CORE_ERR_UPSTREAM;
+        adp_post_done(&posts[i]);
+    }
+    return st;
+}
+
 static void
 test_wa_mark_read(void **state)
 {
@@ -500,19 +531,20 @@ test_wa_mark_read(void **state)
     cJSON *j;
 
     srv_expect(1, &ok);
-    assert_int_equal(ad->mark_read(&c->cfg, c->curl, "106540352242922",
-                                   "15551234567", "wamid.HBgLFAKE001"),
-                     CORE_OK);
+    assert_int_equal(
+        mark_read(ad, c, "106540352242922", "15551234567", "wamid.HBgLFAKE001"),
+        CORE_OK);
     assert_string_equal(srv.req[0].url, "/v21.0/106540352242922/messages");
+    assert_string_equal(srv.req[0].auth, "Bearer wa-token");
+    assert_string_equal(srv.req[0].ctype, "application/json");
     j = req_json(0);
     assert_jstr(j, "messaging_product", "whatsapp");
     assert_jstr(j, "status", "read");
     assert_jstr(j, "message_id", "wamid.HBgLFAKE001");
     assert_jstr(j, "typing_indicator.type", "text");
     cJSON_Delete(j);
-    assert_int_equal(
-        ad->mark_read(&c->cfg, c->curl, "106540352242922", "15551234567", NULL),
-        CORE_ERR_INVALID);
+    assert_int_equal(mark_read(ad, c, "106540352242922", "15551234567", NULL),
+                     CORE_ERR_INVALID);
 }
 
 static void
@@ -575,9 +607,9 @@ test_ms_send(void **state)
 
     /* mark_read: mark_seen, then typing_on */
     srv_expect(1, &ok);
-    assert_int_equal(ad->mark_read(&c->cfg, c->curl, "104200000000001",
-                                   "2468013579024680", "m_FAKE001"),
-                     CORE_OK);
+    assert_int_equal(
+        mark_read(ad, c, "104200000000001", "2468013579024680", "m_FAKE001"),
+        CORE_OK);
     assert_int_equal(srv_count(), 2);
     j = req_json(0);
     assert_jstr(j, "recipient.id", "2468013579024680");
@@ -633,9 +665,9 @@ test_ig_send(void **state)
                      CORE_ERR_INVALID);
     assert_int_equal(srv_count(), 1);
     srv_expect(1, &ok);
-    assert_int_equal(ad->mark_read(&c->cfg, c->curl, "17841400000000001",
-                                   "5432109876543210", NULL),
-                     CORE_OK);
+    assert_int_equal(
+        mark_read(ad, c, "17841400000000001", "5432109876543210", NULL),
+        CORE_OK);
     assert_int_equal(srv_count(), 2);
 }
 
