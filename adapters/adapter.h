@@ -7,7 +7,7 @@
  * into it or into the batch's own string pool, so one adp_batch_free() frees
  * everything a request parsed. send_text() runs on delivery threads with
  * the thread's own CURL handle; read_posts() only describes its requests
- * (struct adp_post), which a worker makes beside its LLM call. Neither
+ * (struct adp_post), which the caller makes (adp_post_perform). Neither
  * touches the database.
  * Adding a platform: a new file in adapters/ defining a struct adp_adapter,
  * and one line in adapters/registry.c.
@@ -261,6 +261,8 @@ enum core_status adp_post_begin(CURL *curl, const struct adp_post *p,
  * headers; x->body stays the caller's until adp_post_xfer_done(). */
 void adp_post_end(CURL *curl, struct adp_post_xfer *x);
 void adp_post_xfer_done(struct adp_post_xfer *x);
+/* Make p on curl, blocking: the HTTP status, 0 without an answer. */
+long adp_post_perform(CURL *curl, const struct adp_post *p);
 
 /* Registry: adapters/registry.c. */
 const struct adp_adapter *adp_find(const char *name);

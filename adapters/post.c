@@ -1,9 +1,9 @@
 /*
  * HTTP POSTs to a platform's send API, described apart from being made
- * (struct adp_post), so one description runs blocking on a delivery
- * thread (adp_meta_post) or as a transfer of a worker's curl multi handle
- * beside its LLM call (the read receipt). Stateless: everything lives in
- * the caller's adp_post and adp_post_xfer.
+ * (struct adp_post): an adapter builds them without a CURL handle (the
+ * read receipt's, read_posts), and they run on any easy handle, blocking
+ * (adp_post_perform, adp_meta_post) or driven by a multi handle.
+ * Stateless: everything lives in the caller's adp_post and adp_post_xfer.
  */
 #include <openssl/crypto.h>
 #include <stdio.h>
@@ -80,8 +80,7 @@ post_header_cb(char *data, size_t size, size_t nmemb, void *ud)
 static struct curl_slist *
 post_headers(const char *auth)
 {
-    const char *lines[] = { "Content-Type: application/json", "Expect:",
-                            auth };
+    const char *lines[] = { "Content-Type: application/json", "Expect:", auth };
     struct curl_slist *list = NULL, *h;
     size_t i, n = auth ? 3 : 2;
 
@@ -141,4 +140,18 @@ void
 adp_post_xfer_done(struct adp_post_xfer *x)
 {
     core_buf_done(&x->body);
+}
+
+long
+adp_post_perform(CURL *curl, const struct adp_post *p)
+{
+    struct adp_post_xfer x;
+    long http = 0;
+
+    if (adp_post_begin(curl, p, &x) == CORE_OK &&
+        curl_easy_perform(curl) == CURLE_OK)
+        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &http);
+    adp_post_end(curl, &x);
+    adp_post_xfer_done(&x);
+    return http;
 }

@@ -32,6 +32,7 @@
 #include "inference/job.h"
 
 #include <cjson/cJSON.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,6 +167,7 @@ struct pending_msg {
 struct job_state {
     struct inf_worker_ctx *w; /* the thread running the current stage */
     char worker[32];          /* the worker that thought */
+    struct inf_mark *mark;    /* its read receipt, sent by delivery */
     struct inf_job *job;
     const struct adp_adapter *adapter;
     char user_id[256];
@@ -194,6 +196,8 @@ struct job_state {
     char *prev_user_text;   /* ... and the user message it answered */
 };
 
+static void mark_unref(struct inf_mark *m);
+
 static void
 state_free(struct job_state *s)
 {
@@ -212,6 +216,8 @@ state_free(struct job_state *s)
     free(s->signals_json);
     free(s->prev_user_text);
     inf_llm_result_done(&s->llm);
+    mark_unref(s->mark);
+    s->mark = NULL;
 }
 
 static cJSON *
@@ -995,91 +1001,99 @@ inf_job_discard(struct inf_job *job)
     }
 }
 
-/*
- * The read receipt (with WhatsApp, also the typing indicator) of the job a
- * worker thinks about: the adapter's posts, one after another, as side
- * transfers of the worker's LLM client, so they run during the LLM call
- * on the worker's own thread, and end before the job goes to delivery:
- * the receipt always reaches the platform before the reply (a typing
- * indicator that arrived after it would stay up). Best effort, and
- * bounded more tightly than a send: a worker waits for it.
- */
-#define RECEIPT_TIMEOUT_MS 5000L /* each of its posts */
-
-struct receipt {
-    struct inf_llm_side side; /* first: done() gets the receipt back */
-    struct inf_llm *llm;
-    struct adp_post posts[2];
-    int n, next;
-    struct adp_post_xfer x;
-};
-
-/* Start the next post, skipping any that cannot start; 0 when none left. */
-static int
-receipt_send(struct receipt *r)
+struct inf_mark *
+inf_job_mark(struct inf_job *job)
 {
-    while (r->next < r->n) {
-        struct adp_post *p = &r->posts[r->next++];
+    struct job_state *s = job->state;
+    const struct adp_adapter *a = s ? adp_find(s->platform) : NULL;
+    struct inf_mark *m;
 
-        if (adp_post_begin(r->side.easy, p, &r->x) == CORE_OK &&
-            curl_easy_setopt(r->side.easy, CURLOPT_TIMEOUT_MS,
-                             RECEIPT_TIMEOUT_MS) == CURLE_OK &&
-            inf_llm_side_add(r->llm, &r->side) == CORE_OK)
-            return 1;
-        adp_post_end(r->side.easy, &r->x);
-        adp_post_xfer_done(&r->x);
+    if (!a || !a->read_posts || s->opted_out || s->npending == 0 ||
+        !s->pending[s->npending - 1].platform_id)
+        return NULL;
+    m = calloc(1, sizeof(*m));
+    if (!m)
+        return NULL;
+    m->message_id = strdup(s->pending[s->npending - 1].platform_id);
+    if (!m->message_id) {
+        free(m);
+        return NULL;
     }
-    return 0;
+    m->adapter = a;
+    snprintf(m->channel, sizeof(m->channel), "%s", s->channel);
+    snprintf(m->user_id, sizeof(m->user_id), "%s", s->user_id);
+    atomic_init(&m->refs, 2); /* the delivery queue's and the job's */
+    s->mark = m;
+    return m;
 }
 
+/* Make the receipt's posts in order on curl. Best effort: a failure is
+ * logged at debug level and not retried. */
 static void
-receipt_next(struct inf_llm_side *side, CURLcode rc)
+mark_read(const struct core_config *cfg, CURL *curl,
+          const struct adp_adapter *a, const char *channel, const char *user_id,
+          const char *message_id)
 {
-    struct receipt *r = (struct receipt *)side;
-    long http = 0;
+    struct adp_post posts[2];
+    int i, n = 0;
+    long http;
 
-    if (rc == CURLE_OK)
-        curl_easy_getinfo(side->easy, CURLINFO_RESPONSE_CODE, &http);
-    adp_post_end(side->easy, &r->x);
-    adp_post_xfer_done(&r->x);
-    if (rc != CURLE_OK || http < 200 || http > 299)
-        log_debug("read receipt failed", "http=%ld error=\"%s\"", http,
-                  rc == CURLE_OK ? "status" : curl_easy_strerror(rc));
-    if (rc == CURLE_ABORTED_BY_CALLBACK)
-        r->next = r->n; /* shutting down */
-    (void)receipt_send(r);
-}
-
-static void
-receipt_start(struct receipt *r, struct inf_worker_ctx *w,
-              const struct job_state *s)
-{
-    const struct pending_msg *last = &s->pending[s->npending - 1];
-
-    r->side.easy = w->send_curl;
-    r->side.done = receipt_next;
-    r->llm = w->llm;
-    if (!s->adapter->read_posts || s->opted_out || !last->platform_id ||
-        !r->side.easy || !r->llm)
+    if (a->read_posts(cfg, channel, user_id, message_id, posts,
+                      (int)(sizeof(posts) / sizeof(posts[0])), &n) != CORE_OK)
         return;
-    if (s->adapter->read_posts(
-            w->cfg, s->channel, s->user_id, last->platform_id, r->posts,
-            (int)(sizeof(r->posts) / sizeof(r->posts[0])), &r->n) != CORE_OK)
-        return;
-    (void)receipt_send(r);
+    for (i = 0; i < n; i++) {
+        http = adp_post_perform(curl, &posts[i]);
+        if (http < 200 || http > 299)
+            log_debug("read receipt failed", "platform=%s http=%ld", a->name,
+                      http);
+        adp_post_done(&posts[i]);
+    }
 }
 
-/* Let the receipt's transfers end, and free what it holds. */
-static void
-receipt_finish(struct receipt *r)
-{
-    int i;
+/* The receipts' hand-over: a delivery thread sets done, the job's
+ * delivery waits for it. */
+static pthread_mutex_t mark_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t mark_cv = PTHREAD_COND_INITIALIZER;
 
-    if (r->llm)
-        inf_llm_drain(r->llm);
-    for (i = 0; i < r->n; i++)
-        adp_post_done(&r->posts[i]);
-    r->n = 0;
+static void
+mark_unref(struct inf_mark *m)
+{
+    if (m && atomic_fetch_sub(&m->refs, 1) == 1) {
+        free(m->message_id);
+        free(m);
+    }
+}
+
+void
+inf_mark_send(struct inf_worker_ctx *d, struct inf_mark *m)
+{
+    mark_read(d->cfg, d->send_curl, m->adapter, m->channel, m->user_id,
+              m->message_id);
+    pthread_mutex_lock(&mark_mu);
+    m->done = 1;
+    pthread_mutex_unlock(&mark_mu);
+    pthread_cond_broadcast(&mark_cv);
+    mark_unref(m);
+}
+
+/*
+ * Before the job's reply: wait until its receipt was answered, so the
+ * receipt reaches the platform first (a typing indicator that arrived
+ * after the reply would stay up). It is already on its way: delivery
+ * threads take receipts before jobs, and the dispatcher queued it before
+ * the job, so no receipt can be waiting behind this thread.
+ */
+static void
+mark_wait(struct job_state *s)
+{
+    if (!s->mark)
+        return;
+    pthread_mutex_lock(&mark_mu);
+    while (!s->mark->done)
+        pthread_cond_wait(&mark_cv, &mark_mu);
+    pthread_mutex_unlock(&mark_mu);
+    mark_unref(s->mark);
+    s->mark = NULL;
 }
 
 /* Observe stage `name`, begun at `since` (job_clock()); returns now. */
@@ -1098,11 +1112,9 @@ int
 inf_job_think(struct inf_worker_ctx *w, struct inf_job *job)
 {
     struct job_state *s = job->state;
-    struct receipt receipt;
     enum core_status st;
     int go = 0;
 
-    memset(&receipt, 0, sizeof(receipt));
     core_log_set_request_id(job->conversation_id);
     if (!s) {
         s = job->state = calloc(1, sizeof(*s));
@@ -1129,7 +1141,10 @@ inf_job_think(struct inf_worker_ctx *w, struct inf_job *job)
         go = 1;
         goto out;
     }
-    receipt_start(&receipt, w, s);
+    if (!s->mark && s->adapter->read_posts && !s->opted_out &&
+        s->pending[s->npending - 1].platform_id)
+        mark_read(w->cfg, w->send_curl, s->adapter, s->channel, s->user_id,
+                  s->pending[s->npending - 1].platform_id);
     think(s);
     classify(s);
     if (aborting(s) && s->kind && strcmp(s->kind, "apology") == 0) {
@@ -1146,7 +1161,6 @@ inf_job_think(struct inf_worker_ctx *w, struct inf_job *job)
     }
     go = 1;
 out:
-    receipt_finish(&receipt);
     if (s)
         s->thought_s = job_clock();
     if (!go)
@@ -1174,6 +1188,7 @@ inf_job_deliver(struct inf_worker_ctx *d, struct inf_job *job)
         goto out;
     }
     if (s->kind) {
+        mark_wait(s);
         st = with_retries(s, intent, 3);
         t = stage_done(s, "intent", t);
         if (st != CORE_OK) {

@@ -3,10 +3,11 @@
  * inference/; pool.c claims and hands out jobs, job.c runs them in three
  * stages, each on its own thread:
  *   1. the dispatcher claims and loads in one statement (INF_SQL_CLAIM,
- *      inf_job_from_claim);
+ *      inf_job_from_claim) and hands each read receipt to delivery
+ *      (inf_job_mark);
  *   2. a worker thread thinks (inf_job_think): the context and the LLM
- *      call, with the read receipt as side transfers of the same wait
- *      (and the load, if the dispatcher's failed);
+ *      call (and the load and read receipt, if the dispatcher's load
+ *      failed);
  *   3. a delivery thread records and sends (inf_job_deliver): intent,
  *      sends, finish.
  * So a worker spends its time on the LLM, not waiting on PostgreSQL or the
@@ -37,6 +38,21 @@ struct inf_job {
     double claimed_s;          /* monotonic s, when claimed */
     long long claimed_ms;      /* wall clock, ms, when claimed */
     struct inf_job *next;
+};
+
+/* A read receipt for a loaded job (with WhatsApp, a typing indicator):
+ * made by the dispatcher, sent by a delivery thread, so the worker goes
+ * straight to the LLM; the job's own delivery waits until it was answered
+ * (job.c, mark_wait). Shared by the two: freed by the last to let go. */
+struct adp_adapter;
+struct inf_mark {
+    struct inf_mark *next;
+    const struct adp_adapter *adapter;
+    char channel[256];
+    char user_id[256];
+    char *message_id;
+    atomic_int refs;
+    int done; /* answered (or failed); under job.c's mark_mu */
 };
 
 /* What a worker (or delivery, or the dispatcher) thread owns: never
@@ -84,9 +100,13 @@ extern const char INF_SQL_CLAIM[];
  * worker. */
 int inf_job_from_claim(struct inf_worker_ctx *w, struct inf_job *job,
                        PGresult *r, int row);
-/* Worker: load if needed, mark read (beside the LLM call), think. Returns 1
- * when the job goes on to inf_job_deliver(), 0 when it is over (counted, state
- * freed). */
+/* Dispatcher, after loading: the job's read receipt, or NULL if it needs
+ * none (then or if the job was not loaded, its worker marks it read). */
+struct inf_mark *inf_job_mark(struct inf_job *job);
+/* Delivery thread: send the receipt (best effort) and free it. */
+void inf_mark_send(struct inf_worker_ctx *d, struct inf_mark *m);
+/* Worker: load if needed, mark read, think. Returns 1 when the job goes on
+ * to inf_job_deliver(), 0 when it is over (counted, state freed). */
 int inf_job_think(struct inf_worker_ctx *w, struct inf_job *job);
 /* Delivery thread: intent, sends, finish; frees the job's state. Returns 1
  * when the conversation has messages pending after the job (ones that

@@ -5,14 +5,15 @@
  * attempt is in llm_http.c, parsing in llm_parse.c.
  *
  * Design: a struct inf_llm is confined to its worker thread, except for the
- * cancel flag (atomic) and curl_multi_wakeup() on its multi handle, which
- * wakes a transfer or a backoff sleep at once. The libcurl easy handle is
- * configured once in inf_llm_new() and reused, so libcurl keeps the
- * connection alive between calls; side transfers share the multi handle.
+ * cancel flag (atomic) and the mutex/condvar pair used to wake a backoff
+ * sleep. The libcurl easy handle is configured once in inf_llm_new() and
+ * reused, so libcurl keeps the connection alive between calls.
  */
 #include "inference/llm.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -249,6 +250,27 @@ llm_retryable(enum inf_llm_error e)
 
 /* ---- lifecycle -------------------------------------------------------- */
 
+static int
+llm_sync_init(struct inf_llm *llm)
+{
+    pthread_condattr_t attr;
+    int ok;
+
+    if (pthread_condattr_init(&attr) != 0)
+        return 0;
+    ok = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 &&
+         pthread_cond_init(&llm->cv, &attr) == 0;
+    pthread_condattr_destroy(&attr);
+    if (!ok)
+        return 0;
+    if (pthread_mutex_init(&llm->mu, NULL) != 0) {
+        pthread_cond_destroy(&llm->cv);
+        return 0;
+    }
+    llm->sync_ready = 1;
+    return 1;
+}
+
 struct inf_llm *
 inf_llm_new(const struct core_config *cfg)
 {
@@ -259,8 +281,7 @@ inf_llm_new(const struct core_config *cfg)
         return NULL;
     llm->cfg = cfg;
     atomic_init(&llm->cancelled, 0);
-    llm->multi = curl_multi_init();
-    if (!llm->multi)
+    if (!llm_sync_init(llm))
         goto fail;
     clock_gettime(CLOCK_REALTIME, &ts);
     llm->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^
@@ -286,14 +307,11 @@ inf_llm_free(struct inf_llm *llm)
 {
     if (!llm)
         return;
-    /* (A side still running is its owner's bug: its done() is not called,
-     * its state may be gone; only its handle is taken out.) */
-    while (llm->nsides > 0)
-        (void)curl_multi_remove_handle(llm->multi,
-                                       llm->sides[--llm->nsides]->easy);
     inf_llm_http_done(llm);
-    if (llm->multi)
-        curl_multi_cleanup(llm->multi);
+    if (llm->sync_ready) {
+        pthread_cond_destroy(&llm->cv);
+        pthread_mutex_destroy(&llm->mu);
+    }
     free(llm);
 }
 
@@ -302,8 +320,10 @@ inf_llm_cancel(struct inf_llm *llm)
 {
     if (!llm)
         return;
+    pthread_mutex_lock(&llm->mu);
     atomic_store(&llm->cancelled, 1);
-    (void)curl_multi_wakeup(llm->multi);
+    pthread_cond_broadcast(&llm->cv);
+    pthread_mutex_unlock(&llm->mu);
 }
 
 int
@@ -312,46 +332,28 @@ inf_llm_is_echo(const struct inf_llm *llm)
     return llm && llm->curl == NULL;
 }
 
-/* Sleep ms or until cancelled, running the side transfers meanwhile;
- * returns 1 when cancelled. */
+/* Sleep ms or until cancelled; returns 1 when cancelled. */
 static int
 llm_sleep_ms(struct inf_llm *llm, long ms)
 {
-    long end = inf_llm_now_ms() + ms, left;
+    struct timespec until;
+    int cancelled;
 
-    while (!atomic_load(&llm->cancelled) && (left = end - inf_llm_now_ms()) > 0)
-        (void)inf_llm_multi_round(llm, NULL, NULL, left);
-    return atomic_load(&llm->cancelled);
-}
-
-enum core_status
-inf_llm_side_add(struct inf_llm *llm, struct inf_llm_side *side)
-{
-    if (llm->nsides == INF_LLM_SIDES)
-        return CORE_ERR_TOO_LARGE;
-    if (curl_easy_setopt(side->easy, CURLOPT_PRIVATE, side) != CURLE_OK ||
-        curl_multi_add_handle(llm->multi, side->easy) != CURLM_OK)
-        return CORE_ERR_INTERNAL;
-    llm->sides[llm->nsides++] = side;
-    return CORE_OK;
-}
-
-void
-inf_llm_drain(struct inf_llm *llm)
-{
-    /* Each side has its own timeout; this bounds a multi handle that
-     * stopped making progress. */
-    long end = inf_llm_now_ms() + LLM_SIDE_DRAIN_MAX_MS;
-
-    while (llm->nsides > 0) {
-        if (atomic_load(&llm->cancelled) || inf_llm_now_ms() > end) {
-            inf_llm_sides_abort(llm, atomic_load(&llm->cancelled)
-                                         ? CURLE_ABORTED_BY_CALLBACK
-                                         : CURLE_OPERATION_TIMEDOUT);
-            continue; /* a done() may have added another */
-        }
-        (void)inf_llm_multi_round(llm, NULL, NULL, 1000);
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
     }
+    pthread_mutex_lock(&llm->mu);
+    while (!atomic_load(&llm->cancelled)) {
+        if (pthread_cond_timedwait(&llm->cv, &llm->mu, &until) == ETIMEDOUT)
+            break;
+    }
+    cancelled = atomic_load(&llm->cancelled);
+    pthread_mutex_unlock(&llm->mu);
+    return cancelled;
 }
 
 /* ---- request ---------------------------------------------------------- */

@@ -5,9 +5,7 @@
  *
  * Design: one struct inf_llm per worker thread. It owns a libcurl easy
  * handle that is reused across calls, so the connection to the LLM server
- * stays open (keep-alive), and the curl multi handle that drives it, on
- * which the worker may run side transfers (the read receipt) while it
- * waits for the model. Only inf_llm_cancel() may be called from another
+ * stays open (keep-alive). Only inf_llm_cancel() may be called from another
  * thread. When cfg->llm_base_url is NULL or empty the client is a
  * deterministic "echo" provider that never touches the network.
  * curl_global_init() must have been called before the first inf_llm_new().
@@ -15,7 +13,6 @@
 #ifndef INF_LLM_H
 #define INF_LLM_H
 
-#include <curl/curl.h>
 #include <stddef.h>
 
 #include "core/config.h"
@@ -70,8 +67,7 @@ struct inf_llm;
  * of memory or libcurl cannot be set up. Registers the parley_llm_* metrics.
  */
 struct inf_llm *inf_llm_new(const struct core_config *cfg);
-/* Accepts NULL. Not while a call on the handle is running, nor with side
- * transfers not yet drained. */
+/* Accepts NULL. Not while a call on the handle is running. */
 void inf_llm_free(struct inf_llm *llm);
 
 /*
@@ -100,32 +96,11 @@ void inf_llm_result_done(struct inf_llm_result *res);
 
 /*
  * Ask a call running on another thread to give up soon: a backoff sleep
- * wakes at once, a transfer is aborted at once. Sticky: every
+ * wakes at once, a transfer is aborted within about a second. Sticky: every
  * later call on this handle fails with INF_LLM_CANCELLED (for shutdown).
  * Thread-safe.
  */
 void inf_llm_cancel(struct inf_llm *llm);
-
-/*
- * A side transfer: an HTTP request the owner thread makes beside the LLM
- * call, on the client's multi handle (so it shares the wait, and needs no
- * other thread). It progresses while inf_llm_complete() runs, in its
- * backoff sleeps, and in inf_llm_drain(). Embed it in the caller's state.
- */
-#define INF_LLM_SIDES 4 /* side transfers at once */
-struct inf_llm_side {
-    CURL *easy; /* set up by the caller, in no multi handle */
-    /* On the owner thread, once the transfer ended (rc its result) and
-     * easy is out of the multi handle; it may add a side again. */
-    void (*done)(struct inf_llm_side *side, CURLcode rc);
-};
-/* Start side: CORE_OK, or CORE_ERR_TOO_LARGE (INF_LLM_SIDES running) /
- * CORE_ERR_INTERNAL, and then done() is not called. */
-enum core_status inf_llm_side_add(struct inf_llm *llm,
-                                  struct inf_llm_side *side);
-/* Run the side transfers to their end: each is bounded by its own
- * timeout; after inf_llm_cancel() they end at once. Owner thread only. */
-void inf_llm_drain(struct inf_llm *llm);
 
 /* 1 when this client is the built-in echo provider (no base URL). */
 int inf_llm_is_echo(const struct inf_llm *llm);

@@ -2,8 +2,7 @@
  * HTTP transport of the LLM client: the libcurl easy handle's set-up and
  * one attempt (POST, then a buffered JSON body or an incremental SSE
  * stream), with the classification of failures and the server's wait hints
- * (Retry-After, x-ratelimit-reset-*); and the client's multi handle, which
- * drives the attempt and the owner's side transfers in one wait.
+ * (Retry-After, x-ratelimit-reset-*).
  *
  * Design: per-attempt state lives on the caller's stack (struct llm_xfer)
  * and is reached from the libcurl callbacks; WRITEDATA and POSTFIELDS are
@@ -11,7 +10,6 @@
  * Only the cancel flag is read from here across threads (atomic).
  */
 #include <curl/curl.h>
-#include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -350,88 +348,6 @@ llm_take_result(struct llm_xfer *x, struct inf_llm_result *res)
     return INF_LLM_OK;
 }
 
-/* ---- the multi handle ------------------------------------------------ */
-
-/* Take side i out of the multi handle and the list, then tell its owner. */
-static void
-llm_side_end(struct inf_llm *llm, int i, CURLcode rc)
-{
-    struct inf_llm_side *side = llm->sides[i];
-
-    (void)curl_multi_remove_handle(llm->multi, side->easy);
-    llm->sides[i] = llm->sides[--llm->nsides];
-    llm->sides[llm->nsides] = NULL;
-    side->done(side, rc);
-}
-
-static int
-llm_side_index(const struct inf_llm *llm, CURL *easy)
-{
-    int i;
-
-    for (i = 0; i < llm->nsides; i++)
-        if (llm->sides[i]->easy == easy)
-            return i;
-    return -1;
-}
-
-void
-inf_llm_sides_abort(struct inf_llm *llm, CURLcode rc)
-{
-    while (llm->nsides > 0)
-        llm_side_end(llm, llm->nsides - 1, rc);
-}
-
-int
-inf_llm_multi_round(struct inf_llm *llm, CURL *xfer, CURLcode *rc, long wait_ms)
-{
-    CURLMsg *msg;
-    CURLcode result;
-    CURL *easy;
-    int running, left, i, finished = 0;
-
-    if (curl_multi_perform(llm->multi, &running) != CURLM_OK) {
-        /* Out of memory or a broken handle: end what runs on it. */
-        inf_llm_sides_abort(llm, CURLE_OUT_OF_MEMORY);
-        if (xfer)
-            *rc = CURLE_OUT_OF_MEMORY;
-        return xfer != NULL;
-    }
-    while ((msg = curl_multi_info_read(llm->multi, &left)) != NULL) {
-        if (msg->msg != CURLMSG_DONE)
-            continue;
-        easy = msg->easy_handle; /* msg dies with the handle's removal */
-        result = msg->data.result;
-        if (easy == xfer) {
-            *rc = result;
-            finished = 1;
-        } else if ((i = llm_side_index(llm, easy)) >= 0) {
-            llm_side_end(llm, i, result);
-        }
-    }
-    if (finished)
-        return 1;
-    if (wait_ms > 0)
-        (void)curl_multi_poll(llm->multi, NULL, 0,
-                              wait_ms > INT_MAX ? INT_MAX : (int)wait_ms, NULL);
-    return 0;
-}
-
-/* The attempt's transfer on the multi handle, the side transfers beside it
- * (curl_easy_perform would run it on a multi handle of its own). */
-static CURLcode
-llm_perform(struct inf_llm *llm, CURL *c)
-{
-    CURLcode rc = CURLE_OK;
-
-    if (curl_multi_add_handle(llm->multi, c) != CURLM_OK)
-        return CURLE_OUT_OF_MEMORY;
-    while (!inf_llm_multi_round(llm, c, &rc, 1000))
-        ;
-    (void)curl_multi_remove_handle(llm->multi, c);
-    return rc;
-}
-
 enum inf_llm_error
 inf_llm_http_attempt(struct inf_llm *llm, const char *body, int stream,
                      long timeout_ms, struct inf_llm_result *res, long *hint_ms)
@@ -461,7 +377,7 @@ inf_llm_http_attempt(struct inf_llm *llm, const char *body, int stream,
                          ? timeout_ms
                          : LLM_CONNECT_TIMEOUT_MAX_MS);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &x);
-    cc = llm_perform(llm, c);
+    cc = curl_easy_perform(c);
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     res->http_status = status;
 

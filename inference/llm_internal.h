@@ -7,15 +7,13 @@
 #define INF_LLM_INTERNAL_H
 
 #include <curl/curl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
 #include "core/config.h"
 #include "core/metrics.h"
 #include "inference/llm.h"
-
-/* inf_llm_drain() ends side transfers still running after this long. */
-#define LLM_SIDE_DRAIN_MAX_MS 30000L
 
 /* Cap of a buffered response body and of the completion text. */
 #define LLM_BODY_MAX_BYTES ((size_t)4 << 20)
@@ -30,14 +28,14 @@ struct llm_metrics {
 
 struct inf_llm {
     const struct core_config *cfg;
-    CURLM *multi; /* drives curl and the side transfers */
-    struct inf_llm_side *sides[INF_LLM_SIDES]; /* running beside curl */
-    int nsides;
     CURL *curl;                 /* NULL: echo provider */
     struct curl_slist *headers; /* holds the Authorization header */
     char *url;
     uint64_t rng;         /* backoff jitter; owner thread only */
     atomic_int cancelled; /* set by inf_llm_cancel() from any thread */
+    int sync_ready;       /* mu and cv initialised */
+    pthread_mutex_t mu;   /* with cv: wakes a backoff sleep on cancel */
+    pthread_cond_t cv;
     struct llm_metrics m;
     char errbuf[CURL_ERROR_SIZE];
 };
@@ -59,17 +57,6 @@ void inf_llm_set_error(const struct inf_llm *llm, struct inf_llm_result *res,
  * (what was allocated is released by inf_llm_http_done). */
 int inf_llm_http_setup(struct inf_llm *llm);
 void inf_llm_http_done(struct inf_llm *llm);
-
-/*
- * One round of llm->multi: run what is ready, end the side transfers that
- * finished (their done() runs here), then wait up to wait_ms for activity
- * or inf_llm_cancel(). Returns 1, without waiting, when `xfer` (NULL: none)
- * has finished, its result in *rc.
- */
-int inf_llm_multi_round(struct inf_llm *llm, CURL *xfer, CURLcode *rc,
-                        long wait_ms);
-/* End every side transfer at once with rc (shutdown, or a stuck multi). */
-void inf_llm_sides_abort(struct inf_llm *llm, CURLcode rc);
 
 /*
  * One POST with a per-attempt timeout. Fills res on success (content,

@@ -112,10 +112,11 @@ struct inf_pool {
     unsigned long nclaims; /* claims made: the owner token's suffix */
 
     pthread_mutex_t mu;
-    pthread_cond_t cv;       /* workers: a job was queued */
-    pthread_cond_t dcv;      /* delivery: a job was thought */
-    struct job_fifo ready;   /* loaded, waiting for a worker */
-    struct job_fifo thought; /* thought, waiting for delivery */
+    pthread_cond_t cv;              /* workers: a job was queued */
+    pthread_cond_t dcv;             /* delivery: a job was thought */
+    struct job_fifo ready;          /* loaded, waiting for a worker */
+    struct job_fifo thought;        /* thought, waiting for delivery */
+    struct inf_mark *mhead, *mtail; /* read receipts, for delivery */
     int queued;
     int busy;           /* jobs in workers' hands */
     int delivering;     /* queued for or in delivery */
@@ -220,6 +221,23 @@ push_job(struct inf_pool *p, struct inf_job *j)
     pthread_cond_signal(&p->cv);
 }
 
+/* Read receipts go to delivery ahead of the jobs thought there. */
+static void
+push_mark(struct inf_pool *p, struct inf_mark *m)
+{
+    if (!m)
+        return;
+    pthread_mutex_lock(&p->mu);
+    m->next = NULL;
+    if (p->mtail)
+        p->mtail->next = m;
+    else
+        p->mhead = m;
+    p->mtail = m;
+    pthread_mutex_unlock(&p->mu);
+    pthread_cond_signal(&p->dcv);
+}
+
 /* Claim up to n conversations; returns how many were claimed, -1 on error. */
 static int
 claim(struct inf_pool *p, struct core_dbconn *c, int n)
@@ -261,8 +279,10 @@ claim(struct inf_pool *p, struct core_dbconn *c, int n)
     core_metric_add(p->m.claims, NULL, rows);
     PQclear(r);
     /* Out of memory: what was not made into a job waits for its lease. */
-    for (i = 0; i < got; i++)
+    for (i = 0; i < got; i++) {
+        push_mark(p, inf_job_mark(jobs[i]));
         push_job(p, jobs[i]);
+    }
     free(jobs);
     return rows;
 }
@@ -465,19 +485,24 @@ push_delivery(struct inf_pool *p, struct inf_job *j)
     core_metric_add(p->m.delivery_jobs, NULL, 1);
 }
 
-/* Next job for a delivery thread; NULL when the pool stops and the queue
- * is empty. */
-static struct inf_job *
-pop_delivery(struct inf_pool *p)
+/* Next work for a delivery thread: a read receipt (*m) or a job; both
+ * NULL when the pool stops and the queues are empty. */
+static void
+pop_delivery(struct inf_pool *p, struct inf_job **j, struct inf_mark **m)
 {
-    struct inf_job *j;
-
     pthread_mutex_lock(&p->mu);
-    while (!p->thought.head && !p->dstopping)
+    while (!p->thought.head && !p->mhead && !p->dstopping)
         pthread_cond_wait(&p->dcv, &p->mu);
-    j = fifo_pop(&p->thought);
+    *m = p->mhead;
+    *j = NULL;
+    if (*m) {
+        p->mhead = (*m)->next;
+        if (!p->mhead)
+            p->mtail = NULL;
+    } else {
+        *j = fifo_pop(&p->thought);
+    }
     pthread_mutex_unlock(&p->mu);
-    return j;
 }
 
 /* "worker-3" for the context named "w3" (top -H, perf). */
@@ -531,10 +556,18 @@ delivery_main(void *arg)
     struct worker_slot *slot = arg;
     struct inf_pool *p = slot->pool;
     struct inf_job *j;
+    struct inf_mark *m;
     int more, room;
 
     name_thread("deliver-", &slot->ctx);
-    while ((j = pop_delivery(p)) != NULL) {
+    for (;;) {
+        pop_delivery(p, &j, &m);
+        if (m) {
+            inf_mark_send(&slot->ctx, m);
+            continue;
+        }
+        if (!j)
+            break;
         more = inf_job_deliver(&slot->ctx, j);
         j->magic = 0;
         free(j);

@@ -491,14 +491,13 @@ test_wa_send_errors(void **state)
     assert_string_equal(res.error_title, "(#130429) Rate limit hit");
 }
 
-/* The adapter's read receipt, its posts made in order on one handle, as
- * a worker makes them (there as side transfers of its multi handle). */
+/* The adapter's read receipt, its posts made in order on one handle, as a
+ * delivery thread makes them. */
 static enum core_status
 mark_read(const struct adp_adapter *ad, struct ctx *c, const char *channel,
           const char *user, const char *mid)
 {
     struct adp_post posts[2];
-    struct adp_post_xfer x;
     enum core_status st;
     long http;
     int n, i;
@@ -509,12 +508,7 @@ mark_read(const struct adp_adapter *ad, struct ctx *c, const char *channel,
         return st;
     }
     for (i = 0; i < n; i++) {
-        http = 0;
-        assert_int_equal(adp_post_begin(c->curl, &posts[i], &x), CORE_OK);
-        if (curl_easy_perform(c->curl) == CURLE_OK)
-            curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &http);
-        adp_post_end(c->curl, &x);
-        adp_post_xfer_done(&x);
+        http = adp_post_perform(c->curl, &posts[i]);
         if (http < 200 || http > 299)
             st = CORE_ERR_UPSTREAM;
         adp_post_done(&posts[i]);

@@ -473,8 +473,6 @@ struct srv {
     char auth[SRV_MAX_REQS][128];
     char ctype[SRV_MAX_REQS][64];
     char url[SRV_MAX_REQS][64];
-    int side_delay_ms; /* requests to /side/...: 204 after this long */
-    int nside;         /* ... answered so far */
     atomic_int stopping;
 };
 
@@ -554,30 +552,6 @@ srv_response(const struct step *st)
     return resp;
 }
 
-/* A side transfer's request (not an LLM call): 204 after side_delay_ms. */
-static enum MHD_Result
-srv_side(struct MHD_Connection *conn)
-{
-    struct MHD_Response *resp;
-    enum MHD_Result ret;
-    int delay;
-
-    pthread_mutex_lock(&S.mu);
-    delay = S.side_delay_ms;
-    pthread_mutex_unlock(&S.mu);
-    srv_sleep(delay);
-    resp = MHD_create_response_from_buffer(0, (void *)(uintptr_t) "",
-                                           MHD_RESPMEM_PERSISTENT);
-    if (!resp)
-        return MHD_NO;
-    ret = MHD_queue_response(conn, 204, resp);
-    MHD_destroy_response(resp);
-    pthread_mutex_lock(&S.mu);
-    S.nside++;
-    pthread_mutex_unlock(&S.mu);
-    return ret;
-}
-
 static enum MHD_Result
 srv_handler(void *cls, struct MHD_Connection *conn, const char *url,
             const char *method, const char *version, const char *upload_data,
@@ -606,8 +580,6 @@ srv_handler(void *cls, struct MHD_Connection *conn, const char *url,
         *upload_size = 0;
         return MHD_YES;
     }
-    if (strncmp(url, "/side/", 6) == 0)
-        return srv_side(conn);
     pthread_mutex_lock(&S.mu);
     idx = S.nreq++;
     if (idx < SRV_MAX_REQS) {
@@ -668,8 +640,6 @@ srv_clear(void)
     }
     S.nreq = 0;
     S.nconn = 0;
-    S.nside = 0;
-    S.side_delay_ms = 0;
 }
 
 /* Install the answers for the next requests (the last one repeats). */
@@ -692,25 +662,6 @@ srv_nreq(void)
     n = S.nreq;
     pthread_mutex_unlock(&S.mu);
     return n;
-}
-
-static int
-srv_nside(void)
-{
-    int n;
-
-    pthread_mutex_lock(&S.mu);
-    n = S.nside;
-    pthread_mutex_unlock(&S.mu);
-    return n;
-}
-
-static void
-srv_side_delay(int ms)
-{
-    pthread_mutex_lock(&S.mu);
-    S.side_delay_ms = ms;
-    pthread_mutex_unlock(&S.mu);
 }
 
 static int
@@ -1369,200 +1320,6 @@ test_http_cancel_transfer(void **state)
     assert_true(f->res.total_ms < 3500); /* before the server answered */
 }
 
-/* ==== side transfers ================================================== */
-
-/* A side transfer as a worker makes one: up to `chain` requests, one after
- * another, each started by the done() of the one before. */
-struct side {
-    struct inf_llm_side side; /* first */
-    struct inf_llm *llm;
-    char url[96];
-    int chain;    /* requests still to start */
-    int ndone;    /* ended */
-    CURLcode rc;  /* of the last one */
-    long http;    /* of the last one */
-    long done_ms; /* when the last one ended (monotonic) */
-};
-
-static long
-now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static size_t
-side_sink(char *p, size_t size, size_t nmemb, void *ud)
-{
-    (void)p;
-    (void)ud;
-    return size * nmemb;
-}
-
-static void side_done(struct inf_llm_side *side, CURLcode rc);
-
-static void
-side_start(struct side *sd)
-{
-    CURL *e = sd->side.easy;
-
-    sd->chain--;
-    curl_easy_reset(e);
-    curl_easy_setopt(e, CURLOPT_URL, sd->url);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, "{}");
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, side_sink);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 10000L);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    assert_int_equal(inf_llm_side_add(sd->llm, &sd->side), CORE_OK);
-}
-
-static void
-side_done(struct inf_llm_side *side, CURLcode rc)
-{
-    struct side *sd = (struct side *)side;
-
-    sd->ndone++;
-    sd->rc = rc;
-    sd->http = 0;
-    if (rc == CURLE_OK)
-        curl_easy_getinfo(side->easy, CURLINFO_RESPONSE_CODE, &sd->http);
-    sd->done_ms = now_ms();
-    if (sd->chain > 0 && rc == CURLE_OK)
-        side_start(sd);
-}
-
-static void
-side_init(struct side *sd, struct inf_llm *llm, int chain)
-{
-    memset(sd, 0, sizeof(*sd));
-    sd->side.easy = curl_easy_init();
-    assert_non_null(sd->side.easy);
-    sd->side.done = side_done;
-    sd->llm = llm;
-    sd->chain = chain;
-    /* S.base ends in "/v1/"; the side requests go to "/side/". */
-    snprintf(sd->url, sizeof(sd->url), "%.*sside/read",
-             (int)(strlen(S.base) - strlen("v1/")), S.base);
-}
-
-/* Both requests of a two-step side transfer end during the LLM call, on
- * the calling thread, without a drain. */
-static void
-test_side_beside_the_call(void **state)
-{
-    struct fix *f = *state;
-    static const struct step st = { .status = 200,
-                                    .content_type = "application/json",
-                                    .body = OK_BODY,
-                                    .delay_ms = 400 };
-    struct side sd;
-    long returned;
-
-    srv_script(&st, 1);
-    fix_llm(f);
-    side_init(&sd, f->llm, 2);
-    side_start(&sd);
-    assert_int_equal(fix_call(f, 0), CORE_OK);
-    returned = now_ms();
-    assert_ok_result(f);
-    assert_int_equal(sd.ndone, 2);
-    assert_int_equal(sd.rc, CURLE_OK);
-    assert_int_equal(sd.http, 204);
-    assert_true(sd.done_ms <= returned);
-    assert_int_equal(srv_nside(), 2);
-    assert_int_equal(srv_nreq(), 1);
-    inf_llm_drain(f->llm); /* nothing left: returns at once */
-    assert_int_equal(sd.ndone, 2);
-    curl_easy_cleanup(sd.side.easy);
-}
-
-/* A backoff sleep runs the side transfers too. */
-static void
-test_side_during_backoff(void **state)
-{
-    struct fix *f = *state;
-    static const struct step st[] = {
-        { .status = 503,
-          .content_type = "application/json",
-          .hdr_name = { "Retry-After" },
-          .hdr_value = { "1" },
-          .body = "{}" },
-        OK_STEP,
-    };
-    struct side sd;
-    long t0;
-
-    srv_script(st, 2);
-    srv_side_delay(300); /* answered after the 503, during the sleep */
-    fix_llm(f);
-    side_init(&sd, f->llm, 1);
-    t0 = now_ms();
-    side_start(&sd);
-    assert_int_equal(fix_call(f, 0), CORE_OK);
-    assert_int_equal(f->res.attempts, 2);
-    assert_true(f->res.total_ms >= 1000);
-    assert_int_equal(sd.ndone, 1);
-    assert_int_equal(sd.http, 204);
-    /* Ended in the sleep, not when the second attempt ran the handle. */
-    assert_true(sd.done_ms - t0 < 900);
-    curl_easy_cleanup(sd.side.easy);
-}
-
-/* The echo provider makes no transfer: inf_llm_drain() runs the sides. */
-static void
-test_side_drain_echo(void **state)
-{
-    struct fix *f = *state;
-    struct side sd;
-
-    srv_script(&k_ok, 1);
-    f->cfg.llm_base_url = NULL;
-    fix_llm(f);
-    srv_side_delay(100);
-    side_init(&sd, f->llm, 2);
-    side_start(&sd);
-    assert_int_equal(fix_call(f, 0), CORE_OK);
-    inf_llm_drain(f->llm);
-    assert_int_equal(sd.ndone, 2);
-    assert_int_equal(sd.http, 204);
-    assert_int_equal(srv_nside(), 2);
-    curl_easy_cleanup(sd.side.easy);
-}
-
-/* After inf_llm_cancel() a drain ends the sides at once, and a full
- * client refuses another. */
-static void
-test_side_cancel_and_limit(void **state)
-{
-    struct fix *f = *state;
-    struct side sd[INF_LLM_SIDES + 1];
-    long t0;
-    int i;
-
-    srv_script(&k_ok, 1);
-    srv_side_delay(5000);
-    fix_llm(f);
-    for (i = 0; i < INF_LLM_SIDES; i++) {
-        side_init(&sd[i], f->llm, 1);
-        side_start(&sd[i]);
-    }
-    side_init(&sd[i], f->llm, 0);
-    assert_int_equal(inf_llm_side_add(f->llm, &sd[i].side), CORE_ERR_TOO_LARGE);
-    inf_llm_cancel(f->llm);
-    t0 = now_ms();
-    inf_llm_drain(f->llm);
-    assert_true(now_ms() - t0 < 2000);
-    for (i = 0; i < INF_LLM_SIDES; i++) {
-        assert_int_equal(sd[i].ndone, 1);
-        assert_int_equal(sd[i].rc, CURLE_ABORTED_BY_CALLBACK);
-    }
-    assert_int_equal(sd[i].ndone, 0);
-    for (i = 0; i <= INF_LLM_SIDES; i++)
-        curl_easy_cleanup(sd[i].side.easy);
-}
-
 /* ==== echo and misuse ================================================== */
 
 static void
@@ -1644,10 +1401,6 @@ main(void)
         HTTP_TEST(test_http_connect_error),
         HTTP_TEST(test_http_cancel_backoff),
         HTTP_TEST(test_http_cancel_transfer),
-        HTTP_TEST(test_side_beside_the_call),
-        HTTP_TEST(test_side_during_backoff),
-        HTTP_TEST(test_side_drain_echo),
-        HTTP_TEST(test_side_cancel_and_limit),
         HTTP_TEST(test_echo),
         HTTP_TEST(test_invalid_request),
     };
