@@ -1022,6 +1022,11 @@ inf_job_mark(struct inf_job *job)
     m->adapter = a;
     snprintf(m->channel, sizeof(m->channel), "%s", s->channel);
     snprintf(m->user_id, sizeof(m->user_id), "%s", s->user_id);
+    if (pthread_cond_init(&m->cv, NULL) != 0) {
+        free(m->message_id);
+        free(m);
+        return NULL;
+    }
     atomic_init(&m->refs, 2); /* the delivery queue's and the job's */
     s->mark = m;
     return m;
@@ -1050,15 +1055,16 @@ mark_read(const struct core_config *cfg, CURL *curl,
     }
 }
 
-/* The receipts' hand-over: a delivery thread sets done, the job's
- * delivery waits for it. */
+/* The receipts' hand-over: a delivery thread sets done and signals the
+ * receipt's own condvar (no other waiter wakes), the job's delivery waits
+ * for it. */
 static pthread_mutex_t mark_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t mark_cv = PTHREAD_COND_INITIALIZER;
 
 static void
 mark_unref(struct inf_mark *m)
 {
     if (m && atomic_fetch_sub(&m->refs, 1) == 1) {
+        pthread_cond_destroy(&m->cv);
         free(m->message_id);
         free(m);
     }
@@ -1072,7 +1078,7 @@ inf_mark_send(struct inf_worker_ctx *d, struct inf_mark *m)
     pthread_mutex_lock(&mark_mu);
     m->done = 1;
     pthread_mutex_unlock(&mark_mu);
-    pthread_cond_broadcast(&mark_cv);
+    pthread_cond_signal(&m->cv); /* (m lives: our reference) */
     mark_unref(m);
 }
 
@@ -1090,7 +1096,7 @@ mark_wait(struct job_state *s)
         return;
     pthread_mutex_lock(&mark_mu);
     while (!s->mark->done)
-        pthread_cond_wait(&mark_cv, &mark_mu);
+        pthread_cond_wait(&s->mark->cv, &mark_mu);
     pthread_mutex_unlock(&mark_mu);
     mark_unref(s->mark);
     s->mark = NULL;
@@ -1188,13 +1194,13 @@ inf_job_deliver(struct inf_worker_ctx *d, struct inf_job *job)
         goto out;
     }
     if (s->kind) {
-        mark_wait(s);
         st = with_retries(s, intent, 3);
         t = stage_done(s, "intent", t);
         if (st != CORE_OK) {
             count_job(s, st == CORE_ERR_CONFLICT ? "lease_lost" : "db_error");
             goto out;
         }
+        mark_wait(s); /* (the intent's round trip ran meanwhile) */
         send_all(s);
         t = stage_done(s, "send", t);
     }

@@ -18,6 +18,7 @@
 #define INFERENCE_JOB_H
 
 #include <curl/curl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include "core/batch.h"
@@ -52,7 +53,8 @@ struct inf_mark {
     char user_id[256];
     char *message_id;
     atomic_int refs;
-    int done; /* answered (or failed); under job.c's mark_mu */
+    int done;          /* answered (or failed); under job.c's mark_mu */
+    pthread_cond_t cv; /* signalled when done */
 };
 
 /* What a worker (or delivery, or the dispatcher) thread owns: never
