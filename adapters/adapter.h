@@ -162,9 +162,9 @@ struct adp_send_result {
 
 /*
  * One HTTP POST an adapter wants made, described without being made, so
- * that the caller can run it on any easy handle: blocking, or as one
- * transfer of a curl multi handle (adapters/post.c). auth is a secret:
- * adp_post_done() wipes it.
+ * that the caller decides on which easy handle and when (adapters/post.c:
+ * adp_post_perform blocks; adp_post_begin/adp_post_end around a transfer
+ * the caller drives). auth is a secret: adp_post_done() wipes it.
  */
 struct adp_post {
     char url[2400];

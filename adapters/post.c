@@ -1,8 +1,9 @@
 /*
  * HTTP POSTs to a platform's send API, described apart from being made
  * (struct adp_post): an adapter builds them without a CURL handle (the
- * read receipt's, read_posts), and they run on any easy handle, blocking
- * (adp_post_perform, adp_meta_post) or driven by a multi handle.
+ * read receipt's, read_posts), and they run on any easy handle: blocking
+ * (adp_post_perform, adp_meta_post), or between adp_post_begin and
+ * adp_post_end around a transfer the caller drives.
  * Stateless: everything lives in the caller's adp_post and adp_post_xfer.
  */
 #include <openssl/crypto.h>

@@ -556,7 +556,7 @@ def test_reply_whose_intent_is_lost_is_flagged_and_answered_again(parley, fake):
     # send is slow, the test removes everything the intent wrote. The
     # finish then fails; the job records a possible_duplicate_send for it,
     # and once the lease has run out the message is answered again.
-    # (The read receipt goes beside the LLM call: hold the call, and slow
+    # (The reply waits for its read receipt: hold the LLM call, and slow
     # the Graph API down only once the receipt was answered.)
     fake.control(llm_latency_ms=1000)
     p = start(parley, fake, env={"PARLEY_LEASE_MS": "2000"})
