@@ -162,9 +162,8 @@ struct adp_send_result {
 
 /*
  * One HTTP POST an adapter wants made, described without being made, so
- * that the caller decides on which easy handle and when (adapters/post.c:
- * adp_post_perform blocks; adp_post_begin/adp_post_end around a transfer
- * the caller drives). auth is a secret: adp_post_done() wipes it.
+ * that the caller decides on which thread and handle (adp_post_perform).
+ * auth is a secret: adp_post_done() wipes it.
  */
 struct adp_post {
     char url[2400];
@@ -172,17 +171,13 @@ struct adp_post {
     char *body; /* JSON, malloc'd */
 };
 
-/* An adp_post in flight on an easy handle, and what came back. */
-struct adp_post_xfer {
-    struct curl_slist *headers;
-    struct core_buf body; /* at most ADP_POST_RESP_MAX_BYTES */
+/* What came back from an adp_post. */
+struct adp_post_answer {
+    long http;            /* the HTTP status, 0 without an answer */
+    struct core_buf body; /* at most 64 KiB */
     bool truncated;       /* the body went past that */
     long retry_after_ms;  /* from Retry-After, else -1 */
 };
-
-#define ADP_POST_RESP_MAX_BYTES     ((size_t)64 * 1024)
-#define ADP_POST_CONNECT_TIMEOUT_MS 5000L
-#define ADP_POST_TIMEOUT_MS         15000L
 
 struct adp_button {
     const char *id; /* payload returned when clicked */
@@ -252,17 +247,15 @@ enum core_status adp_post_make(struct adp_post *p, const char *url,
 /* Wipe the secret and free what p holds; p may be zeroed or done twice. */
 void adp_post_done(struct adp_post *p);
 /*
- * Reset curl and set it up to make p, the answer going into x. p must live
- * until adp_post_end(). On error nothing is left to undo.
+ * Make p on curl, blocking (curl is reset before and after, so no option
+ * leaks; its connections stay cached). Returns CURLE_OK or why the
+ * transfer failed (CURLE_OUT_OF_MEMORY also for our own allocations); a
+ * gets what came back either way, and its body is the caller's to free
+ * with adp_post_answer_done().
  */
-enum core_status adp_post_begin(CURL *curl, const struct adp_post *p,
-                                struct adp_post_xfer *x);
-/* After the transfer ended (however it was driven): reset curl, free the
- * headers; x->body stays the caller's until adp_post_xfer_done(). */
-void adp_post_end(CURL *curl, struct adp_post_xfer *x);
-void adp_post_xfer_done(struct adp_post_xfer *x);
-/* Make p on curl, blocking: the HTTP status, 0 without an answer. */
-long adp_post_perform(CURL *curl, const struct adp_post *p);
+CURLcode adp_post_perform(CURL *curl, const struct adp_post *p,
+                          struct adp_post_answer *a);
+void adp_post_answer_done(struct adp_post_answer *a);
 
 /* Registry: adapters/registry.c. */
 const struct adp_adapter *adp_find(const char *name);

@@ -923,40 +923,34 @@ adp_meta_post(CURL *curl, const char *url, const char *token, const cJSON *body,
               struct adp_send_result *res, cJSON **out)
 {
     struct adp_post post;
-    struct adp_post_xfer x;
+    struct adp_post_answer a;
     enum core_status st;
     cJSON *json = NULL;
-    long http = 0;
     bool has_error;
     CURLcode rc;
 
     adp_send_result_init(res);
-    memset(&post, 0, sizeof(post));
-    memset(&x, 0, sizeof(x));
+    memset(&a, 0, sizeof(a));
     if (out)
         *out = NULL;
     st = curl ? adp_post_make(&post, url, token, body) : CORE_ERR_CONFIG;
-    if (st == CORE_OK)
-        st = adp_post_begin(curl, &post, &x);
     if (st != CORE_OK) {
         if (st == CORE_ERR_NOMEM)
             res->cls = ADP_SEND_TRANSIENT;
-        goto out;
+        return st;
     }
-    rc = curl_easy_perform(curl);
-    if (rc == CURLE_OK)
-        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &http);
-    adp_post_end(curl, &x);
+    rc = adp_post_perform(curl, &post, &a);
+    adp_post_done(&post);
     if (rc != CURLE_OK) {
         st = meta_curl_failed(rc, res);
         goto out;
     }
-    res->http_status = http;
-    res->retry_after_ms = x.retry_after_ms;
-    if (!x.truncated && x.body.len)
-        json = cJSON_ParseWithLength(x.body.data, x.body.len);
+    res->http_status = a.http;
+    res->retry_after_ms = a.retry_after_ms;
+    if (!a.truncated && a.body.len)
+        json = cJSON_ParseWithLength(a.body.data, a.body.len);
     has_error = adp_meta_parse_error(json, res);
-    if (!has_error && http >= 200 && http < 300) {
+    if (!has_error && a.http >= 200 && a.http < 300) {
         res->cls = ADP_SEND_OK;
         if (out) {
             *out = json;
@@ -966,18 +960,17 @@ adp_meta_post(CURL *curl, const char *url, const char *token, const cJSON *body,
         goto out;
     }
     res->cls = adp_meta_classify(
-        http, res->error_code, res->error_subcode,
+        a.http, res->error_code, res->error_subcode,
         adp_json_true(adp_json_obj(json, "error"), "is_transient"));
     if (res->cls == ADP_SEND_OK)
         res->cls = ADP_SEND_PERMANENT; /* an error object with 2xx */
     st = adp_meta_class_status(res->cls);
     log_debug("graph send failed",
-              "http=%ld code=%d subcode=%d class=%s fbtrace_id=%s", http,
+              "http=%ld code=%d subcode=%d class=%s fbtrace_id=%s", a.http,
               res->error_code, res->error_subcode, adp_send_class_str(res->cls),
               res->trace_id);
 out:
-    adp_post_done(&post);
     cJSON_Delete(json);
-    adp_post_xfer_done(&x);
+    adp_post_answer_done(&a);
     return st;
 }

@@ -1,10 +1,9 @@
 /*
  * HTTP POSTs to a platform's send API, described apart from being made
  * (struct adp_post): an adapter builds them without a CURL handle (the
- * read receipt's, read_posts), and they run on any easy handle: blocking
- * (adp_post_perform, adp_meta_post), or between adp_post_begin and
- * adp_post_end around a transfer the caller drives.
- * Stateless: everything lives in the caller's adp_post and adp_post_xfer.
+ * read receipt's, read_posts), and made on the caller's easy handle
+ * (adp_post_perform; adp_meta_post for the sends). Stateless: everything
+ * lives in the caller's adp_post and adp_post_answer.
  */
 #include <openssl/crypto.h>
 #include <stdio.h>
@@ -51,21 +50,25 @@ adp_post_done(struct adp_post *p)
     p->auth = p->body = NULL;
 }
 
+#define POST_RESP_MAX_BYTES     ((size_t)64 * 1024)
+#define POST_CONNECT_TIMEOUT_MS 5000L
+#define POST_TIMEOUT_MS         15000L
+
 static size_t
 post_write_cb(char *data, size_t size, size_t nmemb, void *ud)
 {
-    struct adp_post_xfer *x = ud;
+    struct adp_post_answer *a = ud;
     size_t n = size * nmemb;
 
-    if (!x->truncated && core_buf_add(&x->body, data, n) != CORE_OK)
-        x->truncated = true;
+    if (!a->truncated && core_buf_add(&a->body, data, n) != CORE_OK)
+        a->truncated = true;
     return n; /* keep reading (bounded by the timeout) to get the status */
 }
 
 static size_t
 post_header_cb(char *data, size_t size, size_t nmemb, void *ud)
 {
-    struct adp_post_xfer *x = ud;
+    struct adp_post_answer *a = ud;
     size_t n = size * nmemb;
     char line[128];
 
@@ -73,7 +76,7 @@ post_header_cb(char *data, size_t size, size_t nmemb, void *ud)
         strncasecmp(data, "retry-after:", 12) == 0) {
         memcpy(line, data + 12, n - 12);
         line[n - 12] = '\0';
-        x->retry_after_ms = adp_meta_retry_after_ms(line, time(NULL));
+        a->retry_after_ms = adp_meta_retry_after_ms(line, time(NULL));
     }
     return n;
 }
@@ -96,63 +99,48 @@ post_headers(const char *auth)
     return list;
 }
 
-enum core_status
-adp_post_begin(CURL *curl, const struct adp_post *p, struct adp_post_xfer *x)
+CURLcode
+adp_post_perform(CURL *curl, const struct adp_post *p,
+                 struct adp_post_answer *a)
 {
-    memset(x, 0, sizeof(*x));
-    core_buf_init(&x->body, ADP_POST_RESP_MAX_BYTES);
-    x->retry_after_ms = -1;
+    struct curl_slist *headers;
+    CURLcode rc;
+
+    memset(a, 0, sizeof(*a));
+    core_buf_init(&a->body, POST_RESP_MAX_BYTES);
+    a->retry_after_ms = -1;
     if (!curl || !p->body)
-        return CORE_ERR_CONFIG;
-    x->headers = post_headers(p->auth);
-    if (!x->headers)
-        return CORE_ERR_NOMEM;
+        return CURLE_BAD_FUNCTION_ARGUMENT;
+    headers = post_headers(p->auth);
+    if (!headers)
+        return CURLE_OUT_OF_MEMORY;
     curl_easy_reset(curl);
     curl_easy_setopt(curl, CURLOPT_URL, p->url);
     curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, x->headers);
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(curl, CURLOPT_POST, 1L);
     curl_easy_setopt(curl, CURLOPT_POSTFIELDS, p->body);
     curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, (long)strlen(p->body));
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, post_write_cb);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, a);
     curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, post_header_cb);
-    curl_easy_setopt(curl, CURLOPT_HEADERDATA, x);
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
-                     ADP_POST_CONNECT_TIMEOUT_MS);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, ADP_POST_TIMEOUT_MS);
+    curl_easy_setopt(curl, CURLOPT_HEADERDATA, a);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, POST_CONNECT_TIMEOUT_MS);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, POST_TIMEOUT_MS);
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(curl, CURLOPT_USERAGENT, "parley");
-    return CORE_OK;
+    rc = curl_easy_perform(curl);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &a->http);
+    /* Leave no pointer to p, a or the headers in the caller's handle. */
+    curl_easy_reset(curl);
+    curl_slist_free_all(headers);
+    return rc;
 }
 
 void
-adp_post_end(CURL *curl, struct adp_post_xfer *x)
+adp_post_answer_done(struct adp_post_answer *a)
 {
-    /* Leave no pointer to the caller's post, x or headers in the handle. */
-    if (curl)
-        curl_easy_reset(curl);
-    curl_slist_free_all(x->headers);
-    x->headers = NULL;
-}
-
-void
-adp_post_xfer_done(struct adp_post_xfer *x)
-{
-    core_buf_done(&x->body);
-}
-
-long
-adp_post_perform(CURL *curl, const struct adp_post *p)
-{
-    struct adp_post_xfer x;
-    long http = 0;
-
-    if (adp_post_begin(curl, p, &x) == CORE_OK &&
-        curl_easy_perform(curl) == CURLE_OK)
-        curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &http);
-    adp_post_end(curl, &x);
-    adp_post_xfer_done(&x);
-    return http;
+    core_buf_done(&a->body);
 }

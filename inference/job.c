@@ -1040,17 +1040,18 @@ mark_read(const struct core_config *cfg, CURL *curl,
           const char *message_id)
 {
     struct adp_post posts[2];
+    struct adp_post_answer ans;
     int i, n = 0;
-    long http;
 
     if (a->read_posts(cfg, channel, user_id, message_id, posts,
                       (int)(sizeof(posts) / sizeof(posts[0])), &n) != CORE_OK)
         return;
     for (i = 0; i < n; i++) {
-        http = adp_post_perform(curl, &posts[i]);
-        if (http < 200 || http > 299)
+        (void)adp_post_perform(curl, &posts[i], &ans);
+        if (ans.http < 200 || ans.http > 299)
             log_debug("read receipt failed", "platform=%s http=%ld", a->name,
-                      http);
+                      ans.http);
+        adp_post_answer_done(&ans);
         adp_post_done(&posts[i]);
     }
 }

@@ -498,8 +498,8 @@ mark_read(const struct adp_adapter *ad, struct ctx *c, const char *channel,
           const char *user, const char *mid)
 {
     struct adp_post posts[2];
+    struct adp_post_answer ans;
     enum core_status st;
-    long http;
     int n, i;
 
     st = ad->read_posts(&c->cfg, channel, user, mid, posts, 2, &n);
@@ -508,9 +508,10 @@ mark_read(const struct adp_adapter *ad, struct ctx *c, const char *channel,
         return st;
     }
     for (i = 0; i < n; i++) {
-        http = adp_post_perform(c->curl, &posts[i]);
-        if (http < 200 || http > 299)
+        assert_int_equal(adp_post_perform(c->curl, &posts[i], &ans), CURLE_OK);
+        if (ans.http < 200 || ans.http > 299)
             st = CORE_ERR_UPSTREAM;
+        adp_post_answer_done(&ans);
         adp_post_done(&posts[i]);
     }
     return st;
