@@ -943,6 +943,27 @@ class Suite:
 
     # a''. the least any durable ingest can do -----------------------------------
 
+    def start_mingest(self, db, extra=()):
+        """Start tests/mingest on db: (process, port, its output file)."""
+        b = self.b
+        out = open(os.path.join(b.tmp, "mingest.out"), "w+")
+        p = spawn([MINGEST, "--db", b.pg.url(db), "--secret", SECRET, "--committers", "1",
+                   "--batch", "256", "--threads", "2"] + list(extra),
+                  stdout=out, stderr=subprocess.STDOUT)
+        for _ in range(100):
+            out.seek(0)
+            m = re.search(r"mingest port=(\d+)", out.read())
+            if m:
+                return p, int(m.group(1)), out
+            if p.poll() is not None:
+                break
+            time.sleep(0.05)
+        stop_proc(p)
+        out.seek(0)
+        text = out.read()[-300:]
+        out.close()
+        raise RuntimeError("mingest did not start: " + text)
+
     def min_ingest_run(self):
         """One run of tests/mingest (signature, key, one multi-row INSERT per
         batch, synchronous commit, 200) under (b)'s load at 64 connections."""
@@ -951,32 +972,19 @@ class Suite:
         db = "bench_mingest_%d" % b.ndb
         b.pg.psql("postgres", "CREATE DATABASE %s" % db)
         b.pg.psql(db, "CREATE TABLE inbox (key text PRIMARY KEY, body text NOT NULL)")
-        out = open(os.path.join(b.tmp, "mingest.out"), "w+")
-        p = spawn([MINGEST, "--db", b.pg.url(db), "--secret", SECRET, "--committers", "1",
-                   "--batch", "256", "--threads", "2"], stdout=out, stderr=subprocess.STDOUT)
         try:
-            port = None
-            for _ in range(100):
-                out.seek(0)
-                m = re.search(r"mingest port=(\d+)", out.read())
-                if m:
-                    port = int(m.group(1))
-                    break
-                if p.poll() is not None:
-                    break
-                time.sleep(0.05)
-            if port is None:
-                out.seek(0)
-                raise RuntimeError("mingest did not start: " + out.read()[-300:])
-            m = Meter(parley=p.pid, pg=b.pg)
-            d, lg_cpu = run_loadgen(["--url", "http://127.0.0.1:%d/webhooks/whatsapp" % port,
-                                     "--secret", SECRET, "--connections", "64",
-                                     "--duration", str(DUR), "--users", str(USERS)])
-            mm = m.stop()
-            stored = int(b.pg.psql(db, "SELECT count(*) FROM inbox"))
+            p, port, out = self.start_mingest(db)
+            try:
+                m = Meter(parley=p.pid, pg=b.pg)
+                d, lg_cpu = run_loadgen(["--url", "http://127.0.0.1:%d/webhooks/whatsapp" % port,
+                                         "--secret", SECRET, "--connections", "64",
+                                         "--duration", str(DUR), "--users", str(USERS)])
+                mm = m.stop()
+                stored = int(b.pg.psql(db, "SELECT count(*) FROM inbox"))
+            finally:
+                stop_proc(p)
+                out.close()
         finally:
-            stop_proc(p)
-            out.close()
             b.drop_db(db)
         ok = d["responses"].get("200", 0)
         return {"loadgen": d, "loadgen_cpu_s": lg_cpu, **mm, "acked_200": ok,
@@ -1005,6 +1013,94 @@ class Suite:
                      statistics.median(r["pg_cpu_s"] / r["wall_s"] for r in runs),
                      statistics.median(r["parley_cpu_s"] / r["wall_s"] for r in runs),
                      statistics.median(r["machine_busy_cores"] for r in runs)), "ack")
+
+    # a'''. the least any durable reply path can do -----------------------------
+
+    def min_reply_run(self):
+        """One run of tests/mingest in reply mode (row a'''): d0's load (LLM
+        0 ms, closed loop at 64 connections, 1e6 users), every new message
+        answered through fakeup (receipt, LLM call, send) with 64 calls in
+        flight on one curl multi handle, the replies stored in batches."""
+        b = self.b
+        b.fake_reset()
+        b.ndb += 1
+        db = "bench_minreply_%d" % b.ndb
+        b.pg.psql("postgres", "CREATE DATABASE %s" % db)
+        b.pg.psql(db, "CREATE TABLE inbox (key text PRIMARY KEY, body text NOT NULL,"
+                      " received_at timestamptz NOT NULL DEFAULT now());"
+                      " CREATE TABLE outbox (key text PRIMARY KEY, wamid text NOT NULL,"
+                      " reply text NOT NULL)")
+        fake = "http://127.0.0.1:%d" % b.fake_port
+        try:
+            p, port, out = self.start_mingest(db, [
+                "--llm", fake + "/v1", "--llm-key", "bench-llm-key",
+                "--graph", fake + "/v21.0", "--graph-token", "bench-wa-token",
+                "--inflight", str(WORKERS), "--receipt", "1"])
+            try:
+                m = Meter(parley=p.pid, pg=b.pg, fake=b.fake.pid)
+                d, lg_cpu = run_loadgen(["--url", "http://127.0.0.1:%d/webhooks/whatsapp" % port,
+                                         "--secret", SECRET, "--connections", "64",
+                                         "--users", "1000000", "--requests", str(E2E_MAX),
+                                         "--duration", str(DUR)])
+                acked = d["responses"].get("200", 0)
+                deadline = time.monotonic() + DRAIN_TIMEOUT
+                stored = answered = -1
+                while time.monotonic() < deadline and p.poll() is None:
+                    stored, answered = (int(x) for x in b.pg.psql(
+                        db, "SELECT (SELECT count(*) FROM inbox),"
+                            " (SELECT count(*) FROM outbox)").split())
+                    if answered >= stored >= acked:
+                        break
+                    time.sleep(0.2)
+                mm = m.stop()
+                first_in = float(b.pg.psql(db, "SELECT extract(epoch FROM min(received_at))"
+                                               " * 1000 FROM inbox") or 0)
+            finally:
+                stop_proc(p)
+                out.seek(0)
+                tail = out.read()[-300:]
+                out.close()
+        finally:
+            b.drop_db(db)
+        st, body = http(b.fake_url("/_requests?kind=graph"), timeout=30)
+        recs = json.loads(body) if st == 200 else []
+        if isinstance(recs, dict):
+            recs = recs.get("requests", [])
+        sends = [r["ts_ms"] for r in recs if isinstance(r.get("body"), dict)
+                 and r["body"].get("status") != "read"]
+        span = (max(sends) - first_in) / 1000 if sends and first_in else None
+        replies = len(sends)
+        return {"loadgen": d, "loadgen_cpu_s": lg_cpu, **mm, "acked_200": acked,
+                "stored": stored, "answered": answered, "replies": replies,
+                "mingest_tail": tail,
+                "replies_per_s": replies / span if span and span > 0 else None,
+                "mingest_cpu_s_per_1000": 1000 * mm["parley_cpu_s"] / replies if replies else None,
+                "pg_cpu_s_per_1000": 1000 * mm["pg_cpu_s"] / replies if replies else None,
+                "fake_cpu_s_per_1000": 1000 * mm["fake_cpu_s"] / replies if replies else None}
+
+    def min_reply(self):
+        log("== a'''. the least a durable reply path can do (tests/mingest --llm: ingest"
+            " as a'', then receipt, LLM call and send on one curl multi handle, replies"
+            " stored in batches), LLM 0 ms, closed loop 64 conns for %gs" % DUR)
+        runs = self.valid_runs("minimal reply path", self.min_reply_run)
+        self.raw["m0"] = runs
+        for i, r in enumerate(runs):
+            log("   run %d: %d replies, %s/s; stored %d, answered %d, acked %d" % (
+                i + 1, r["replies"], fmt_num(r["replies_per_s"]), r["stored"],
+                r["answered"], r["acked_200"]))
+            if not (r["stored"] == r["acked_200"] == r["answered"] == r["replies"]):
+                self.checks.append("minimal reply path run %d: %d acked, %d stored, %d replies "
+                                   "stored, %d sent (%s)" % (i + 1, r["acked_200"], r["stored"],
+                                                             r["answered"], r["replies"],
+                                                             r["mingest_tail"].strip()))
+        self.row("m0", "a'''. least durable reply path (mingest), LLM 0 ms", "replies/s",
+                 [r["replies_per_s"] for r in runs], note=(
+                     "no claim, context, events or per-reply transactions; mingest %.2f s + "
+                     "pg %.2f s + fakeup %.2f s CPU/1000 replies; machine busy %.2f cores" % (
+                         statistics.median(r["mingest_cpu_s_per_1000"] or 0 for r in runs),
+                         statistics.median(r["pg_cpu_s_per_1000"] or 0 for r in runs),
+                         statistics.median(r["fake_cpu_s_per_1000"] or 0 for r in runs),
+                         statistics.median(r["machine_busy_cores"] for r in runs))))
 
     # a. the HTTP ceiling ------------------------------------------------------
 
@@ -1491,8 +1587,10 @@ def targets(rows):
       lambda v: "%.3fx%s" % (v, bound("%.3fx" % (least / ceil)) if ceil else ""))
     t("p99 ack <= 10 ms at 64 conns", med(rows, "b64", "p99_ms"), lambda v: v <= 10,
       lambda v: "%s ms%s" % (fmt_num(v), bound("%s ms" % fmt_num(least_p99))))
+    least_reply = med(rows, "m0")
     t("e2e LLM 0 ms >= 3,000 replies/s", med(rows, "d0"), lambda v: v >= 3000,
-      lambda v: "%s/s" % fmt_num(v))
+      lambda v: "%s/s%s" % (fmt_num(v), "" if least_reply is None else
+                            " (least durable reply path: %s/s)" % fmt_num(least_reply)))
     ideal = WORKERS * 1000.0 / 200
     t("e2e LLM 200 ms, 64 workers >= 95%% of %d replies/s" % ideal, med(rows, "d200"),
       lambda v: v >= 0.95 * ideal, lambda v: "%s/s (%.0f%%)" % (fmt_num(v), 100 * v / ideal))
@@ -1672,6 +1770,7 @@ def main():
                          ("b", suite.ingest),
                          ("c", lambda: suite.ingest(dup=0.5)),
                          ("d0", lambda: suite.e2e(0)),
+                         ("a'''", suite.min_reply),
                          ("d200", lambda: suite.e2e(200)),
                          ("dpaced", lambda: suite.e2e(200, paced=True)),
                          ("e", suite.memory)):

@@ -15,10 +15,19 @@
  * parsing beyond the key, no normalised rows, no queue, no wake-ups:
  * everything Parley does on top of this is left out.
  *
+ * With --llm and --graph it also answers every new message: the least
+ * durable reply path (row "a'''"; see "Reply mode" below).
+ *
  *   mingest --db URL --secret S [--port 0] [--threads 2] [--committers 1]
  *           [--batch 256]
- * prints "mingest port=N" once listening; SIGTERM/SIGINT stop it.
+ *           [--llm URL --llm-key K --graph URL --graph-token T
+ *            [--inflight 64] [--receipt 0|1]]
+ * prints "mingest port=N" once listening; SIGTERM/SIGINT stop it (after
+ * answering what was queued) and it prints "mingest replies sent=N
+ * failed=N stored=N" in reply mode.
  */
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
 #include <libpq-fe.h>
 #include <microhttpd.h>
 #include <openssl/crypto.h>
@@ -30,6 +39,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "core/buf.h"
 
 #define MAX_BODY  (64 * 1024)
 #define MAX_BATCH 1024
@@ -184,28 +195,35 @@ on_completed(void *cls, struct MHD_Connection *c, void **ctx,
     }
 }
 
-/* "INSERT ... VALUES ($1,$2),...($2n-1,$2n) ON CONFLICT DO NOTHING",
- * prepared once per size on each connection. */
+/* "INSERT INTO <into> VALUES ($1,...),...<tail>" with n rows of cols
+ * values, prepared once per size on each connection. */
 static bool
-prepare(PGconn *pg, int n, bool *have)
+prepare(PGconn *pg, const char *into, int cols, int n, const char *tail,
+        bool *have)
 {
     char name[16];
     char *sql;
-    size_t cap = 96 + (size_t)n * 24, len;
+    size_t cap = 128 + strlen(into) + strlen(tail) +
+                 (size_t)n * ((size_t)cols * 8 + 4),
+           len;
     PGresult *res;
     bool ok;
-    int i;
+    int i, k;
 
     if (have[n])
         return true;
     sql = malloc(cap);
     if (!sql)
         return false;
-    len = (size_t)snprintf(sql, cap, "INSERT INTO inbox (key, body) VALUES ");
-    for (i = 0; i < n; i++)
-        len += (size_t)snprintf(sql + len, cap - len, "%s($%d,$%d)",
-                                i ? "," : "", 2 * i + 1, 2 * i + 2);
-    snprintf(sql + len, cap - len, " ON CONFLICT (key) DO NOTHING");
+    len = (size_t)snprintf(sql, cap, "INSERT INTO %s VALUES ", into);
+    for (i = 0; i < n; i++) {
+        len += (size_t)snprintf(sql + len, cap - len, "%s(", i ? "," : "");
+        for (k = 0; k < cols; k++)
+            len += (size_t)snprintf(sql + len, cap - len, "%s$%d", k ? "," : "",
+                                    cols * i + k + 1);
+        len += (size_t)snprintf(sql + len, cap - len, ")");
+    }
+    snprintf(sql + len, cap - len, " ON CONFLICT (key) DO NOTHING%s", tail);
     snprintf(name, sizeof(name), "i%d", n);
     res = PQprepare(pg, name, sql, 0, NULL);
     ok = PQresultStatus(res) == PGRES_COMMAND_OK;
@@ -215,6 +233,398 @@ prepare(PGconn *pg, int n, bool *have)
     free(sql);
     have[n] = ok;
     return ok;
+}
+
+/* ---- Reply mode: the least durable reply path ---------------------------
+ *
+ * With --llm and --graph, every message the committer stored as new is
+ * also answered: a job (the message's key and body) goes to one reply
+ * thread that drives every call on one curl multi handle, up to
+ * --inflight at once: the read receipt (with --receipt) beside the LLM
+ * call, the LLM call (OpenAI-compatible, not streamed), then the send
+ * (WhatsApp Cloud API), and hands (key, the platform's id, the text) to a
+ * finisher thread that stores them with one multi-row INSERT into
+ *   outbox (key text PRIMARY KEY, wamid text NOT NULL, reply text NOT NULL)
+ * per batch, committed synchronously. Jobs pass in memory: no claim, no
+ * lease, no context, no events. A crash loses the jobs in flight (inbox
+ * rows without an outbox row would be their recovery); everything Parley
+ * does on top of this is left out. */
+
+struct job {
+    char key[KEY_MAX + 1];
+    char *body; /* the webhook, then the reply text */
+    char phone_id[64], to[64];
+    char wamid[128];
+    CURL *llm, *receipt, *send; /* transfers in flight */
+    bool failed;
+    struct core_buf llm_out, send_out, req, rreq;
+    struct job *next;
+};
+
+static struct {
+    const char *llm_url, *llm_key, *graph_url, *graph_token, *db;
+    bool receipt;
+    long inflight;
+    CURLM *multi;
+    struct curl_slist *llm_hdrs, *graph_hdrs; /* shared, read-only */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct job *todo, **todo_tail; /* committer -> reply thread */
+    struct job *done, **done_tail; /* reply thread -> finisher */
+    bool stopping, replies_over;
+    unsigned long sent, failed, stored;
+} R = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+
+static size_t
+collect(char *p, size_t size, size_t n, void *arg)
+{
+    return core_buf_add(arg, p, size * n) == CORE_OK ? size * n : 0;
+}
+
+static void
+job_free(struct job *j)
+{
+    free(j->body);
+    core_buf_done(&j->llm_out);
+    core_buf_done(&j->send_out);
+    core_buf_done(&j->req);
+    core_buf_done(&j->rreq);
+    free(j);
+}
+
+static CURL *
+post(struct job *j, const char *url, struct curl_slist *hdrs,
+     const struct core_buf *body, struct core_buf *out)
+{
+    CURL *h = curl_easy_init();
+
+    if (!h)
+        return NULL;
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body->data);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)body->len);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
+    curl_easy_setopt(h, CURLOPT_PRIVATE, j);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 30000L);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    if (curl_multi_add_handle(R.multi, h) != CURLM_OK) {
+        curl_easy_cleanup(h);
+        return NULL;
+    }
+    return h;
+}
+
+static const char *
+jstr(const cJSON *o, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* Parse the webhook's first message and start its calls. */
+static bool
+job_start(struct job *j)
+{
+    cJSON *w = cJSON_Parse(j->body), *v, *m;
+    const char *from, *text, *phone;
+    char url[512];
+    bool ok = false;
+
+    v = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetArrayItem(
+            cJSON_GetObjectItemCaseSensitive(
+                cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(w, "entry"),
+                                   0),
+                "changes"),
+            0),
+        "value");
+    m = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(v, "messages"), 0);
+    phone = jstr(cJSON_GetObjectItemCaseSensitive(v, "metadata"),
+                 "phone_number_id");
+    from = jstr(m, "from");
+    text = jstr(cJSON_GetObjectItemCaseSensitive(m, "text"), "body");
+    if (phone && from && text && strlen(phone) < sizeof(j->phone_id) &&
+        strlen(from) < sizeof(j->to)) {
+        cJSON *req = cJSON_CreateObject(), *msgs, *um;
+        char *s;
+
+        strcpy(j->phone_id, phone);
+        strcpy(j->to, from);
+        cJSON_AddStringToObject(req, "model", "bench");
+        msgs = cJSON_AddArrayToObject(req, "messages");
+        um = cJSON_CreateObject();
+        cJSON_AddStringToObject(um, "role", "user");
+        cJSON_AddStringToObject(um, "content", text);
+        cJSON_AddItemToArray(msgs, um);
+        s = cJSON_PrintUnformatted(req);
+        cJSON_Delete(req);
+        ok = s && core_buf_adds(&j->req, s) == CORE_OK;
+        free(s);
+    }
+    cJSON_Delete(w);
+    if (!ok)
+        return false;
+    snprintf(url, sizeof(url), "%s/chat/completions", R.llm_url);
+    j->llm = post(j, url, R.llm_hdrs, &j->req, &j->llm_out);
+    if (R.receipt && j->llm) {
+        snprintf(url, sizeof(url), "%s/%s/messages", R.graph_url, j->phone_id);
+        core_buf_printf(&j->rreq,
+                        "{\"messaging_product\":\"whatsapp\",\"status\":"
+                        "\"read\",\"message_id\":\"%s\"}",
+                        j->key);
+        j->receipt = post(j, url, R.graph_hdrs, &j->rreq, &j->send_out);
+    }
+    return j->llm != NULL;
+}
+
+/* The LLM's answer (and the receipt, if any) is in: send the reply. */
+static bool
+job_send(struct job *j)
+{
+    cJSON *a = cJSON_Parse(j->llm_out.data), *req;
+    const char *text =
+        jstr(cJSON_GetObjectItemCaseSensitive(
+                 cJSON_GetArrayItem(
+                     cJSON_GetObjectItemCaseSensitive(a, "choices"), 0),
+                 "message"),
+             "content");
+    char url[512], *s = NULL;
+
+    if (text) {
+        free(j->body);
+        j->body = strdup(text);
+        req = cJSON_CreateObject();
+        cJSON_AddStringToObject(req, "messaging_product", "whatsapp");
+        cJSON_AddStringToObject(req, "to", j->to);
+        cJSON_AddStringToObject(req, "type", "text");
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(req, "text"), "body",
+                                text);
+        s = cJSON_PrintUnformatted(req);
+        cJSON_Delete(req);
+    }
+    cJSON_Delete(a);
+    core_buf_reset(&j->req);
+    core_buf_reset(&j->send_out);
+    if (!s || !j->body || core_buf_adds(&j->req, s) != CORE_OK) {
+        free(s);
+        return false;
+    }
+    free(s);
+    snprintf(url, sizeof(url), "%s/%s/messages", R.graph_url, j->phone_id);
+    j->send = post(j, url, R.graph_hdrs, &j->req, &j->send_out);
+    return j->send != NULL;
+}
+
+/* The send's answer: keep the platform's id of the reply. */
+static bool
+job_sent(struct job *j)
+{
+    cJSON *a = cJSON_Parse(j->send_out.data);
+    const char *id = jstr(
+        cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(a, "messages"), 0),
+        "id");
+    bool ok = id && strlen(id) < sizeof(j->wamid);
+
+    if (ok)
+        strcpy(j->wamid, id);
+    cJSON_Delete(a);
+    return ok;
+}
+
+static void
+job_finish(struct job *j, bool ok)
+{
+    pthread_mutex_lock(&R.mu);
+    if (ok) {
+        R.sent++;
+        j->next = NULL;
+        *R.done_tail = j;
+        R.done_tail = &j->next;
+        pthread_cond_broadcast(&R.cv);
+    } else {
+        R.failed++;
+    }
+    pthread_mutex_unlock(&R.mu);
+    if (!ok)
+        job_free(j);
+}
+
+/* One transfer ended: move its job on. */
+static void
+transfer_done(CURL *h, CURLcode rc, long *running)
+{
+    struct job *j = NULL;
+    long http = 0;
+    bool ok;
+
+    curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&j);
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &http);
+    ok = rc == CURLE_OK && http == 200;
+    curl_multi_remove_handle(R.multi, h);
+    curl_easy_cleanup(h);
+    if (h == j->receipt) {
+        j->receipt = NULL; /* best effort, as Parley's */
+    } else if (h == j->llm) {
+        j->llm = NULL;
+        j->failed = !ok;
+    } else {
+        j->send = NULL;
+        if (ok)
+            ok = job_sent(j);
+        (*running)--;
+        job_finish(j, ok);
+        return;
+    }
+    if (j->llm || j->receipt)
+        return; /* the other one still runs */
+    if (!j->failed && job_send(j))
+        return;
+    (*running)--;
+    job_finish(j, false);
+}
+
+static void *
+replier(void *arg)
+{
+    long running = 0;
+
+    (void)arg;
+    for (;;) {
+        struct job *j;
+        CURLMsg *msg;
+        int still, left;
+
+        pthread_mutex_lock(&R.mu);
+        while (running < R.inflight && R.todo) {
+            j = R.todo;
+            R.todo = j->next;
+            if (!R.todo)
+                R.todo_tail = &R.todo;
+            pthread_mutex_unlock(&R.mu);
+            running++;
+            if (!job_start(j)) {
+                running--;
+                job_finish(j, false);
+            }
+            pthread_mutex_lock(&R.mu);
+        }
+        if (R.stopping && !R.todo && running == 0) {
+            R.replies_over = true;
+            pthread_cond_broadcast(&R.cv);
+            pthread_mutex_unlock(&R.mu);
+            break;
+        }
+        pthread_mutex_unlock(&R.mu);
+        curl_multi_perform(R.multi, &still);
+        while ((msg = curl_multi_info_read(R.multi, &left)) != NULL)
+            if (msg->msg == CURLMSG_DONE)
+                transfer_done(msg->easy_handle, msg->data.result, &running);
+        curl_multi_poll(R.multi, NULL, 0, 1000, NULL);
+    }
+    return NULL;
+}
+
+/* Store the sent replies: one multi-row INSERT per batch. */
+static void *
+finisher(void *arg)
+{
+    struct job *batch[MAX_BATCH];
+    const char **v = calloc(3 * MAX_BATCH, sizeof(*v));
+    bool *have = calloc(MAX_BATCH + 1, sizeof(bool));
+    PGconn *pg = PQconnectdb(R.db);
+    int n, i;
+
+    (void)arg;
+    if (!v || !have || PQstatus(pg) != CONNECTION_OK) {
+        fprintf(stderr, "mingest: connect: %s", PQerrorMessage(pg));
+        exit(1);
+    }
+    for (;;) {
+        char name[16];
+        PGresult *res;
+        bool ok = false;
+
+        pthread_mutex_lock(&R.mu);
+        while (!R.done && !R.replies_over)
+            pthread_cond_wait(&R.cv, &R.mu);
+        if (!R.done) {
+            pthread_mutex_unlock(&R.mu);
+            break;
+        }
+        for (n = 0; R.done && n < MAX_BATCH; n++) {
+            batch[n] = R.done;
+            R.done = R.done->next;
+        }
+        if (!R.done)
+            R.done_tail = &R.done;
+        pthread_mutex_unlock(&R.mu);
+
+        for (i = 0; i < n; i++) {
+            v[3 * i] = batch[i]->key;
+            v[3 * i + 1] = batch[i]->wamid;
+            v[3 * i + 2] = batch[i]->body;
+        }
+        if (prepare(pg, "outbox (key, wamid, reply)", 3, n, "", have)) {
+            snprintf(name, sizeof(name), "i%d", n);
+            res = PQexecPrepared(pg, name, 3 * n, v, NULL, NULL, 0);
+            ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+            if (!ok)
+                fprintf(stderr, "mingest: outbox: %s", PQerrorMessage(pg));
+            PQclear(res);
+        }
+        pthread_mutex_lock(&R.mu);
+        if (ok)
+            R.stored += (unsigned long)n;
+        pthread_mutex_unlock(&R.mu);
+        for (i = 0; i < n; i++)
+            job_free(batch[i]);
+    }
+    PQfinish(pg);
+    free(v);
+    free(have);
+    return NULL;
+}
+
+/* Queue a reply job for each request the committer stored as new. */
+static void
+queue_replies(struct req **batch, int n, PGresult *res)
+{
+    struct job *head = NULL, **tail = &head;
+    int rows = PQntuples(res), r, at = 0, i;
+
+    for (r = 0; r < rows; r++) {
+        const char *key = PQgetvalue(res, r, 0);
+        struct job *j;
+
+        /* RETURNING comes in VALUES order here; search on from there. */
+        for (i = 0; i < n && strcmp(batch[(at + i) % n]->key, key) != 0; i++)
+            ;
+        if (i == n)
+            continue;
+        at = (at + i) % n;
+        j = calloc(1, sizeof(*j));
+        if (!j || !(j->body = strdup(batch[at]->body))) {
+            free(j);
+            continue;
+        }
+        snprintf(j->key, sizeof(j->key), "%s", key);
+        core_buf_init(&j->llm_out, 1024 * 1024);
+        core_buf_init(&j->send_out, 64 * 1024);
+        core_buf_init(&j->req, 1024 * 1024);
+        core_buf_init(&j->rreq, 1024);
+        *tail = j;
+        tail = &j->next;
+    }
+    if (!head)
+        return;
+    pthread_mutex_lock(&R.mu);
+    *R.todo_tail = head;
+    R.todo_tail = tail;
+    pthread_mutex_unlock(&R.mu);
+    curl_multi_wakeup(R.multi);
 }
 
 static void *
@@ -256,13 +666,18 @@ committer(void *arg)
             v[2 * i + 1] = batch[i]->body;
         }
         status = 503;
-        if (prepare(pg, n, have)) {
+        if (prepare(pg, "inbox (key, body)", 2, n,
+                    R.multi ? " RETURNING key" : "", have)) {
             snprintf(name, sizeof(name), "i%d", n);
             res = PQexecPrepared(pg, name, 2 * n, v, NULL, NULL, 0);
-            if (PQresultStatus(res) == PGRES_COMMAND_OK)
+            if (PQresultStatus(res) ==
+                (R.multi ? PGRES_TUPLES_OK : PGRES_COMMAND_OK)) {
                 status = 200;
-            else
+                if (R.multi)
+                    queue_replies(batch, n, res);
+            } else {
                 fprintf(stderr, "mingest: insert: %s", PQerrorMessage(pg));
+            }
             PQclear(res);
         }
         for (i = 0; i < n; i++) {
@@ -274,6 +689,34 @@ committer(void *arg)
     free(have);
     free(v);
     return NULL;
+}
+
+static bool
+reply_setup(bool receipt)
+{
+    char h[512];
+
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return false;
+    R.db = g.db;
+    R.receipt = receipt;
+    R.multi = curl_multi_init();
+    snprintf(h, sizeof(h), "Authorization: Bearer %s", R.llm_key);
+    R.llm_hdrs = curl_slist_append(
+        curl_slist_append(NULL, "Content-Type: application/json"), h);
+    snprintf(h, sizeof(h), "Authorization: Bearer %s", R.graph_token);
+    R.graph_hdrs = curl_slist_append(
+        curl_slist_append(NULL, "Content-Type: application/json"), h);
+    return R.multi && R.llm_hdrs && R.graph_hdrs;
+}
+
+static void
+reply_cleanup(void)
+{
+    curl_multi_cleanup(R.multi);
+    curl_slist_free_all(R.llm_hdrs);
+    curl_slist_free_all(R.graph_hdrs);
+    curl_global_cleanup();
 }
 
 /* A whole decimal number in [lo, hi], else -1. */
@@ -289,14 +732,17 @@ number(const char *s, long lo, long hi)
 int
 main(int argc, char **argv)
 {
-    long port = 0, threads = 2, committers = 1, batch = 256;
+    long port = 0, threads = 2, committers = 1, batch = 256, receipt = 0;
     int i, sig;
     struct MHD_Daemon *d;
     const union MHD_DaemonInfo *info;
-    pthread_t th[16];
+    pthread_t th[16], rth[2];
     sigset_t set;
 
     g.tail = &g.head;
+    R.todo_tail = &R.todo;
+    R.done_tail = &R.done;
+    R.inflight = 64;
     for (i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--db") == 0)
             g.db = argv[i + 1];
@@ -310,15 +756,30 @@ main(int argc, char **argv)
             committers = number(argv[i + 1], 1, 16);
         else if (strcmp(argv[i], "--batch") == 0)
             batch = number(argv[i + 1], 1, MAX_BATCH);
+        else if (strcmp(argv[i], "--llm") == 0)
+            R.llm_url = argv[i + 1];
+        else if (strcmp(argv[i], "--llm-key") == 0)
+            R.llm_key = argv[i + 1];
+        else if (strcmp(argv[i], "--graph") == 0)
+            R.graph_url = argv[i + 1];
+        else if (strcmp(argv[i], "--graph-token") == 0)
+            R.graph_token = argv[i + 1];
+        else if (strcmp(argv[i], "--inflight") == 0)
+            R.inflight = number(argv[i + 1], 1, 4096);
+        else if (strcmp(argv[i], "--receipt") == 0)
+            receipt = number(argv[i + 1], 0, 1);
         else
             break;
     }
     if (i != argc || !g.db || !g.secret || port < 0 || threads < 0 ||
-        committers < 0 || batch < 0) {
+        committers < 0 || batch < 0 || R.inflight < 0 || receipt < 0 ||
+        !R.llm_url != !R.graph_url ||
+        (R.llm_url && (!R.llm_key || !R.graph_token))) {
         fprintf(stderr,
                 "usage: mingest --db URL --secret S [--port N]"
                 " [--threads 1-64] [--committers 1-16]"
-                " [--batch 1-%d]\n",
+                " [--batch 1-%d] [--llm URL --llm-key K --graph URL"
+                " --graph-token T [--inflight 1-4096] [--receipt 0|1]]\n",
                 MAX_BATCH);
         return 2;
     }
@@ -328,10 +789,18 @@ main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     g.batch = (int)batch;
+    if (R.llm_url && !reply_setup(receipt == 1)) {
+        fprintf(stderr, "mingest: cannot set up the reply path\n");
+        return 1;
+    }
     empty_resp =
         MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
     for (i = 0; i < committers; i++)
         pthread_create(&th[i], NULL, committer, NULL);
+    if (R.multi) {
+        pthread_create(&rth[0], NULL, replier, NULL);
+        pthread_create(&rth[1], NULL, finisher, NULL);
+    }
     d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
                              MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME,
                          (uint16_t)port, NULL, NULL, on_request, NULL,
@@ -358,5 +827,17 @@ main(int argc, char **argv)
         pthread_join(th[i], NULL);
     MHD_stop_daemon(d);
     MHD_destroy_response(empty_resp);
+    if (R.multi) {
+        /* Answer and store what was queued, then stop. */
+        pthread_mutex_lock(&R.mu);
+        R.stopping = true;
+        pthread_mutex_unlock(&R.mu);
+        curl_multi_wakeup(R.multi);
+        pthread_join(rth[0], NULL);
+        pthread_join(rth[1], NULL);
+        printf("mingest replies sent=%lu failed=%lu stored=%lu\n", R.sent,
+               R.failed, R.stored);
+        reply_cleanup();
+    }
     return 0;
 }

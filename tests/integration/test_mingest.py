@@ -70,3 +70,86 @@ def test_mingest_stores_what_it_answers(db):
         assert post(url, harness.wa_text("wamid.MINGEST3", "15550001", "x")) == 503
     finally:
         stop(p)
+
+
+def start_replying(db, fake, receipt=1):
+    db.execute("CREATE TABLE inbox (key text PRIMARY KEY, body text NOT NULL)")
+    db.execute("CREATE TABLE outbox (key text PRIMARY KEY, wamid text NOT NULL,"
+               " reply text NOT NULL)")
+    fake.control(llm_api_key="mingest-llm-key", graph_token="mingest-graph-token")
+    p = subprocess.Popen([str(harness.build_dir() / "tests" / "mingest"), "--db", db.url,
+                          "--secret", SECRET, "--port", "0", "--llm", fake.llm_base,
+                          "--llm-key", "mingest-llm-key", "--graph", fake.graph_base,
+                          "--graph-token", "mingest-graph-token", "--inflight", "8",
+                          "--receipt", str(receipt)],
+                         env=harness.child_env(), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    m = re.match(r"mingest port=(\d+)", p.stdout.readline())
+    assert m, "mingest did not print its port"
+    return p, "http://127.0.0.1:%s" % m.group(1)
+
+
+def wait_outbox(db, n, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while db.scalar("SELECT count(*) FROM outbox") < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return db.scalar("SELECT count(*) FROM outbox")
+
+
+def test_mingest_reply_mode_answers_every_new_message_once(db, fake):
+    """Row a''' (the least durable reply path) is only a bound if it does
+    the job: every new message gets its receipt, then the LLM's answer sent
+    to its sender, stored with the platform's id; a retried webhook is not
+    answered twice."""
+    p, url = start_replying(db, fake)
+    try:
+        r = loadgen(url + "/webhooks/whatsapp", secret=SECRET, connections=8, requests=200,
+                    users=40)
+        assert r["responses"] == {"200": 200}, r
+        msg = harness.wa_text("wamid.MREPLY1", "15550009", "hello there")
+        assert post(url, msg) == 200 and post(url, msg) == 200
+        assert wait_outbox(db, 201) == 201
+
+        rows = db.query("SELECT i.key, i.body, o.wamid, o.reply FROM inbox i"
+                        " JOIN outbox o USING (key)")
+        assert len(rows) == 201
+        graph = fake.requests(kind="graph")
+        sends = [g for g in graph if g["body"].get("status") != "read"]
+        reads = {g["body"]["message_id"]: g for g in graph
+                 if g["body"].get("status") == "read"}
+        assert len(sends) == 201 and len(reads) == 201
+        by_text = {}
+        for s in sends:
+            assert s["body"]["messaging_product"] == "whatsapp"
+            by_text[s["body"]["text"]["body"]] = s
+        for key, body, wamid, reply in rows:
+            m = json.loads(body)["entry"][0]["changes"][0]["value"]["messages"][0]
+            assert reply == "Echo: " + m["text"]["body"]
+            s = by_text[reply]
+            assert s["body"]["to"] == m["from"]
+            assert wamid.startswith("wamid.")
+            # The receipt was answered before the reply was sent.
+            rd = reads[key]
+            assert s["ts_ms"] >= rd["ts_ms"], (rd, s)
+        assert len(fake.requests(kind="llm")) == 201
+    finally:
+        out = stop(p)
+    assert "mingest replies sent=201 failed=0 stored=201" in out, out
+
+
+def test_mingest_reply_mode_stores_no_reply_it_did_not_send(db, fake):
+    p, url = start_replying(db, fake, receipt=0)
+    try:
+        fake.control(llm_faults=[{"status": 500}])
+        assert post(url, harness.wa_text("wamid.MREPLY2", "15550009", "one")) == 200
+        fake.wait_requests("llm", 1)
+        fake.control(graph_faults=[{"http": 500, "code": 2}])
+        assert post(url, harness.wa_text("wamid.MREPLY3", "15550009", "two")) == 200
+        fake.wait_requests("graph", 1)
+        assert post(url, harness.wa_text("wamid.MREPLY4", "15550009", "three")) == 200
+        assert wait_outbox(db, 1) == 1
+        assert db.query("SELECT key FROM outbox") == [("wamid.MREPLY4",)]
+        assert [g["body"].get("status") for g in fake.requests(kind="graph")] == [None, None]
+    finally:
+        out = stop(p)
+    assert "mingest replies sent=1 failed=2 stored=1" in out, out
