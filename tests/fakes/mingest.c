@@ -169,9 +169,16 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
         return answer(c, 401);
     if (!find_key(r))
         return answer(c, 400);
+    /* Checked and queued under one lock: once stopping is set no
+     * connection is suspended, so the committers, which drain the queue
+     * before they exit, resume every one that was. */
+    pthread_mutex_lock(&g.mu);
+    if (g.stopping) {
+        pthread_mutex_unlock(&g.mu);
+        return answer(c, 503);
+    }
     r->queued = true;
     MHD_suspend_connection(c);
-    pthread_mutex_lock(&g.mu);
     *g.tail = r;
     g.tail = &r->next;
     pthread_cond_signal(&g.cv);
@@ -816,9 +823,11 @@ main(int argc, char **argv)
     printf("mingest port=%u\n", info ? (unsigned)info->port : (unsigned)port);
     fflush(stdout);
     sigwait(&set, &sig);
-    /* No new connections; the committers answer what is queued (a
-     * suspended connection must be resumed before the daemon stops). */
-    MHD_quiesce_daemon(d);
+    /* The committers answer what is queued (a suspended connection must
+     * be resumed before the daemon stops); later requests get 503. No
+     * MHD_quiesce_daemon: with epoll and a thread pool, libmicrohttpd
+     * 0.9.75 could abort in it ("Failed to remove listen FD from epoll
+     * set"; the gateway's poll() avoids it in gateway/http.c). */
     pthread_mutex_lock(&g.mu);
     g.stopping = true;
     pthread_cond_broadcast(&g.cv);
