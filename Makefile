@@ -38,7 +38,7 @@ LDFLAGS_V := -pie -Wl,-z,relro -Wl,-z,now
 # The parley binary allocates through tcmalloc (Debian libtcmalloc-minimal4,
 # linked by its file name: no -dev package needed). Against glibc's malloc,
 # LLM 0 ms: 16 % less of Parley's CPU per reply, +9 % replies/s (medians of
-# 10 pairs); idle RSS 14 -> 19.5 MB (docs/PERFORMANCE.md, "tcmalloc").
+# 10 pairs); idle RSS 14 -> 19.5 MB (docs/performance-history.md, "tcmalloc").
 # MALLOC=glibc opts out.
 MALLOC ?= tcmalloc
 ifeq ($(MALLOC),tcmalloc)

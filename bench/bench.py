@@ -1465,7 +1465,7 @@ class Suite:
 def machine_phase(seconds=10):
     """The machine's state now, idle, from tests/vmprobe: the median time of
     its fixed register and memory units and the late wake-ups per second
-    (docs/PERFORMANCE.md, "What the machine does"). On this VM the memory
+    (docs/performance-history.md, "What the machine does"). On this VM the memory
     unit moves by up to 70 % between phases; the header shows it at the
     start and the end of every run so that runs can be told apart."""
     p = subprocess.run(["timeout", "-s", "TERM", str(seconds + 1), VMPROBE,

@@ -20,7 +20,9 @@
  * immutable. A queue's condvar is signalled after the mutex is let go, so
  * that the thread woken does not at once block on the mutex its waker
  * still holds (a second sleep and wake-up; on this project's 2-core VMs a
- * wake-up costs ~10 us of CPU, docs/PERFORMANCE.md). Claimed at most: N + N/2
+ * wake-up costs ~10 us of CPU: `perf bench sched pipe` 21.9 us per round
+ * trip, docs/performance-history.md, "Wake-ups without a second sleep").
+ * Claimed at most: N + N/2
  * for the workers (queued or thinking), and no more while N are queued for or
  * in delivery.
  */

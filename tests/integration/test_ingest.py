@@ -419,7 +419,7 @@ def test_messages_of_one_webhook_get_ids_in_its_order(srv):
     in, in the webhook's order, also when their platform ids sort the
     other way; a retry mixed with a new message stores only the new one,
     after them. (Guards any change to how parley_ingest() inserts them,
-    e.g. the key-ordered insert docs/PERFORMANCE.md measured.)"""
+    e.g. the key-ordered insert docs/performance-history.md measured ("The lean ingest").)"""
     db = sdb(srv)
     user = "15551237777"
     mids = ["wamid.ORD.Z", "wamid.ORD.A", "wamid.ORD.M"]
