@@ -21,7 +21,7 @@
  *   mingest --db URL --secret S [--port 0] [--threads 2] [--committers 1]
  *           [--batch 256]
  *           [--llm URL --llm-key K --graph URL --graph-token T
- *            [--inflight 64] [--receipt 0|1]]
+ *            [--inflight 64] [--receipt 0|1] [--queue memory|db]]
  * prints "mingest port=N" once listening; SIGTERM/SIGINT stop it (after
  * answering what was queued) and it prints "mingest replies sent=N
  * failed=N stored=N" in reply mode.
@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/buf.h"
 
@@ -255,7 +256,18 @@ prepare(PGconn *pg, const char *into, int cols, int n, const char *tail,
  * per batch, committed synchronously. Jobs pass in memory: no claim, no
  * lease, no context, no events. A crash loses the jobs in flight (inbox
  * rows without an outbox row would be their recovery); everything Parley
- * does on top of this is left out. */
+ * does on top of this is left out.
+ *
+ * With --queue db the jobs pass through PostgreSQL as DESIGN.md's data
+ * flow asks, still at the least: the committer only wakes a claimer
+ * thread, which claims pending rows of
+ *   inbox (key, body, received_at, state smallint, lease_until)
+ * in batches (UPDATE ... FOR UPDATE SKIP LOCKED with a lease, committed
+ * without waiting for its flush, as Parley's claim); an intent thread
+ * records each reply before its send (INSERT INTO outbox (key, reply), not
+ * waiting for its flush, as Parley's intent); the finisher sets the sent
+ * reply's platform id and the message's state in one synchronous commit.
+ * Still no context, no events, no normalised rows. */
 
 struct job {
     char key[KEY_MAX + 1];
@@ -265,6 +277,7 @@ struct job {
     CURL *llm, *receipt, *send; /* transfers in flight */
     bool failed;
     struct core_buf llm_out, send_out, req, rreq;
+    char url[512]; /* the send's */
     struct job *next;
 };
 
@@ -280,7 +293,17 @@ static struct {
     struct job *done, **done_tail; /* reply thread -> finisher */
     bool stopping, replies_over;
     unsigned long sent, failed, stored;
-} R = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+    /* --queue db */
+    bool dbq, claim_wake, claimer_over;
+    pthread_cond_t claim_cv, intent_cv;
+    long outstanding;                    /* claimed, not yet finished */
+    long at_intent;                      /* jobs with the intent thread */
+    struct job *intents, **intents_tail; /* reply thread -> intent */
+    struct job *ready, **ready_tail;     /* intent -> reply thread */
+} R = { .mu = PTHREAD_MUTEX_INITIALIZER,
+        .cv = PTHREAD_COND_INITIALIZER,
+        .claim_cv = PTHREAD_COND_INITIALIZER,
+        .intent_cv = PTHREAD_COND_INITIALIZER };
 
 static size_t
 collect(char *p, size_t size, size_t n, void *arg)
@@ -387,9 +410,9 @@ job_start(struct job *j)
     return j->llm != NULL;
 }
 
-/* The LLM's answer (and the receipt, if any) is in: send the reply. */
+/* The LLM's answer (and the receipt, if any) is in: build the send. */
 static bool
-job_send(struct job *j)
+job_prepare_send(struct job *j)
 {
     cJSON *a = cJSON_Parse(j->llm_out.data), *req;
     const char *text =
@@ -398,7 +421,7 @@ job_send(struct job *j)
                      cJSON_GetObjectItemCaseSensitive(a, "choices"), 0),
                  "message"),
              "content");
-    char url[512], *s = NULL;
+    char *s = NULL;
 
     if (text) {
         free(j->body);
@@ -420,8 +443,15 @@ job_send(struct job *j)
         return false;
     }
     free(s);
-    snprintf(url, sizeof(url), "%s/%s/messages", R.graph_url, j->phone_id);
-    j->send = post(j, url, R.graph_hdrs, &j->req, &j->send_out);
+    snprintf(j->url, sizeof(j->url), "%s/%s/messages", R.graph_url,
+             j->phone_id);
+    return true;
+}
+
+static bool
+job_post_send(struct job *j)
+{
+    j->send = post(j, j->url, R.graph_hdrs, &j->req, &j->send_out);
     return j->send != NULL;
 }
 
@@ -453,6 +483,10 @@ job_finish(struct job *j, bool ok)
         pthread_cond_broadcast(&R.cv);
     } else {
         R.failed++;
+        if (R.dbq) { /* its lease runs out; it is claimed again then */
+            R.outstanding--;
+            pthread_cond_signal(&R.claim_cv);
+        }
     }
     pthread_mutex_unlock(&R.mu);
     if (!ok)
@@ -487,10 +521,22 @@ transfer_done(CURL *h, CURLcode rc, long *running)
     }
     if (j->llm || j->receipt)
         return; /* the other one still runs */
-    if (!j->failed && job_send(j))
-        return;
     (*running)--;
-    job_finish(j, false);
+    if (j->failed || !job_prepare_send(j)) {
+        job_finish(j, false);
+    } else if (R.dbq) { /* the intent first */
+        pthread_mutex_lock(&R.mu);
+        R.at_intent++;
+        j->next = NULL;
+        *R.intents_tail = j;
+        R.intents_tail = &j->next;
+        pthread_cond_signal(&R.intent_cv);
+        pthread_mutex_unlock(&R.mu);
+    } else if (job_post_send(j)) {
+        (*running)++;
+    } else {
+        job_finish(j, false);
+    }
 }
 
 static void *
@@ -505,6 +551,19 @@ replier(void *arg)
         int still, left;
 
         pthread_mutex_lock(&R.mu);
+        while (R.ready) { /* their intent is stored: send */
+            j = R.ready;
+            R.ready = j->next;
+            if (!R.ready)
+                R.ready_tail = &R.ready;
+            pthread_mutex_unlock(&R.mu);
+            running++;
+            if (!job_post_send(j)) {
+                running--;
+                job_finish(j, false);
+            }
+            pthread_mutex_lock(&R.mu);
+        }
         while (running < R.inflight && R.todo) {
             j = R.todo;
             R.todo = j->next;
@@ -518,9 +577,11 @@ replier(void *arg)
             }
             pthread_mutex_lock(&R.mu);
         }
-        if (R.stopping && !R.todo && running == 0) {
+        if (R.stopping && R.claimer_over && !R.todo && !R.ready &&
+            R.at_intent == 0 && running == 0) {
             R.replies_over = true;
             pthread_cond_broadcast(&R.cv);
+            pthread_cond_broadcast(&R.intent_cv);
             pthread_mutex_unlock(&R.mu);
             break;
         }
@@ -531,6 +592,236 @@ replier(void *arg)
                 transfer_done(msg->easy_handle, msg->data.result, &running);
         curl_multi_poll(R.multi, NULL, 0, 1000, NULL);
     }
+    return NULL;
+}
+
+/* A text[] literal of batch[i]->key (or ->wamid): {"a","b"}. */
+static bool
+array_lit(struct core_buf *b, struct job **batch, int n, bool wamid)
+{
+    int i;
+
+    core_buf_reset(b);
+    if (core_buf_adds(b, "{") != CORE_OK)
+        return false;
+    for (i = 0; i < n; i++) {
+        const char *p = wamid ? batch[i]->wamid : batch[i]->key;
+
+        if (core_buf_adds(b, i ? ",\"" : "\"") != CORE_OK)
+            return false;
+        for (; *p; p++)
+            if ((*p == '"' || *p == '\\') && core_buf_adds(b, "\\") != CORE_OK)
+                return false;
+            else if (core_buf_add(b, p, 1) != CORE_OK)
+                return false;
+        if (core_buf_adds(b, "\"") != CORE_OK)
+            return false;
+    }
+    return core_buf_adds(b, "}") == CORE_OK;
+}
+
+/* --queue db: the sent replies' platform ids and their messages' state,
+ * one statement, one synchronous commit. */
+static bool
+finish_db(PGconn *pg, struct job **batch, int n)
+{
+    struct core_buf keys, ids;
+    const char *v[2];
+    PGresult *res;
+    bool ok = false;
+
+    core_buf_init(&keys, 16 * 1024 * 1024);
+    core_buf_init(&ids, 16 * 1024 * 1024);
+    if (array_lit(&keys, batch, n, false) && array_lit(&ids, batch, n, true)) {
+        v[0] = keys.data;
+        v[1] = ids.data;
+        res = PQexecParams(pg,
+                           "WITH o AS (UPDATE outbox SET wamid = x.w"
+                           " FROM unnest($1::text[], $2::text[]) AS x(k, w)"
+                           " WHERE outbox.key = x.k RETURNING 1)"
+                           " UPDATE inbox SET state = 2, lease_until = NULL"
+                           " WHERE key = ANY ($1::text[])",
+                           2, NULL, v, NULL, NULL, 0);
+        ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+        if (!ok)
+            fprintf(stderr, "mingest: finish: %s", PQerrorMessage(pg));
+        PQclear(res);
+    }
+    core_buf_done(&keys);
+    core_buf_done(&ids);
+    return ok;
+}
+
+static PGconn *
+connect_async_commit(void)
+{
+    PGconn *pg = PQconnectdb(R.db);
+    PGresult *res;
+
+    if (PQstatus(pg) != CONNECTION_OK) {
+        fprintf(stderr, "mingest: connect: %s", PQerrorMessage(pg));
+        exit(1);
+    }
+    res = PQexec(pg, "SET synchronous_commit = off");
+    PQclear(res);
+    return pg;
+}
+
+static struct job *
+job_new(const char *key, const char *body)
+{
+    struct job *j = calloc(1, sizeof(*j));
+
+    if (!j || !(j->body = strdup(body))) {
+        free(j);
+        return NULL;
+    }
+    snprintf(j->key, sizeof(j->key), "%s", key);
+    core_buf_init(&j->llm_out, 1024 * 1024);
+    core_buf_init(&j->send_out, 64 * 1024);
+    core_buf_init(&j->req, 1024 * 1024);
+    core_buf_init(&j->rreq, 1024);
+    return j;
+}
+
+/* --queue db: claim pending (or lease-expired) messages while fewer than
+ * 2 x --inflight are claimed; woken by the committer and the finisher. */
+static void *
+claimer(void *arg)
+{
+    PGconn *pg = connect_async_commit();
+    char lim[24];
+    const char *v[1] = { lim };
+
+    (void)arg;
+    for (;;) {
+        struct job *head = NULL, **tail = &head;
+        long want;
+        PGresult *res;
+        int rows, r;
+
+        pthread_mutex_lock(&R.mu);
+        while (!R.stopping &&
+               (!R.claim_wake || R.outstanding >= 2 * R.inflight))
+            pthread_cond_wait(&R.claim_cv, &R.mu);
+        if (R.stopping) {
+            R.claimer_over = true;
+            pthread_mutex_unlock(&R.mu);
+            curl_multi_wakeup(R.multi);
+            break;
+        }
+        R.claim_wake = false;
+        want = 2 * R.inflight - R.outstanding;
+        pthread_mutex_unlock(&R.mu);
+
+        snprintf(lim, sizeof(lim), "%ld", want);
+        res = PQexecParams(
+            pg,
+            "UPDATE inbox SET state = 1,"
+            " lease_until = now() + interval '2 minutes'"
+            " WHERE key IN (SELECT key FROM inbox"
+            "  WHERE state < 2 AND (state = 0 OR lease_until < now())"
+            "  ORDER BY received_at LIMIT $1::int FOR UPDATE SKIP LOCKED)"
+            " RETURNING key, body",
+            1, NULL, v, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            fprintf(stderr, "mingest: claim: %s", PQerrorMessage(pg));
+            PQclear(res);
+            pthread_mutex_lock(&R.mu);
+            R.claim_wake = true; /* try again */
+            pthread_mutex_unlock(&R.mu);
+            usleep(100000);
+            continue;
+        }
+        rows = PQntuples(res);
+        for (r = 0; r < rows; r++) {
+            struct job *j =
+                job_new(PQgetvalue(res, r, 0), PQgetvalue(res, r, 1));
+
+            if (j) {
+                *tail = j;
+                tail = &j->next;
+            }
+        }
+        PQclear(res);
+        pthread_mutex_lock(&R.mu);
+        R.outstanding += rows;
+        if (rows == want)
+            R.claim_wake = true; /* there may be more */
+        if (head) {
+            *R.todo_tail = head;
+            R.todo_tail = tail;
+        }
+        pthread_mutex_unlock(&R.mu);
+        if (head)
+            curl_multi_wakeup(R.multi);
+    }
+    PQfinish(pg);
+    return NULL;
+}
+
+/* --queue db: record each reply before it is sent, in batches. */
+static void *
+intender(void *arg)
+{
+    struct job *batch[MAX_BATCH];
+    const char **v = calloc(2 * MAX_BATCH, sizeof(*v));
+    bool *have = calloc(MAX_BATCH + 1, sizeof(bool));
+    PGconn *pg = connect_async_commit();
+    int n, i;
+
+    (void)arg;
+    if (!v || !have)
+        exit(1);
+    for (;;) {
+        char name[16];
+        PGresult *res;
+        bool ok = false;
+
+        pthread_mutex_lock(&R.mu);
+        while (!R.intents && !R.replies_over)
+            pthread_cond_wait(&R.intent_cv, &R.mu);
+        if (!R.intents) {
+            pthread_mutex_unlock(&R.mu);
+            break;
+        }
+        for (n = 0; R.intents && n < MAX_BATCH; n++) {
+            batch[n] = R.intents;
+            R.intents = R.intents->next;
+        }
+        if (!R.intents)
+            R.intents_tail = &R.intents;
+        pthread_mutex_unlock(&R.mu);
+
+        for (i = 0; i < n; i++) {
+            v[2 * i] = batch[i]->key;
+            v[2 * i + 1] = batch[i]->body;
+        }
+        if (prepare(pg, "outbox (key, reply)", 2, n, "", have)) {
+            snprintf(name, sizeof(name), "i%d", n);
+            res = PQexecPrepared(pg, name, 2 * n, v, NULL, NULL, 0);
+            ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+            if (!ok)
+                fprintf(stderr, "mingest: intent: %s", PQerrorMessage(pg));
+            PQclear(res);
+        }
+        pthread_mutex_lock(&R.mu);
+        R.at_intent -= n;
+        for (i = 0; ok && i < n; i++) {
+            batch[i]->next = NULL;
+            *R.ready_tail = batch[i];
+            R.ready_tail = &batch[i]->next;
+        }
+        pthread_mutex_unlock(&R.mu);
+        if (ok)
+            curl_multi_wakeup(R.multi);
+        else
+            for (i = 0; i < n; i++)
+                job_finish(batch[i], false);
+    }
+    PQfinish(pg);
+    free(v);
+    free(have);
     return NULL;
 }
 
@@ -569,6 +860,10 @@ finisher(void *arg)
             R.done_tail = &R.done;
         pthread_mutex_unlock(&R.mu);
 
+        if (R.dbq) {
+            ok = finish_db(pg, batch, n);
+            goto stored;
+        }
         for (i = 0; i < n; i++) {
             v[3 * i] = batch[i]->key;
             v[3 * i + 1] = batch[i]->wamid;
@@ -582,9 +877,14 @@ finisher(void *arg)
                 fprintf(stderr, "mingest: outbox: %s", PQerrorMessage(pg));
             PQclear(res);
         }
+    stored:
         pthread_mutex_lock(&R.mu);
         if (ok)
             R.stored += (unsigned long)n;
+        if (R.dbq) {
+            R.outstanding -= n;
+            pthread_cond_signal(&R.claim_cv);
+        }
         pthread_mutex_unlock(&R.mu);
         for (i = 0; i < n; i++)
             job_free(batch[i]);
@@ -612,16 +912,9 @@ queue_replies(struct req **batch, int n, PGresult *res)
         if (i == n)
             continue;
         at = (at + i) % n;
-        j = calloc(1, sizeof(*j));
-        if (!j || !(j->body = strdup(batch[at]->body))) {
-            free(j);
+        j = job_new(key, batch[at]->body);
+        if (!j)
             continue;
-        }
-        snprintf(j->key, sizeof(j->key), "%s", key);
-        core_buf_init(&j->llm_out, 1024 * 1024);
-        core_buf_init(&j->send_out, 64 * 1024);
-        core_buf_init(&j->req, 1024 * 1024);
-        core_buf_init(&j->rreq, 1024);
         *tail = j;
         tail = &j->next;
     }
@@ -642,6 +935,7 @@ committer(void *arg)
     const char **v = calloc(2 * MAX_BATCH, sizeof(*v));
     PGconn *pg = PQconnectdb(g.db);
     char name[16];
+    bool mem = R.multi && !R.dbq; /* jobs pass in memory */
     int n, i;
 
     (void)arg;
@@ -673,15 +967,21 @@ committer(void *arg)
             v[2 * i + 1] = batch[i]->body;
         }
         status = 503;
-        if (prepare(pg, "inbox (key, body)", 2, n,
-                    R.multi ? " RETURNING key" : "", have)) {
+        if (prepare(pg, "inbox (key, body)", 2, n, mem ? " RETURNING key" : "",
+                    have)) {
             snprintf(name, sizeof(name), "i%d", n);
             res = PQexecPrepared(pg, name, 2 * n, v, NULL, NULL, 0);
             if (PQresultStatus(res) ==
-                (R.multi ? PGRES_TUPLES_OK : PGRES_COMMAND_OK)) {
+                (mem ? PGRES_TUPLES_OK : PGRES_COMMAND_OK)) {
                 status = 200;
-                if (R.multi)
+                if (mem) {
                     queue_replies(batch, n, res);
+                } else if (R.dbq) { /* wake the claimer */
+                    pthread_mutex_lock(&R.mu);
+                    R.claim_wake = true;
+                    pthread_cond_signal(&R.claim_cv);
+                    pthread_mutex_unlock(&R.mu);
+                }
             } else {
                 fprintf(stderr, "mingest: insert: %s", PQerrorMessage(pg));
             }
@@ -743,7 +1043,7 @@ main(int argc, char **argv)
     int i, sig;
     struct MHD_Daemon *d;
     const union MHD_DaemonInfo *info;
-    pthread_t th[16], rth[2];
+    pthread_t th[16], rth[4];
     sigset_t set;
 
     g.tail = &g.head;
@@ -775,6 +1075,10 @@ main(int argc, char **argv)
             R.inflight = number(argv[i + 1], 1, 4096);
         else if (strcmp(argv[i], "--receipt") == 0)
             receipt = number(argv[i + 1], 0, 1);
+        else if (strcmp(argv[i], "--queue") == 0 &&
+                 (strcmp(argv[i + 1], "db") == 0 ||
+                  strcmp(argv[i + 1], "memory") == 0))
+            R.dbq = strcmp(argv[i + 1], "db") == 0;
         else
             break;
     }
@@ -786,7 +1090,8 @@ main(int argc, char **argv)
                 "usage: mingest --db URL --secret S [--port N]"
                 " [--threads 1-64] [--committers 1-16]"
                 " [--batch 1-%d] [--llm URL --llm-key K --graph URL"
-                " --graph-token T [--inflight 1-4096] [--receipt 0|1]]\n",
+                " --graph-token T [--inflight 1-4096] [--receipt 0|1]"
+                " [--queue memory|db]]\n",
                 MAX_BATCH);
         return 2;
     }
@@ -804,9 +1109,16 @@ main(int argc, char **argv)
         MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
     for (i = 0; i < committers; i++)
         pthread_create(&th[i], NULL, committer, NULL);
+    R.intents_tail = &R.intents;
+    R.ready_tail = &R.ready;
+    R.claimer_over = !R.dbq;
     if (R.multi) {
         pthread_create(&rth[0], NULL, replier, NULL);
         pthread_create(&rth[1], NULL, finisher, NULL);
+    }
+    if (R.multi && R.dbq) {
+        pthread_create(&rth[2], NULL, claimer, NULL);
+        pthread_create(&rth[3], NULL, intender, NULL);
     }
     d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
                              MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME,
@@ -840,9 +1152,14 @@ main(int argc, char **argv)
         /* Answer and store what was queued, then stop. */
         pthread_mutex_lock(&R.mu);
         R.stopping = true;
+        pthread_cond_broadcast(&R.claim_cv);
         pthread_mutex_unlock(&R.mu);
         curl_multi_wakeup(R.multi);
+        if (R.dbq)
+            pthread_join(rth[2], NULL);
         pthread_join(rth[0], NULL);
+        if (R.dbq)
+            pthread_join(rth[3], NULL);
         pthread_join(rth[1], NULL);
         printf("mingest replies sent=%lu failed=%lu stored=%lu\n", R.sent,
                R.failed, R.stored);

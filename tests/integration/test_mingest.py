@@ -10,6 +10,8 @@ import re
 import subprocess
 import time
 
+import pytest
+
 import harness
 from fakes import loadgen
 
@@ -72,16 +74,24 @@ def test_mingest_stores_what_it_answers(db):
         stop(p)
 
 
-def start_replying(db, fake, receipt=1):
-    db.execute("CREATE TABLE inbox (key text PRIMARY KEY, body text NOT NULL)")
-    db.execute("CREATE TABLE outbox (key text PRIMARY KEY, wamid text NOT NULL,"
+# The tables of `make bench`'s rows a''' (--queue memory) and a'''' (--queue db).
+INBOX_DB = ("CREATE TABLE inbox (key text PRIMARY KEY, body text NOT NULL,"
+            " received_at timestamptz NOT NULL DEFAULT now(),"
+            " state smallint NOT NULL DEFAULT 0, lease_until timestamptz);"
+            " CREATE INDEX inbox_todo ON inbox (received_at) WHERE state < 2")
+
+
+def start_replying(db, fake, receipt=1, queue="memory"):
+    db.execute(INBOX_DB if queue == "db" else
+               "CREATE TABLE inbox (key text PRIMARY KEY, body text NOT NULL)")
+    db.execute("CREATE TABLE outbox (key text PRIMARY KEY, wamid text,"
                " reply text NOT NULL)")
     fake.control(llm_api_key="mingest-llm-key", graph_token="mingest-graph-token")
     p = subprocess.Popen([str(harness.build_dir() / "tests" / "mingest"), "--db", db.url,
                           "--secret", SECRET, "--port", "0", "--llm", fake.llm_base,
                           "--llm-key", "mingest-llm-key", "--graph", fake.graph_base,
                           "--graph-token", "mingest-graph-token", "--inflight", "8",
-                          "--receipt", str(receipt)],
+                          "--receipt", str(receipt), "--queue", queue],
                          env=harness.child_env(), stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True)
     m = re.match(r"mingest port=(\d+)", p.stdout.readline())
@@ -90,18 +100,22 @@ def start_replying(db, fake, receipt=1):
 
 
 def wait_outbox(db, n, timeout=20.0):
+    """Replies stored with the platform's id (an intent has none yet)."""
+    sql = "SELECT count(*) FROM outbox WHERE wamid IS NOT NULL"
     deadline = time.monotonic() + timeout
-    while db.scalar("SELECT count(*) FROM outbox") < n and time.monotonic() < deadline:
+    while db.scalar(sql) < n and time.monotonic() < deadline:
         time.sleep(0.05)
-    return db.scalar("SELECT count(*) FROM outbox")
+    return db.scalar(sql)
 
 
-def test_mingest_reply_mode_answers_every_new_message_once(db, fake):
-    """Row a''' (the least durable reply path) is only a bound if it does
-    the job: every new message gets its receipt, then the LLM's answer sent
-    to its sender, stored with the platform's id; a retried webhook is not
-    answered twice."""
-    p, url = start_replying(db, fake)
+@pytest.mark.parametrize("queue", ["memory", "db"])
+def test_mingest_reply_mode_answers_every_new_message_once(db, fake, queue):
+    """Rows a''' and a'''' (the least durable reply paths) are only bounds
+    if they do the job: every new message gets its receipt, then the LLM's
+    answer sent to its sender, stored with the platform's id; a retried
+    webhook is not answered twice. Through PostgreSQL (--queue db) every
+    message ends claimed and done."""
+    p, url = start_replying(db, fake, queue=queue)
     try:
         r = loadgen(url + "/webhooks/whatsapp", secret=SECRET, connections=8, requests=200,
                     users=40)
@@ -132,13 +146,17 @@ def test_mingest_reply_mode_answers_every_new_message_once(db, fake):
             rd = reads[key]
             assert s["ts_ms"] >= rd["ts_ms"], (rd, s)
         assert len(fake.requests(kind="llm")) == 201
+        if queue == "db":
+            assert db.query("SELECT state, count(*) FROM inbox GROUP BY 1") == [(2, 201)]
+            assert db.scalar("SELECT count(*) FROM inbox WHERE lease_until IS NOT NULL") == 0
     finally:
         out = stop(p)
     assert "mingest replies sent=201 failed=0 stored=201" in out, out
 
 
-def test_mingest_reply_mode_stores_no_reply_it_did_not_send(db, fake):
-    p, url = start_replying(db, fake, receipt=0)
+@pytest.mark.parametrize("queue", ["memory", "db"])
+def test_mingest_reply_mode_stores_no_reply_it_did_not_send(db, fake, queue):
+    p, url = start_replying(db, fake, receipt=0, queue=queue)
     try:
         fake.control(llm_faults=[{"status": 500}])
         assert post(url, harness.wa_text("wamid.MREPLY2", "15550009", "one")) == 200
@@ -148,8 +166,14 @@ def test_mingest_reply_mode_stores_no_reply_it_did_not_send(db, fake):
         fake.wait_requests("graph", 1)
         assert post(url, harness.wa_text("wamid.MREPLY4", "15550009", "three")) == 200
         assert wait_outbox(db, 1) == 1
-        assert db.query("SELECT key FROM outbox") == [("wamid.MREPLY4",)]
+        assert db.query("SELECT key FROM outbox WHERE wamid IS NOT NULL") == [("wamid.MREPLY4",)]
         assert [g["body"].get("status") for g in fake.requests(kind="graph")] == [None, None]
+        if queue == "db":
+            # The failed ones keep their lease (claimed again when it runs
+            # out); the failed send's intent is left without an id.
+            assert db.query("SELECT key, state FROM inbox ORDER BY key") == [
+                ("wamid.MREPLY2", 1), ("wamid.MREPLY3", 1), ("wamid.MREPLY4", 2)]
+            assert db.query("SELECT key FROM outbox WHERE wamid IS NULL") == [("wamid.MREPLY3",)]
     finally:
         out = stop(p)
     assert "mingest replies sent=1 failed=2 stored=1" in out, out
