@@ -15,11 +15,17 @@
  * parsing beyond the key, no normalised rows, no queue, no wake-ups:
  * everything Parley does on top of this is left out.
  *
+ * With --normalise 1 it parses the webhook with cJSON, as Parley's
+ * adapter does, and stores the message's fields in typed columns instead
+ * of the body:
+ *   inbox (key, platform, channel, user_id, kind, text, platform_ts, ...)
+ * the least normalised ingest (row "a''n").
+ *
  * With --llm and --graph it also answers every new message: the least
  * durable reply path (row "a'''"; see "Reply mode" below).
  *
  *   mingest --db URL --secret S [--port 0] [--threads 2] [--committers 1]
- *           [--batch 256]
+ *           [--batch 256] [--normalise 0|1]
  *           [--llm URL --llm-key K --graph URL --graph-token T
  *            [--inflight 64] [--receipt 0|1] [--queue memory|db]]
  * prints "mingest port=N" once listening; SIGTERM/SIGINT stop it (after
@@ -47,10 +53,14 @@
 #define MAX_BATCH 1024
 #define KEY_MAX   255
 
+/* --normalise: the columns stored for a message, after the key. */
+enum { F_PLATFORM, F_CHANNEL, F_USER, F_KIND, F_TEXT, F_TS, NF };
+
 struct req {
     char *body;
     size_t len;
     char key[KEY_MAX + 1];
+    char *f[NF]; /* --normalise: the message's fields (f[F_TEXT] may be NULL) */
     char sig[80];
     bool oversize, queued;
     unsigned status; /* set by the committer before resume */
@@ -61,6 +71,7 @@ struct req {
 static struct {
     const char *db, *secret;
     int batch;
+    bool normalise;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct req *head, **tail;
@@ -116,6 +127,60 @@ find_key(struct req *r)
     return true;
 }
 
+static char *
+jdup(const cJSON *o, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+
+    if (cJSON_IsString(v))
+        return strdup(v->valuestring);
+    if (cJSON_IsNumber(v)) {
+        char n[32];
+
+        snprintf(n, sizeof(n), "%.0f", v->valuedouble);
+        return strdup(n);
+    }
+    return NULL;
+}
+
+/* --normalise: parse the webhook as Parley's adapter does (cJSON) and
+ * keep its first message's fields: the key (its id), the channel (the
+ * business number's id), the sender, the kind, the text, the time. */
+static bool
+normalise(struct req *r)
+{
+    cJSON *w = cJSON_Parse(r->body);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetArrayItem(
+            cJSON_GetObjectItemCaseSensitive(
+                cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(w, "entry"),
+                                   0),
+                "changes"),
+            0),
+        "value");
+    const cJSON *m =
+        cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(v, "messages"), 0);
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(m, "id");
+    bool ok = cJSON_IsString(id) && id->valuestring[0] &&
+              strlen(id->valuestring) <= KEY_MAX;
+
+    if (ok) {
+        strcpy(r->key, id->valuestring);
+        r->f[F_PLATFORM] = strdup("whatsapp");
+        r->f[F_CHANNEL] = jdup(cJSON_GetObjectItemCaseSensitive(v, "metadata"),
+                               "phone_number_id");
+        r->f[F_USER] = jdup(m, "from");
+        r->f[F_KIND] = jdup(m, "type");
+        r->f[F_TEXT] =
+            jdup(cJSON_GetObjectItemCaseSensitive(m, "text"), "body");
+        r->f[F_TS] = jdup(m, "timestamp");
+        ok =
+            r->f[F_PLATFORM] && r->f[F_CHANNEL] && r->f[F_USER] && r->f[F_KIND];
+    }
+    cJSON_Delete(w);
+    return ok;
+}
+
 static enum MHD_Result
 answer(struct MHD_Connection *c, unsigned status)
 {
@@ -168,7 +233,7 @@ on_request(void *cls, struct MHD_Connection *c, const char *url,
         return answer(c, 413);
     if (!signature_ok(r))
         return answer(c, 401);
-    if (!find_key(r))
+    if (!(g.normalise ? normalise(r) : find_key(r)))
         return answer(c, 400);
     /* Checked and queued under one lock: once stopping is set no
      * connection is suspended, so the committers, which drain the queue
@@ -197,6 +262,10 @@ on_completed(void *cls, struct MHD_Connection *c, void **ctx,
     (void)c;
     (void)code;
     if (r) {
+        int i;
+
+        for (i = 0; i < NF; i++)
+            free(r->f[i]);
         free(r->body);
         free(r);
         *ctx = NULL;
@@ -932,11 +1001,12 @@ committer(void *arg)
 {
     struct req *batch[MAX_BATCH];
     bool *have = calloc(MAX_BATCH + 1, sizeof(bool));
-    const char **v = calloc(2 * MAX_BATCH, sizeof(*v));
+    const int cols = g.normalise ? 1 + NF : 2;
+    const char **v = calloc((size_t)cols * MAX_BATCH, sizeof(*v));
     PGconn *pg = PQconnectdb(g.db);
     char name[16];
     bool mem = R.multi && !R.dbq; /* jobs pass in memory */
-    int n, i;
+    int n, i, k;
 
     (void)arg;
     if (!have || !v || PQstatus(pg) != CONNECTION_OK) {
@@ -963,14 +1033,20 @@ committer(void *arg)
         pthread_mutex_unlock(&g.mu);
 
         for (i = 0; i < n; i++) {
-            v[2 * i] = batch[i]->key;
-            v[2 * i + 1] = batch[i]->body;
+            v[cols * i] = batch[i]->key;
+            if (!g.normalise)
+                v[cols * i + 1] = batch[i]->body;
+            for (k = 0; g.normalise && k < NF; k++)
+                v[cols * i + 1 + k] = batch[i]->f[k];
         }
         status = 503;
-        if (prepare(pg, "inbox (key, body)", 2, n, mem ? " RETURNING key" : "",
-                    have)) {
+        if (prepare(pg,
+                    g.normalise ? "inbox (key, platform, channel, user_id, "
+                                  "kind, text, platform_ts)"
+                                : "inbox (key, body)",
+                    cols, n, mem ? " RETURNING key" : "", have)) {
             snprintf(name, sizeof(name), "i%d", n);
-            res = PQexecPrepared(pg, name, 2 * n, v, NULL, NULL, 0);
+            res = PQexecPrepared(pg, name, cols * n, v, NULL, NULL, 0);
             if (PQresultStatus(res) ==
                 (mem ? PGRES_TUPLES_OK : PGRES_COMMAND_OK)) {
                 status = 200;
@@ -1040,6 +1116,7 @@ int
 main(int argc, char **argv)
 {
     long port = 0, threads = 2, committers = 1, batch = 256, receipt = 0;
+    long normal = 0;
     int i, sig;
     struct MHD_Daemon *d;
     const union MHD_DaemonInfo *info;
@@ -1075,6 +1152,8 @@ main(int argc, char **argv)
             R.inflight = number(argv[i + 1], 1, 4096);
         else if (strcmp(argv[i], "--receipt") == 0)
             receipt = number(argv[i + 1], 0, 1);
+        else if (strcmp(argv[i], "--normalise") == 0)
+            normal = number(argv[i + 1], 0, 1);
         else if (strcmp(argv[i], "--queue") == 0 &&
                  (strcmp(argv[i + 1], "db") == 0 ||
                   strcmp(argv[i + 1], "memory") == 0))
@@ -1084,12 +1163,13 @@ main(int argc, char **argv)
     }
     if (i != argc || !g.db || !g.secret || port < 0 || threads < 0 ||
         committers < 0 || batch < 0 || R.inflight < 0 || receipt < 0 ||
-        !R.llm_url != !R.graph_url ||
+        normal < 0 || (normal && R.llm_url) || !R.llm_url != !R.graph_url ||
         (R.llm_url && (!R.llm_key || !R.graph_token))) {
         fprintf(stderr,
                 "usage: mingest --db URL --secret S [--port N]"
                 " [--threads 1-64] [--committers 1-16]"
-                " [--batch 1-%d] [--llm URL --llm-key K --graph URL"
+                " [--batch 1-%d] [--normalise 0|1]"
+                " [--llm URL --llm-key K --graph URL"
                 " --graph-token T [--inflight 1-4096] [--receipt 0|1]"
                 " [--queue memory|db]]\n",
                 MAX_BATCH);
@@ -1101,6 +1181,7 @@ main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     g.batch = (int)batch;
+    g.normalise = normal == 1;
     if (R.llm_url && !reply_setup(receipt == 1)) {
         fprintf(stderr, "mingest: cannot set up the reply path\n");
         return 1;

@@ -74,6 +74,48 @@ def test_mingest_stores_what_it_answers(db):
         stop(p)
 
 
+# The table of `make bench`'s row a''n (--normalise 1).
+INBOX_NORMALISED = (
+    "CREATE TABLE inbox (key text PRIMARY KEY, platform text NOT NULL,"
+    " channel text NOT NULL, user_id text NOT NULL, kind text NOT NULL, text text,"
+    " platform_ts bigint, received_at timestamptz NOT NULL DEFAULT now(),"
+    " state smallint NOT NULL DEFAULT 0);"
+    " CREATE INDEX inbox_todo ON inbox (received_at) WHERE state < 2;"
+    " CREATE INDEX inbox_conversation ON inbox (platform, channel, user_id, received_at)")
+
+
+def test_mingest_normalised_stores_the_fields_of_what_it_answers(db):
+    """Row a''n, the least normalised ingest: the message's fields in typed
+    columns, parsed with cJSON; the same answers as the raw one."""
+    db.execute(INBOX_NORMALISED)
+    p = subprocess.Popen([str(harness.build_dir() / "tests" / "mingest"), "--db", db.url,
+                          "--secret", SECRET, "--port", "0", "--normalise", "1"],
+                         env=harness.child_env(), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    m = re.match(r"mingest port=(\d+)", p.stdout.readline())
+    assert m, "mingest did not print its port"
+    url = "http://127.0.0.1:%s" % m.group(1)
+    try:
+        r = loadgen(url + "/webhooks/whatsapp", secret=SECRET, connections=8, requests=200,
+                    users=50, dup_ratio=0.3)
+        assert r["responses"] == {"200": 200}, r
+        assert db.scalar("SELECT count(*) FROM inbox") == 200 - r["duplicates"]
+        assert db.scalar("SELECT count(DISTINCT user_id) FROM inbox") <= 50
+
+        msg = harness.wa_text("wamid.MNORM1", "15550042", "hello, fields", ts=1764288000)
+        assert post(url, msg, secret="wrong") == 401
+        assert post(url, msg) == 200 and post(url, msg) == 200
+        value = msg["entry"][0]["changes"][0]["value"]
+        assert db.query("SELECT platform, channel, user_id, kind, text, platform_ts, state"
+                        " FROM inbox WHERE key = 'wamid.MNORM1'") == [
+            ("whatsapp", value["metadata"]["phone_number_id"], "15550042", "text",
+             "hello, fields", 1764288000, 0)]
+        assert post(url, {"object": "whatsapp_business_account", "entry": []}) == 400
+        assert post(url, "not json at all") == 400
+    finally:
+        stop(p)
+
+
 # The tables of `make bench`'s rows a''' (--queue memory) and a'''' (--queue db).
 INBOX_DB = ("CREATE TABLE inbox (key text PRIMARY KEY, body text NOT NULL,"
             " received_at timestamptz NOT NULL DEFAULT now(),"
