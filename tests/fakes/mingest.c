@@ -143,14 +143,11 @@ jdup(const cJSON *o, const char *name)
     return NULL;
 }
 
-/* --normalise: parse the webhook as Parley's adapter does (cJSON) and
- * keep its first message's fields: the key (its id), the channel (the
- * business number's id), the sender, the kind, the text, the time. */
-static bool
-normalise(struct req *r)
+/* A WhatsApp webhook's entry[0].changes[0].value (NULL if absent). */
+static const cJSON *
+wa_value(const cJSON *w)
 {
-    cJSON *w = cJSON_Parse(r->body);
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(
+    return cJSON_GetObjectItemCaseSensitive(
         cJSON_GetArrayItem(
             cJSON_GetObjectItemCaseSensitive(
                 cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(w, "entry"),
@@ -158,6 +155,16 @@ normalise(struct req *r)
                 "changes"),
             0),
         "value");
+}
+
+/* --normalise: parse the webhook as Parley's adapter does (cJSON) and
+ * keep its first message's fields: the key (its id), the channel (the
+ * business number's id), the sender, the kind, the text, the time. */
+static bool
+normalise(struct req *r)
+{
+    cJSON *w = cJSON_Parse(r->body);
+    const cJSON *v = wa_value(w);
     const cJSON *m =
         cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(v, "messages"), 0);
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(m, "id");

@@ -118,19 +118,13 @@ jstr(const cJSON *o, const char *name)
 static bool
 job_start(struct job *j)
 {
-    cJSON *w = cJSON_Parse(j->body), *v, *m;
+    cJSON *w = cJSON_Parse(j->body);
+    const cJSON *v, *m;
     const char *from, *text, *phone;
     char url[512];
     bool ok = false;
 
-    v = cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetArrayItem(
-            cJSON_GetObjectItemCaseSensitive(
-                cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(w, "entry"),
-                                   0),
-                "changes"),
-            0),
-        "value");
+    v = wa_value(w);
     m = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(v, "messages"), 0);
     phone = jstr(cJSON_GetObjectItemCaseSensitive(v, "metadata"),
                  "phone_number_id");
@@ -520,6 +514,27 @@ claimer(void *arg)
     return NULL;
 }
 
+/* Wait for jobs on a list (or the end of the replies), take up to
+ * MAX_BATCH of them; 0 once the replies are over and the list is empty. */
+static int
+take_jobs(struct job **head, struct job ***tail, pthread_cond_t *cv,
+          struct job **batch)
+{
+    int n;
+
+    pthread_mutex_lock(&R.mu);
+    while (!*head && !R.replies_over)
+        pthread_cond_wait(cv, &R.mu);
+    for (n = 0; *head && n < MAX_BATCH; n++) {
+        batch[n] = *head;
+        *head = (*head)->next;
+    }
+    if (!*head)
+        *tail = head;
+    pthread_mutex_unlock(&R.mu);
+    return n;
+}
+
 /* --queue db: record each reply before it is sent, in batches. */
 static void *
 intender(void *arg)
@@ -538,20 +553,9 @@ intender(void *arg)
         PGresult *res;
         bool ok = false;
 
-        pthread_mutex_lock(&R.mu);
-        while (!R.intents && !R.replies_over)
-            pthread_cond_wait(&R.intent_cv, &R.mu);
-        if (!R.intents) {
-            pthread_mutex_unlock(&R.mu);
+        n = take_jobs(&R.intents, &R.intents_tail, &R.intent_cv, batch);
+        if (n == 0)
             break;
-        }
-        for (n = 0; R.intents && n < MAX_BATCH; n++) {
-            batch[n] = R.intents;
-            R.intents = R.intents->next;
-        }
-        if (!R.intents)
-            R.intents_tail = &R.intents;
-        pthread_mutex_unlock(&R.mu);
 
         for (i = 0; i < n; i++) {
             v[2 * i] = batch[i]->key;
@@ -605,20 +609,9 @@ finisher(void *arg)
         PGresult *res;
         bool ok = false;
 
-        pthread_mutex_lock(&R.mu);
-        while (!R.done && !R.replies_over)
-            pthread_cond_wait(&R.cv, &R.mu);
-        if (!R.done) {
-            pthread_mutex_unlock(&R.mu);
+        n = take_jobs(&R.done, &R.done_tail, &R.cv, batch);
+        if (n == 0)
             break;
-        }
-        for (n = 0; R.done && n < MAX_BATCH; n++) {
-            batch[n] = R.done;
-            R.done = R.done->next;
-        }
-        if (!R.done)
-            R.done_tail = &R.done;
-        pthread_mutex_unlock(&R.mu);
 
         if (R.dbq) {
             ok = finish_db(pg, batch, n);
