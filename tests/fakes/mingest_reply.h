@@ -12,7 +12,7 @@
  * call, the LLM call (OpenAI-compatible, not streamed), then the send
  * (WhatsApp Cloud API), and hands (key, the platform's id, the text) to a
  * finisher thread that stores them with one multi-row INSERT into
- *   outbox (key text PRIMARY KEY, wamid text NOT NULL, reply text NOT NULL)
+ *   outbox (key text PRIMARY KEY, wamid text, reply text NOT NULL)
  * per batch, committed synchronously. Jobs pass in memory: no claim, no
  * lease, no context, no events. A crash loses the jobs in flight (inbox
  * rows without an outbox row would be their recovery); everything Parley
@@ -253,25 +253,28 @@ transfer_done(CURL *h, CURLcode rc, long *running)
 {
     struct job *j = NULL;
     long http = 0;
-    bool ok;
+    bool ok, is_send, is_llm;
 
     curl_easy_getinfo(h, CURLINFO_PRIVATE, (char **)&j);
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &http);
     ok = rc == CURLE_OK && http == 200;
+    is_send = h == j->send;
+    is_llm = h == j->llm;
     curl_multi_remove_handle(R.multi, h);
     curl_easy_cleanup(h);
-    if (h == j->receipt) {
-        j->receipt = NULL; /* best effort, as Parley's */
-    } else if (h == j->llm) {
-        j->llm = NULL;
-        j->failed = !ok;
-    } else {
+    if (is_send) {
         j->send = NULL;
         if (ok)
             ok = job_sent(j);
         (*running)--;
         job_finish(j, ok);
         return;
+    }
+    if (is_llm) {
+        j->llm = NULL;
+        j->failed = !ok;
+    } else {
+        j->receipt = NULL; /* best effort, as Parley's */
     }
     if (j->llm || j->receipt)
         return; /* the other one still runs */
