@@ -449,8 +449,10 @@ main(int argc, char **argv)
     sigset_t set;
 
     g.tail = &g.head;
-    R.todo_tail = &R.todo;
-    R.done_tail = &R.done;
+    jobq_init(&R.todo);
+    jobq_init(&R.done);
+    jobq_init(&R.intents);
+    jobq_init(&R.ready);
     R.inflight = 64;
     for (i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--db") == 0)
@@ -515,8 +517,6 @@ main(int argc, char **argv)
         MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
     for (i = 0; i < committers; i++)
         pthread_create(&th[i], NULL, committer, NULL);
-    R.intents_tail = &R.intents;
-    R.ready_tail = &R.ready;
     R.claimer_over = !R.dbq;
     if (R.multi) {
         pthread_create(&rth[0], NULL, replier, NULL);

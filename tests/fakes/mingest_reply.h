@@ -41,6 +41,50 @@ struct job {
     struct job *next;
 };
 
+/* A FIFO of jobs; the ones in R are used under R.mu. */
+struct jobq {
+    struct job *head, **tail;
+};
+
+static void
+jobq_init(struct jobq *q)
+{
+    q->head = NULL;
+    q->tail = &q->head;
+}
+
+static void
+jobq_push(struct jobq *q, struct job *j)
+{
+    j->next = NULL;
+    *q->tail = j;
+    q->tail = &j->next;
+}
+
+static struct job *
+jobq_pop(struct jobq *q)
+{
+    struct job *j = q->head;
+
+    if (j) {
+        q->head = j->next;
+        if (!q->head)
+            q->tail = &q->head;
+    }
+    return j;
+}
+
+/* Move every job of from to the end of q; from is left empty. */
+static void
+jobq_splice(struct jobq *q, struct jobq *from)
+{
+    if (!from->head)
+        return;
+    *q->tail = from->head;
+    q->tail = from->tail;
+    jobq_init(from);
+}
+
 static struct {
     const char *llm_url, *llm_key, *graph_url, *graph_token, *db;
     bool receipt;
@@ -49,17 +93,17 @@ static struct {
     struct curl_slist *llm_hdrs, *graph_hdrs; /* shared, read-only */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    struct job *todo, **todo_tail; /* committer -> reply thread */
-    struct job *done, **done_tail; /* reply thread -> finisher */
+    struct jobq todo; /* committer (or claimer) -> reply thread */
+    struct jobq done; /* reply thread -> finisher */
     bool stopping, replies_over;
     unsigned long sent, failed, stored;
     /* --queue db */
     bool dbq, claim_wake, claimer_over;
     pthread_cond_t claim_cv, intent_cv;
-    long outstanding;                    /* claimed, not yet finished */
-    long at_intent;                      /* jobs with the intent thread */
-    struct job *intents, **intents_tail; /* reply thread -> intent */
-    struct job *ready, **ready_tail;     /* intent -> reply thread */
+    long outstanding;    /* claimed, not yet finished */
+    long at_intent;      /* jobs with the intent thread */
+    struct jobq intents; /* reply thread -> intent */
+    struct jobq ready;   /* intent -> reply thread */
 } R = { .mu = PTHREAD_MUTEX_INITIALIZER,
         .cv = PTHREAD_COND_INITIALIZER,
         .claim_cv = PTHREAD_COND_INITIALIZER,
@@ -231,9 +275,7 @@ job_finish(struct job *j, bool ok)
     pthread_mutex_lock(&R.mu);
     if (ok) {
         R.sent++;
-        j->next = NULL;
-        *R.done_tail = j;
-        R.done_tail = &j->next;
+        jobq_push(&R.done, j);
         pthread_cond_broadcast(&R.cv);
     } else {
         R.failed++;
@@ -284,9 +326,7 @@ transfer_done(CURL *h, CURLcode rc, long *running)
     } else if (R.dbq) { /* the intent first */
         pthread_mutex_lock(&R.mu);
         R.at_intent++;
-        j->next = NULL;
-        *R.intents_tail = j;
-        R.intents_tail = &j->next;
+        jobq_push(&R.intents, j);
         pthread_cond_signal(&R.intent_cv);
         pthread_mutex_unlock(&R.mu);
     } else if (job_post_send(j)) {
@@ -308,11 +348,7 @@ replier(void *arg)
         int still, left;
 
         pthread_mutex_lock(&R.mu);
-        while (R.ready) { /* their intent is stored: send */
-            j = R.ready;
-            R.ready = j->next;
-            if (!R.ready)
-                R.ready_tail = &R.ready;
+        while ((j = jobq_pop(&R.ready)) != NULL) { /* intent stored: send */
             pthread_mutex_unlock(&R.mu);
             running++;
             if (!job_post_send(j)) {
@@ -321,11 +357,7 @@ replier(void *arg)
             }
             pthread_mutex_lock(&R.mu);
         }
-        while (running < R.inflight && R.todo) {
-            j = R.todo;
-            R.todo = j->next;
-            if (!R.todo)
-                R.todo_tail = &R.todo;
+        while (running < R.inflight && (j = jobq_pop(&R.todo)) != NULL) {
             pthread_mutex_unlock(&R.mu);
             running++;
             if (!job_start(j)) {
@@ -334,7 +366,7 @@ replier(void *arg)
             }
             pthread_mutex_lock(&R.mu);
         }
-        if (R.stopping && R.claimer_over && !R.todo && !R.ready &&
+        if (R.stopping && R.claimer_over && !R.todo.head && !R.ready.head &&
             R.at_intent == 0 && running == 0) {
             R.replies_over = true;
             pthread_cond_broadcast(&R.cv);
@@ -452,10 +484,10 @@ claimer(void *arg)
 
     (void)arg;
     for (;;) {
-        struct job *head = NULL, **tail = &head;
+        struct jobq got;
         long want;
         PGresult *res;
-        int rows, r;
+        int rows, r, jobs;
 
         pthread_mutex_lock(&R.mu);
         while (!R.stopping &&
@@ -491,26 +523,24 @@ claimer(void *arg)
             continue;
         }
         rows = PQntuples(res);
-        for (r = 0; r < rows; r++) {
+        jobq_init(&got);
+        for (r = 0, jobs = 0; r < rows; r++) {
             struct job *j =
                 job_new(PQgetvalue(res, r, 0), PQgetvalue(res, r, 1));
 
-            if (j) {
-                *tail = j;
-                tail = &j->next;
+            if (j) { /* (else its lease runs out) */
+                jobq_push(&got, j);
+                jobs++;
             }
         }
         PQclear(res);
         pthread_mutex_lock(&R.mu);
-        R.outstanding += rows;
+        R.outstanding += jobs;
         if (rows == want)
             R.claim_wake = true; /* there may be more */
-        if (head) {
-            *R.todo_tail = head;
-            R.todo_tail = tail;
-        }
+        jobq_splice(&R.todo, &got);
         pthread_mutex_unlock(&R.mu);
-        if (head)
+        if (jobs)
             curl_multi_wakeup(R.multi);
     }
     PQfinish(pg);
@@ -520,20 +550,15 @@ claimer(void *arg)
 /* Wait for jobs on a list (or the end of the replies), take up to
  * MAX_BATCH of them; 0 once the replies are over and the list is empty. */
 static int
-take_jobs(struct job **head, struct job ***tail, pthread_cond_t *cv,
-          struct job **batch)
+take_jobs(struct jobq *q, pthread_cond_t *cv, struct job **batch)
 {
     int n;
 
     pthread_mutex_lock(&R.mu);
-    while (!*head && !R.replies_over)
+    while (!q->head && !R.replies_over)
         pthread_cond_wait(cv, &R.mu);
-    for (n = 0; *head && n < MAX_BATCH; n++) {
-        batch[n] = *head;
-        *head = (*head)->next;
-    }
-    if (!*head)
-        *tail = head;
+    for (n = 0; n < MAX_BATCH && (batch[n] = jobq_pop(q)) != NULL; n++)
+        ;
     pthread_mutex_unlock(&R.mu);
     return n;
 }
@@ -556,7 +581,7 @@ intender(void *arg)
         PGresult *res;
         bool ok = false;
 
-        n = take_jobs(&R.intents, &R.intents_tail, &R.intent_cv, batch);
+        n = take_jobs(&R.intents, &R.intent_cv, batch);
         if (n == 0)
             break;
 
@@ -575,9 +600,7 @@ intender(void *arg)
         pthread_mutex_lock(&R.mu);
         R.at_intent -= n;
         for (i = 0; ok && i < n; i++) {
-            batch[i]->next = NULL;
-            *R.ready_tail = batch[i];
-            R.ready_tail = &batch[i]->next;
+            jobq_push(&R.ready, batch[i]);
         }
         pthread_mutex_unlock(&R.mu);
         if (ok)
@@ -612,7 +635,7 @@ finisher(void *arg)
         PGresult *res;
         bool ok = false;
 
-        n = take_jobs(&R.done, &R.done_tail, &R.cv, batch);
+        n = take_jobs(&R.done, &R.cv, batch);
         if (n == 0)
             break;
 
@@ -655,9 +678,10 @@ finisher(void *arg)
 static void
 queue_replies(struct req **batch, int n, PGresult *res)
 {
-    struct job *head = NULL, **tail = &head;
+    struct jobq got;
     int rows = PQntuples(res), r, at = 0, i;
 
+    jobq_init(&got);
     for (r = 0; r < rows; r++) {
         const char *key = PQgetvalue(res, r, 0);
         struct job *j;
@@ -669,16 +693,13 @@ queue_replies(struct req **batch, int n, PGresult *res)
             continue;
         at = (at + i) % n;
         j = job_new(key, batch[at]->body);
-        if (!j)
-            continue;
-        *tail = j;
-        tail = &j->next;
+        if (j)
+            jobq_push(&got, j);
     }
-    if (!head)
+    if (!got.head)
         return;
     pthread_mutex_lock(&R.mu);
-    *R.todo_tail = head;
-    R.todo_tail = tail;
+    jobq_splice(&R.todo, &got);
     pthread_mutex_unlock(&R.mu);
     curl_multi_wakeup(R.multi);
 }
