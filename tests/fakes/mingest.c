@@ -11,7 +11,8 @@
  * threads take every request waiting (up to --batch) and store them with
  * one multi-row INSERT ... ON CONFLICT DO NOTHING (the dedupe) into
  *   inbox (key text PRIMARY KEY, body text NOT NULL)
- * in one synchronous commit, then answer 200 (503 if it failed). No
+ * (each mode creates its tables if absent: create_schema) in one
+ * synchronous commit, then answer 200 (503 if it failed). No
  * parsing beyond the key, no normalised rows, no queue, no wake-ups:
  * everything Parley does on top of this is left out.
  *
@@ -427,6 +428,52 @@ reply_cleanup(void)
     curl_global_cleanup();
 }
 
+/* The tables this mode writes, created if absent: the tool owns its
+ * schema, so `make bench` and the tests do not each repeat it. */
+static bool
+create_schema(void)
+{
+    static const char raw[] =
+        "CREATE TABLE IF NOT EXISTS inbox (key text PRIMARY KEY,"
+        " body text NOT NULL)";
+    static const char normalised[] =
+        "CREATE TABLE IF NOT EXISTS inbox (key text PRIMARY KEY,"
+        " platform text NOT NULL, channel text NOT NULL,"
+        " user_id text NOT NULL, kind text NOT NULL, text text,"
+        " platform_ts bigint, received_at timestamptz NOT NULL DEFAULT now(),"
+        " state smallint NOT NULL DEFAULT 0);"
+        "CREATE INDEX IF NOT EXISTS inbox_todo ON inbox (received_at)"
+        " WHERE state < 2;"
+        "CREATE INDEX IF NOT EXISTS inbox_conversation ON inbox"
+        " (platform, channel, user_id, received_at)";
+    static const char replies[] =
+        "CREATE TABLE IF NOT EXISTS inbox (key text PRIMARY KEY,"
+        " body text NOT NULL, received_at timestamptz NOT NULL DEFAULT now(),"
+        " state smallint NOT NULL DEFAULT 0, lease_until timestamptz);"
+        "CREATE TABLE IF NOT EXISTS outbox (key text PRIMARY KEY, wamid text,"
+        " reply text NOT NULL)";
+    static const char queue[] = "CREATE INDEX IF NOT EXISTS inbox_todo ON inbox"
+                                " (received_at) WHERE state < 2";
+    PGconn *pg = PQconnectdb(g.db);
+    const char *sql[2] = { g.normalise ? normalised
+                           : R.llm_url ? replies
+                                       : raw,
+                           R.dbq ? queue : NULL };
+    bool ok = PQstatus(pg) == CONNECTION_OK;
+    int i;
+
+    for (i = 0; ok && i < 2 && sql[i]; i++) {
+        PGresult *res = PQexec(pg, sql[i]);
+
+        ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+        PQclear(res);
+    }
+    if (!ok)
+        fprintf(stderr, "mingest: schema: %s", PQerrorMessage(pg));
+    PQfinish(pg);
+    return ok;
+}
+
 /* A whole decimal number in [lo, hi], else -1. */
 static long
 number(const char *s, long lo, long hi)
@@ -509,6 +556,8 @@ main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     g.batch = (int)batch;
     g.normalise = normal == 1;
+    if (!create_schema())
+        return 1;
     if (R.llm_url && !reply_setup(receipt == 1)) {
         fprintf(stderr, "mingest: cannot set up the reply path\n");
         return 1;

@@ -19,7 +19,6 @@ SECRET = "mingest-test-secret"
 
 
 def start(db):
-    db.execute("CREATE TABLE inbox (key text PRIMARY KEY, body text NOT NULL)")
     p = subprocess.Popen([str(harness.build_dir() / "tests" / "mingest"), "--db", db.url,
                           "--secret", SECRET, "--port", "0"],
                          env=harness.child_env(), stdout=subprocess.PIPE,
@@ -74,20 +73,9 @@ def test_mingest_stores_what_it_answers(db):
         stop(p)
 
 
-# The table of `make bench`'s row a''n (--normalise 1).
-INBOX_NORMALISED = (
-    "CREATE TABLE inbox (key text PRIMARY KEY, platform text NOT NULL,"
-    " channel text NOT NULL, user_id text NOT NULL, kind text NOT NULL, text text,"
-    " platform_ts bigint, received_at timestamptz NOT NULL DEFAULT now(),"
-    " state smallint NOT NULL DEFAULT 0);"
-    " CREATE INDEX inbox_todo ON inbox (received_at) WHERE state < 2;"
-    " CREATE INDEX inbox_conversation ON inbox (platform, channel, user_id, received_at)")
-
-
 def test_mingest_normalised_stores_the_fields_of_what_it_answers(db):
     """Row a''n, the least normalised ingest: the message's fields in typed
     columns, parsed with cJSON; the same answers as the raw one."""
-    db.execute(INBOX_NORMALISED)
     p = subprocess.Popen([str(harness.build_dir() / "tests" / "mingest"), "--db", db.url,
                           "--secret", SECRET, "--port", "0", "--normalise", "1"],
                          env=harness.child_env(), stdout=subprocess.PIPE,
@@ -116,18 +104,7 @@ def test_mingest_normalised_stores_the_fields_of_what_it_answers(db):
         stop(p)
 
 
-# The tables of `make bench`'s rows a''' (--queue memory) and a'''' (--queue db).
-INBOX_DB = ("CREATE TABLE inbox (key text PRIMARY KEY, body text NOT NULL,"
-            " received_at timestamptz NOT NULL DEFAULT now(),"
-            " state smallint NOT NULL DEFAULT 0, lease_until timestamptz);"
-            " CREATE INDEX inbox_todo ON inbox (received_at) WHERE state < 2")
-
-
 def start_replying(db, fake, receipt=1, queue="memory"):
-    db.execute(INBOX_DB if queue == "db" else
-               "CREATE TABLE inbox (key text PRIMARY KEY, body text NOT NULL)")
-    db.execute("CREATE TABLE outbox (key text PRIMARY KEY, wamid text,"
-               " reply text NOT NULL)")
     fake.control(llm_api_key="mingest-llm-key", graph_token="mingest-graph-token")
     p = subprocess.Popen([str(harness.build_dir() / "tests" / "mingest"), "--db", db.url,
                           "--secret", SECRET, "--port", "0", "--llm", fake.llm_base,
