@@ -280,6 +280,86 @@ def test_non_ascii_body_signed_raw_and_escaped(srv):
     assert rows == {"wamid.UTF8RAW": text, "wamid.UTF8ESC": text}, rows
 
 
+def test_message_text_quotes_backslashes_and_braces_stored_exactly(srv):
+    """The plain-message ingest passes fields as PostgreSQL array literals:
+    every character that is special in one arrives unchanged."""
+    db = sdb(srv)
+    text = 'he said "hi" \\ {a,b} NULL, \\"} \t\n end'
+    body = harness.wa_text("wamid.ESC\\\"1", "15551230009", text)
+    r = srv.post_webhook("whatsapp", body)
+    assert r.status == 200, r
+    rows = db.query("SELECT platform_message_id, text, media_id, raw FROM messages")
+    item = body["entry"][0]["changes"][0]["value"]["messages"][0]
+    assert rows == [('wamid.ESC\\"1', text, None, item)], rows
+    ev = db.query("SELECT platform_event_id, data FROM events")
+    assert ev == [('wamid.ESC\\"1', {"msg_type": "text"})], ev
+
+
+# Columns compared between the two ingest functions (ids, times and the
+# user's own ids differ by construction and are compared as links).
+MSG_COLS = ", ".join("m." + c for c in (
+    "direction", "platform", "kind", "text", "media_id", "context_id", "reply_state",
+    "response_id", "part", "status", "status_rank", "error_code", "platform_ts",
+    "sent_at", "raw - 'id' - 'from'"))
+EV_COLS = ("e.type, e.platform, e.channel, e.occurred_at, e.response_id, "
+           "e.ref_platform_message_id, e.data, e.request_id IS NOT NULL, "
+           "e.user_pseudonym = u.pseudonym, e.conversation_id = c.id, "
+           "e.platform_event_id IS NOT DISTINCT FROM m.platform_message_id")
+
+
+def _rows_of(db, phone):
+    """What the ingest stored for one WhatsApp user, without its ids."""
+    uid = db.scalar("SELECT id FROM users WHERE platform_user_id = %s", (phone,))
+    user = db.query("SELECT platform, phone = platform_user_id, key_version, "
+                    "length(pseudonym), opted_out_at FROM users WHERE id = %s", (uid,))
+    conv = db.query("SELECT platform, channel, pending_since IS NOT NULL, lease_owner "
+                    "FROM conversations WHERE user_id = %s", (uid,))
+    msgs = db.query(f"SELECT {MSG_COLS} FROM messages m JOIN conversations c "
+                    "ON c.id = m.conversation_id WHERE c.user_id = %s ORDER BY m.id", (uid,))
+    evs = db.query(f"SELECT {EV_COLS} FROM events e JOIN users u ON u.id = e.user_id "
+                   "LEFT JOIN conversations c ON c.user_id = u.id "
+                   "LEFT JOIN messages m ON m.id = e.message_id "
+                   "WHERE e.user_id = %s AND e.type IN ('message_received', 'user_replied') "
+                   "ORDER BY e.id", (uid,))
+    return {"user": user, "conversation": conv, "messages": msgs, "events": evs}
+
+
+def test_plain_and_mixed_batches_store_the_same_rows(srv):
+    """A batch of plain messages goes to parley_ingest_messages(), any other
+    batch to parley_ingest(): the same messages must leave the same rows
+    either way (new user, known user, idle conversation made ready, the
+    user_replied signal, a retry, a duplicate within one webhook)."""
+    db = sdb(srv)
+    ts = int(time.time()) - 60
+    for phone, mixed in (("15551239001", False), ("15551239002", True)):
+        # A status of a message we never sent makes a webhook not plain.
+        extra = [harness.wa_status(f"wamid.NEVER{phone}", "delivered", phone, ts)] \
+            if mixed else []
+
+        def post(*msgs):
+            r = srv.post_webhook("whatsapp", harness.wa_envelope(list(msgs), extra))
+            assert r.status == 200, r
+
+        post(harness.wa_message(f"wamid.A{phone}", phone, "first", ts))
+        db.execute("UPDATE conversations c SET pending_since = NULL, "
+                   "last_reply_at = now() - interval '1 minute' FROM users u "
+                   "WHERE u.id = c.user_id AND u.platform_user_id = %s", (phone,))
+        b = harness.wa_message(f"wamid.B{phone}", phone, 'second "quoted"', ts + 1)
+        post(b)
+        before = total_rows(db)
+        post(b)
+        assert total_rows(db) == before, "a retried webhook stored rows"
+        c = harness.wa_message(f"wamid.C{phone}", phone, "third", ts + 2)
+        post(c, c)
+    plain, mixed = _rows_of(db, "15551239001"), _rows_of(db, "15551239002")
+    assert len(plain["messages"]) == 3, plain
+    assert [e[0] for e in plain["events"]] == [
+        "message_received", "message_received", "user_replied", "message_received",
+        "user_replied"], plain
+    for k in plain:
+        assert plain[k] == mixed[k], f"{k}: plain {plain[k]} != mixed {mixed[k]}"
+
+
 def test_platform_not_configured_404(parley):
     p = parley(env={"PARLEY_META_APP_SECRET": None}, args=("serve", "--no-workers"))
     for plat, body in (("whatsapp", harness.wa_text("wamid.NOCFG", "15551230003", "x")),
