@@ -5,7 +5,10 @@
  * gw_ingest_job and submit it, then suspend the connection. Committer
  * threads take every job waiting (up to a batch limit), serialise all their
  * events into one JSON array and store it with one call of the SQL function
- * parley_ingest() inside one transaction. That commit does not wait for
+ * parley_ingest() inside one transaction; a batch that holds only plain
+ * inbound messages (the common case) goes as typed arrays to
+ * parley_ingest_messages() instead, which stores the same rows at a
+ * smaller fixed cost per call (migration 0010). That commit does not wait for
  * its WAL flush: the worker pool is woken as soon as it is visible, while a
  * second transaction in the same round trip waits for the flush
  * (core_db_query_flush_apart). Only after that is each job's done()
