@@ -464,6 +464,31 @@ build_messages(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs,
     return CORE_OK;
 }
 
+/* Count each job's stored, queued and ready items from the function's
+ * rows (idx, queued, ready); returns how many items made a conversation
+ * ready. */
+static int
+tally(const PGresult *r, struct gw_ingest_job **jobs, const int *owners,
+      int nitems)
+{
+    int i, ready = 0;
+
+    for (i = 0; i < PQntuples(r); i++) {
+        long idx = strtol(PQgetvalue(r, i, 0), NULL, 10);
+
+        if (idx < 0 || idx >= nitems)
+            continue;
+        jobs[owners[idx]]->stored++;
+        if (PQgetvalue(r, i, 1)[0] == 't')
+            jobs[owners[idx]]->queued++;
+        if (PQgetvalue(r, i, 2)[0] == 't') {
+            jobs[owners[idx]]->ready++;
+            ready++;
+        }
+    }
+    return ready;
+}
+
 static enum core_status
 store_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
 {
@@ -522,19 +547,7 @@ store_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
     }
     if (st != CORE_OK)
         goto out;
-    for (i = 0; i < PQntuples(r); i++) {
-        long idx = strtol(PQgetvalue(r, i, 0), NULL, 10);
-
-        if (idx < 0 || idx >= nitems)
-            continue;
-        jobs[owners[idx]]->stored++;
-        if (PQgetvalue(r, i, 1)[0] == 't')
-            jobs[owners[idx]]->queued++;
-        if (PQgetvalue(r, i, 2)[0] == 't') {
-            jobs[owners[idx]]->ready++;
-            ready++;
-        }
-    }
+    ready = tally(r, jobs, owners, nitems);
     /* Committed and visible: this process's pool may claim now (the other
      * processes were notified at the commit). */
     if (ready && in->wake)
