@@ -306,34 +306,28 @@ message_row(struct core_buf *col, const struct adp_event *ev,
 {
     char ts[24];
     char *raw = NULL;
-    enum core_status st;
+    const char *v[M_NCOLS] = { NULL };
+    enum core_status st = CORE_OK;
+    int k;
 
     snprintf(ts, sizeof(ts), "%lld", (long long)ev->platform_ts_ms);
     if (ev->raw && !(raw = cJSON_PrintUnformatted(ev->raw)))
         return CORE_ERR_NOMEM;
-    st = array_add(&col[M_PLATFORM], ev->platform);
-    if (st == CORE_OK)
-        st = array_add(&col[M_CHANNEL], ev->channel);
-    if (st == CORE_OK)
-        st = array_add(&col[M_UID], ev->user_id);
-    if (st == CORE_OK)
-        st = array_add(&col[M_PHONE], ev->user_phone);
-    if (st == CORE_OK)
-        st = array_add(&col[M_PSEUDO], pseudo);
-    if (st == CORE_OK)
-        st = array_add(&col[M_EID], ev->event_id);
-    if (st == CORE_OK)
-        st = array_add(&col[M_TS], ts);
-    if (st == CORE_OK)
-        st = array_add(&col[M_KIND], adp_msg_type_str(ev->msg_type));
-    if (st == CORE_OK)
-        st = array_add(&col[M_BODY], ev->text);
-    if (st == CORE_OK)
-        st = array_add(&col[M_MEDIA], ev->media_id);
-    if (st == CORE_OK)
-        st = array_add(&col[M_RAW], raw);
-    if (st == CORE_OK)
-        st = array_add(&col[M_RID], rid);
+    v[M_PLATFORM] = ev->platform;
+    v[M_CHANNEL] = ev->channel;
+    v[M_UID] = ev->user_id;
+    v[M_PHONE] = ev->user_phone;
+    v[M_PSEUDO] = pseudo;
+    v[M_EID] = ev->event_id;
+    v[M_TS] = ts;
+    v[M_KIND] = adp_msg_type_str(ev->msg_type);
+    v[M_BODY] = ev->text;
+    v[M_MEDIA] = ev->media_id;
+    v[M_RAW] = raw;
+    v[M_RID] = rid;
+    for (k = 0; k < M_NCOLS && st == CORE_OK; k++)
+        if (k != M_KV) /* a scalar, set once per batch */
+            st = array_add(&col[k], v[k]);
     free(raw);
     return st;
 }
