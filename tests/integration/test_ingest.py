@@ -4,6 +4,7 @@ retry), signature failures, unconfigured platforms, malformed bodies, a
 PostgreSQL outage, 50 concurrent posters of overlapping duplicates, and
 status ranking. Parley runs with --no-workers: nothing here is answered."""
 
+import hashlib
 import json
 import threading
 import time
@@ -358,6 +359,80 @@ def test_plain_and_mixed_batches_store_the_same_rows(srv):
         "user_replied"], plain
     for k in plain:
         assert plain[k] == mixed[k], f"{k}: plain {plain[k]} != mixed {mixed[k]}"
+
+
+def _ingest_one(cur, fn, uid, eid, text):
+    """Store one plain WhatsApp message by calling an ingest function
+    directly, as the gateway would; its rows (idx, queued, ready)."""
+    ts = int(time.time() * 1000)
+    raw = {"from": uid, "id": eid, "type": "text", "text": {"body": text}}
+    pseudo = hashlib.sha256(uid.encode()).hexdigest()
+    if fn == "parley_ingest_messages":
+        cur.execute("SELECT idx, queued, ready FROM parley_ingest_messages("
+                    "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], 1, "
+                    "%s::text[], %s::bigint[], %s::text[], %s::text[], %s::text[], "
+                    "%s::jsonb[], %s::text[])",
+                    (["whatsapp"], [harness.WA_PHONE_ID], [uid], [uid], [pseudo], [eid],
+                     [ts], ["text"], [text], [None], [json.dumps(raw)], ["race"]))
+    else:
+        item = {"i": 0, "etype": "message_received", "platform": "whatsapp",
+                "channel": harness.WA_PHONE_ID, "uid": uid, "phone": uid,
+                "pseudo": pseudo, "kv": 1, "eid": eid, "key": eid, "ts": ts,
+                "msg": "text", "body": text, "store": "in", "queue": True,
+                "raw": raw, "data": {"msg_type": "text"}, "rid": "race"}
+        cur.execute("SELECT idx, queued, ready FROM parley_ingest(%s::jsonb)",
+                    (json.dumps([item]),))
+    return cur.fetchall()
+
+
+@pytest.mark.parametrize("fn", ["parley_ingest_messages", "parley_ingest"])
+def test_new_user_created_by_a_concurrent_batch_is_found_by_the_second_pass(srv, fn):
+    """Two batches bring the first messages of the same new user at once.
+    The second waits on the first's uncommitted user, cannot see it once it
+    is committed (its snapshot is older), and must store its message under
+    that user on its second pass: one user, one conversation, both
+    messages and their events."""
+    db = sdb(srv)
+    uid = "15551238" + str(int(time.time() * 1000) % 1000).zfill(3)
+    a, b = db.connect(), db.connect()
+    try:
+        a.autocommit = False
+        got_a = _ingest_one(a.cursor(), fn, uid, f"wamid.RACE.A.{uid}", "first")
+        result = {}
+
+        def second():
+            try:
+                result["rows"] = _ingest_one(b.cursor(), fn, uid, f"wamid.RACE.B.{uid}", "second")
+            except Exception as e:  # noqa: BLE001
+                result["error"] = e
+
+        pid_b = b.get_backend_pid()
+        t = threading.Thread(target=second)
+        t.start()
+        wait_until(lambda: db.scalar(
+            "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
+            (pid_b,)) == "Lock", 10, what="the second batch waiting for the first")
+        a.commit()
+        t.join(20)
+        assert not t.is_alive(), "the second batch did not finish"
+    finally:
+        a.close()
+        b.close()
+    assert "error" not in result, result
+    assert [r[1] for r in got_a] == [True], got_a
+    assert [r[1] for r in result["rows"]] == [True], result
+    assert db.scalar("SELECT count(*) FROM users WHERE platform_user_id = %s", (uid,)) == 1
+    rows = db.query("SELECT m.text, c.user_id = u.id FROM messages m "
+                    "JOIN conversations c ON c.id = m.conversation_id "
+                    "JOIN users u ON u.platform_user_id = %s ORDER BY m.id", (uid,))
+    assert rows == [("first", True), ("second", True)], rows
+    assert db.scalar("SELECT count(DISTINCT conversation_id) FROM messages m "
+                     "JOIN conversations c ON c.id = m.conversation_id "
+                     "JOIN users u ON u.id = c.user_id WHERE u.platform_user_id = %s",
+                     (uid,)) == 1
+    assert db.scalar("SELECT count(*) FROM events e JOIN users u ON u.id = e.user_id "
+                     "WHERE u.platform_user_id = %s AND e.type = 'message_received'",
+                     (uid,)) == 2
 
 
 def test_platform_not_configured_404(parley):
