@@ -84,6 +84,7 @@ struct lg_opts {
     double duration_s;
     long long requests;
     double dup_ratio;
+    double status_ratio; /* WhatsApp: share of status webhooks */
     long users;
     double rate;
     long timeout_ms;
@@ -252,6 +253,21 @@ lg_body(struct lg *g, unsigned long long seq, struct core_buf *b)
     long long now_s = (long long)time(NULL);
     char text[8192];
 
+    if (g->o.platform == LG_WHATSAPP && g->o.status_ratio > 0 &&
+        lg_rand01(g) < g->o.status_ratio)
+        /* A delivery status of a message Parley sent (one it never sent,
+         * here: the status is stored as an event all the same). */
+        return core_buf_printf(
+            b,
+            "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":\"%"
+            "s\",\"changes\":[{\"value\":{\"messaging_product\":"
+            "\"whatsapp\",\"metadata\":{\"display_phone_number\":"
+            "\"15550001111\",\"phone_number_id\":\"%s\"},\"statuses\":[{"
+            "\"id\":\"wamid.LGS%s.%llu\",\"status\":\"delivered\","
+            "\"timestamp\":\"%lld\",\"recipient_id\":\"%ld\"}]},"
+            "\"field\":\"messages\"}]}]}",
+            g->o.waba_id, g->o.phone_id, g->run, seq, now_s,
+            15550000000L + user);
     lg_text(g, seq, user, text, sizeof(text));
     if (g->o.platform == LG_WHATSAPP)
         return core_buf_printf(
@@ -811,7 +827,9 @@ lg_usage(FILE *f)
         "usage: loadgen --url http://127.0.0.1:8080/webhooks/whatsapp "
         "[--secret S]\n"
         "       [--connections 64] [--duration 10] [--requests N] [--rate R]\n"
-        "       [--dup-ratio 0.0] [--users 1000] [--phone-id P] [--waba-id W]\n"
+        "       [--dup-ratio 0.0] [--status-ratio 0.0 (WhatsApp status "
+        "webhooks)]\n"
+        "       [--users 1000] [--phone-id P] [--waba-id W]\n"
         "       [--platform whatsapp|messenger|instagram] [--text-bytes N]\n"
         "       [--path /healthz] [--method GET|POST] [--timeout-ms 10000]\n"
         "       [--seed N] [--run-id ID] [--header 'Name: value']...\n"
@@ -943,6 +961,8 @@ lg_parse_args(int argc, char **argv, struct lg_opts *o)
             o->requests = (long long)d;
         } else if (strcmp(a, "--dup-ratio") == 0) {
             ok = lg_num(v, 0, 1, &o->dup_ratio);
+        } else if (strcmp(a, "--status-ratio") == 0) {
+            ok = lg_num(v, 0, 1, &o->status_ratio);
         } else if (strcmp(a, "--users") == 0) {
             ok = lg_num(v, 1, 1e9, &d);
             o->users = (long)d;

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+import fakes
 import harness
 from harness import VERIFY_TOKEN, REPO, wait_until
 
@@ -433,6 +434,23 @@ def test_new_user_created_by_a_concurrent_batch_is_found_by_the_second_pass(srv,
     assert db.scalar("SELECT count(*) FROM events e JOIN users u ON u.id = e.user_id "
                      "WHERE u.platform_user_id = %s AND e.type = 'message_received'",
                      (uid,)) == 2
+
+
+def test_loadgen_status_ratio_mixes_status_webhooks_with_messages(srv):
+    """loadgen --status-ratio (the mixed load of docs/PERFORMANCE.md, "The
+    message ingest"): that share of its webhooks are WhatsApp delivery
+    statuses, each stored as one event; the rest are messages."""
+    db = sdb(srv)
+    d = fakes.loadgen(srv.url("/webhooks/whatsapp"), secret=harness.APP_SECRET,
+                      connections=8, requests=200, status_ratio=0.5, users=20,
+                      seed=7)
+    assert d["completed"] == 200, d
+    by_type = dict(db.query("SELECT type, count(*) FROM events GROUP BY 1"))
+    msgs = db.scalar("SELECT count(*) FROM messages")
+    assert set(by_type) == {"message_received", "delivered"}, by_type
+    assert by_type["delivered"] + msgs == 200, (by_type, msgs)
+    assert by_type["message_received"] == msgs
+    assert 60 <= by_type["delivered"] <= 140, by_type
 
 
 def test_platform_not_configured_404(parley):
