@@ -57,7 +57,7 @@ DRAIN_TIMEOUT = float(env("BENCH_DRAIN_TIMEOUT", "90"))
 BUILD_DIR = os.path.join(ROOT, env("BENCH_BUILD_DIR", "build/release"))
 PG_DIR = env("BENCH_PG_DIR", os.path.join(ROOT, "var", "bench-pg"))
 KEEP = env("BENCH_KEEP", "0") == "1"
-# BENCH_ONLY=b,d200: run only these scenarios (fakes a a' a'' b c d0 d200 dpaced e);
+# BENCH_ONLY=b,d200: run only these scenarios (fakes a a' a'' a''n b c bs d0 a''' a'''' d200 dpaced e);
 # for development: such a run never updates docs/PERFORMANCE.md or latest.json.
 ONLY = set(env("BENCH_ONLY", "").split(",")) - {""} or None
 UPDATE_DOC = env("BENCH_UPDATE_DOC", "0" if QUICK or ONLY else "1") == "1"
@@ -1163,7 +1163,7 @@ class Suite:
 
     # b/c. durable ingest ------------------------------------------------------
 
-    def ingest_run(self, conns, dup):
+    def ingest_run(self, conns, dup, status=0.0):
         b = self.b
         db = b.new_db("ingest%d" % conns)
         pid = b.start_parley(db, 0)
@@ -1176,11 +1176,17 @@ class Suite:
                     "--users", str(USERS)]
             if dup:
                 args += ["--dup-ratio", str(dup)]
+            if status:
+                args += ["--status-ratio", str(status)]
             d, lg_cpu = run_loadgen(args)
             mm = m.stop()
             met = b.metrics()
             _, hwm = proc_mem(pid)
-            stored = int(b.pg.psql(db, "SELECT count(*) FROM messages WHERE direction = 'in'"))
+            # Each unique webhook stores one inbound message or, a status
+            # (--status-ratio), one 'delivered' event.
+            stored = int(b.pg.psql(db, "SELECT (SELECT count(*) FROM messages"
+                                       " WHERE direction = 'in') + (SELECT count(*)"
+                                       " FROM events WHERE type = 'delivered')"))
             top = b.pg.statements_top(db)
             death = b.parley_death()
         finally:
@@ -1198,15 +1204,17 @@ class Suite:
                 "non_200": d["completed"] - ok, "errors": d["errors"], "top_statements": top,
                 "parley_death": death}
 
-    def ingest(self, dup=0.0):
-        conns_list = [64] if dup else CONNS
-        label = "c. ingest, 50% duplicates" if dup else "b. durable ingest"
+    def ingest(self, dup=0.0, status=0.0):
+        conns_list = [64] if dup or status else CONNS
+        label = ("c. ingest, 50% duplicates" if dup else
+                 "bs. ingest, 3 of 4 webhooks statuses" if status else
+                 "b. durable ingest")
         log("== %s: unique signed WhatsApp webhooks, %gs per run, %d users, "
             "serve --no-workers" % (label, DUR, USERS))
         for c in conns_list:
             runs = self.valid_runs("%s %d conns" % (label, c),
-                                   lambda c=c: self.ingest_run(c, dup))
-            rid = ("c%d" if dup else "b%d") % c
+                                   lambda c=c: self.ingest_run(c, dup, status))
+            rid = ("c%d" if dup else "bs%d" if status else "b%d") % c
             self.raw[rid] = runs
             self.show_top(runs)
             for i, r in enumerate(runs):
@@ -1794,6 +1802,7 @@ def main():
                          ("a''n", lambda: suite.min_ingest(normalised=True)),
                          ("b", suite.ingest),
                          ("c", lambda: suite.ingest(dup=0.5)),
+                         ("bs", lambda: suite.ingest(status=0.75)),
                          ("d0", lambda: suite.e2e(0)),
                          ("a'''", suite.min_reply),
                          ("a''''", lambda: suite.min_reply("db")),
