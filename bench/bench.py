@@ -1466,14 +1466,14 @@ class Suite:
     def memory(self):
         mb = 1024.0
         d = [r for k in ("d0", "d200", "d200p") for r in self.raw.get(k, [])]
-        b = [r for k in self.raw if k.startswith("b") for r in self.raw[k]]
+        bkeys = [k for k in sorted(self.raw) if k[:1] == "b" and k[1:].isdigit()]
+        b = [r for k in bkeys for r in self.raw[k]]
         self.row("e_idle", "e. RSS idle, %d workers" % WORKERS, "MB",
                  [r["rss_idle_kb"] / mb for r in d], note="VmRSS 1 s after ready")
         if b:
             by = {}
-            for k in sorted(self.raw):
-                if k.startswith("b"):
-                    by[k] = max(r["rss_peak_kb"] for r in self.raw[k]) / mb
+            for k in bkeys:
+                by[k] = max(r["rss_peak_kb"] for r in self.raw[k]) / mb
             self.row("e_peak_b", "e. peak RSS under (b), --no-workers", "MB",
                      [r["rss_peak_kb"] / mb for r in b],
                      note="VmHWM; max by conns: " + ", ".join(
