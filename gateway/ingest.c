@@ -70,6 +70,7 @@ struct gw_ingest {
     struct ana_feedback_map fbmap; /* reaction emoji -> polarity */
     struct core_metric *m_batch;
     struct core_metric *m_commit;
+    struct core_metric *m_calls; /* by function: how often the fast path */
 };
 
 static const char *
@@ -492,6 +493,7 @@ store_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
     int *owners = NULL, nitems = 0, i, attempt, ready = 0, apart = 0;
     const char *p[M_NCOLS];
     const char *sql = SQL_INGEST;
+    const char *fn = "function=\"parley_ingest\"";
     int np = 1;
     enum core_status st;
     struct timespec t0, t1;
@@ -504,6 +506,7 @@ store_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
     st = ensure_ready(in);
     if (st == CORE_OK && plain_batch(jobs, njobs)) {
         sql = SQL_INGEST_MESSAGES;
+        fn = "function=\"parley_ingest_messages\"";
         np = M_NCOLS;
         st = build_messages(in, jobs, njobs, col, &owners, &nitems);
     } else if (st == CORE_OK) {
@@ -566,6 +569,7 @@ store_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
            (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     core_metric_observe(in->m_commit, NULL, secs);
     core_metric_observe(in->m_batch, NULL, njobs);
+    core_metric_add(in->m_calls, fn, 1);
     if (secs > INGEST_SLOW_S)
         log_warn("slow ingest batch", "jobs=%d items=%d seconds=%.3f", njobs,
                  nitems, secs);
@@ -671,6 +675,9 @@ gw_ingest_new(const struct core_config *cfg, struct core_db *db, int committers,
         CORE_METRIC_HISTOGRAM, "parley_ingest_batch_requests",
         "Webhook requests stored per group-commit transaction", batch_buckets,
         sizeof(batch_buckets) / sizeof(batch_buckets[0]));
+    in->m_calls = core_metric_register(
+        CORE_METRIC_COUNTER, "parley_ingest_batches_total",
+        "Ingest batches stored, by the SQL function that stored them", NULL, 0);
     in->m_commit = core_metric_register(
         CORE_METRIC_HISTOGRAM, "parley_ingest_commit_seconds",
         "Time to store and commit one ingest batch", NULL, 0);

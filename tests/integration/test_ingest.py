@@ -15,6 +15,7 @@ import pytest
 
 import fakes
 import harness
+import promparse
 from harness import VERIFY_TOKEN, REPO, wait_until
 
 FIXTURES = REPO / "tests" / "fixtures"
@@ -326,6 +327,13 @@ def _rows_of(db, phone):
     return {"user": user, "conversation": conv, "messages": msgs, "events": evs}
 
 
+def _batches_by_function(srv):
+    """parley_ingest_batches_total by function, from /metrics."""
+    fams = promparse.parse(srv.get("/metrics").text)
+    fam = fams.get("parley_ingest_batches_total")
+    return Counter({s.labels["function"]: s.value for s in fam.samples} if fam else {})
+
+
 def test_plain_and_mixed_batches_store_the_same_rows(srv):
     """A batch of plain messages goes to parley_ingest_messages(), any other
     batch to parley_ingest(): the same messages must leave the same rows
@@ -342,6 +350,7 @@ def test_plain_and_mixed_batches_store_the_same_rows(srv):
             r = srv.post_webhook("whatsapp", harness.wa_envelope(list(msgs), extra))
             assert r.status == 200, r
 
+        calls = _batches_by_function(srv)
         post(harness.wa_message(f"wamid.A{phone}", phone, "first", ts))
         db.execute("UPDATE conversations c SET pending_since = NULL, "
                    "last_reply_at = now() - interval '1 minute' FROM users u "
@@ -353,6 +362,11 @@ def test_plain_and_mixed_batches_store_the_same_rows(srv):
         assert total_rows(db) == before, "a retried webhook stored rows"
         c = harness.wa_message(f"wamid.C{phone}", phone, "third", ts + 2)
         post(c, c)
+        # Four webhooks, four batches, each stored by the function its kind
+        # of batch goes to.
+        calls = _batches_by_function(srv) - calls
+        assert calls == Counter({"parley_ingest" if mixed else "parley_ingest_messages": 4}), \
+            f"batches by function for the {'mixed' if mixed else 'plain'} user: {calls}"
     plain, mixed = _rows_of(db, "15551239001"), _rows_of(db, "15551239002")
     assert len(plain["messages"]) == 3, plain
     assert [e[0] for e in plain["events"]] == [
