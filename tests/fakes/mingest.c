@@ -320,6 +320,20 @@ prepare(PGconn *pg, const char *into, int cols, int n, const char *tail,
     return ok;
 }
 
+/* Run prepare()'s INSERT for n rows of values v; NULL when it could not be
+ * prepared, else the result for the caller to check and PQclear. */
+static PGresult *
+insert_rows(PGconn *pg, const char *into, int cols, int n, const char *tail,
+            bool *have, const char *const *v)
+{
+    char name[16];
+
+    if (!prepare(pg, into, cols, n, tail, have))
+        return NULL;
+    snprintf(name, sizeof(name), "i%d", n);
+    return PQexecPrepared(pg, name, cols * n, v, NULL, NULL, 0);
+}
+
 #include "mingest_reply.h"
 
 static void *
@@ -330,7 +344,6 @@ committer(void *arg)
     const int cols = g.normalise ? 1 + NF : 2;
     const char **v = calloc((size_t)cols * MAX_BATCH, sizeof(*v));
     PGconn *pg = PQconnectdb(g.db);
-    char name[16];
     bool mem = R.multi && !R.dbq; /* jobs pass in memory */
     int n, i, k;
 
@@ -366,13 +379,12 @@ committer(void *arg)
                 v[cols * i + 1 + k] = batch[i]->f[k];
         }
         status = 503;
-        if (prepare(pg,
-                    g.normalise ? "inbox (key, platform, channel, user_id, "
-                                  "kind, text, platform_ts)"
-                                : "inbox (key, body)",
-                    cols, n, mem ? " RETURNING key" : "", have)) {
-            snprintf(name, sizeof(name), "i%d", n);
-            res = PQexecPrepared(pg, name, cols * n, v, NULL, NULL, 0);
+        res = insert_rows(pg,
+                          g.normalise ? "inbox (key, platform, channel, "
+                                        "user_id, kind, text, platform_ts)"
+                                      : "inbox (key, body)",
+                          cols, n, mem ? " RETURNING key" : "", have, v);
+        if (res) {
             if (PQresultStatus(res) ==
                 (mem ? PGRES_TUPLES_OK : PGRES_COMMAND_OK)) {
                 status = 200;

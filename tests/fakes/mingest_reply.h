@@ -1,7 +1,7 @@
 /*
  * mingest's reply paths (rows a''' and a'''' of docs/PERFORMANCE.md):
  * private part of mingest.c, included once by it (the Makefile builds one
- * .c file per program), after the ingest's types and prepare().
+ * .c file per program), after the ingest's types and insert_rows().
  */
 /* ---- Reply mode: the least durable reply path ---------------------------
  *
@@ -577,7 +577,6 @@ intender(void *arg)
     if (!v || !have)
         exit(1);
     for (;;) {
-        char name[16];
         PGresult *res;
         bool ok = false;
 
@@ -589,9 +588,8 @@ intender(void *arg)
             v[2 * i] = batch[i]->key;
             v[2 * i + 1] = batch[i]->body;
         }
-        if (prepare(pg, "outbox (key, reply)", 2, n, "", have)) {
-            snprintf(name, sizeof(name), "i%d", n);
-            res = PQexecPrepared(pg, name, 2 * n, v, NULL, NULL, 0);
+        res = insert_rows(pg, "outbox (key, reply)", 2, n, "", have, v);
+        if (res) {
             ok = PQresultStatus(res) == PGRES_COMMAND_OK;
             if (!ok)
                 fprintf(stderr, "mingest: intent: %s", PQerrorMessage(pg));
@@ -631,7 +629,6 @@ finisher(void *arg)
         exit(1);
     }
     for (;;) {
-        char name[16];
         PGresult *res;
         bool ok = false;
 
@@ -648,9 +645,8 @@ finisher(void *arg)
             v[3 * i + 1] = batch[i]->wamid;
             v[3 * i + 2] = batch[i]->body;
         }
-        if (prepare(pg, "outbox (key, wamid, reply)", 3, n, "", have)) {
-            snprintf(name, sizeof(name), "i%d", n);
-            res = PQexecPrepared(pg, name, 3 * n, v, NULL, NULL, 0);
+        res = insert_rows(pg, "outbox (key, wamid, reply)", 3, n, "", have, v);
+        if (res) {
             ok = PQresultStatus(res) == PGRES_COMMAND_OK;
             if (!ok)
                 fprintf(stderr, "mingest: outbox: %s", PQerrorMessage(pg));
