@@ -22,31 +22,43 @@
 
 static const char SQL_INGEST[] =
     "SELECT idx, queued, ready FROM parley_ingest($1::jsonb)";
-/* A batch of plain inbound messages (plain_message()): the same rows,
- * from typed arrays, at a fraction of the fixed cost (migration 0010). */
-static const char SQL_INGEST_MESSAGES[] =
-    "SELECT idx, queued, ready FROM parley_ingest_messages($1::text[],"
+/* A batch of plain messages and statuses (plain_item()): the same rows,
+ * from typed arrays, at a fraction of the fixed cost (migration 0011). */
+static const char SQL_INGEST_PLAIN[] =
+    "SELECT idx, queued, ready FROM parley_ingest_plain($1::text[],"
     " $2::text[], $3::text[], $4::text[], $5::text[], $6::int, $7::text[],"
-    " $8::bigint[], $9::text[], $10::text[], $11::text[], $12::jsonb[],"
-    " $13::text[])";
+    " $8::text[], $9::text[], $10::text[], $11::bigint[], $12::text[],"
+    " $13::text[], $14::text[], $15::int[], $16::int[], $17::jsonb[],"
+    " $18::jsonb[], $19::text[])";
 
-/* parley_ingest_messages()'s parameters, in order; M_KV is a scalar. */
-enum msg_col {
-    M_PLATFORM,
-    M_CHANNEL,
-    M_UID,
-    M_PHONE,
-    M_PSEUDO,
-    M_KV,
-    M_EID,
-    M_TS,
-    M_KIND,
-    M_BODY,
-    M_MEDIA,
-    M_RAW,
-    M_RID,
-    M_NCOLS
+/* parley_ingest_plain()'s parameters, in order; P_KV is a scalar. */
+enum plain_col {
+    P_PLATFORM,
+    P_CHANNEL,
+    P_UID,
+    P_PHONE,
+    P_PSEUDO,
+    P_KV,
+    P_ETYPE,
+    P_KEY,
+    P_EID,
+    P_CTX,
+    P_TS,
+    P_KIND,
+    P_BODY,
+    P_MEDIA,
+    P_RANK,
+    P_ECODE,
+    P_RAW,
+    P_DATA,
+    P_RID,
+    P_NCOLS
 };
+
+/* Beyond this many messages x statuses, plain_batch() does not look for a
+ * status on a message of the same batch, and the batch takes the general
+ * path. */
+#define INGEST_PLAIN_PAIRS 65536
 
 struct gw_ingest {
     const struct core_config *cfg;
@@ -249,31 +261,67 @@ referral_item_json(struct core_buf *out, int idx, const struct adp_event *ev,
 }
 
 /*
- * An item parley_ingest_messages() stores exactly as parley_ingest() does:
- * an inbound message with a user and a channel, keyed by its own platform
- * id, with no reply context, referral, or detail beyond its type (its
- * event's data is then {"msg_type": ...}, which the function builds).
+ * An item parley_ingest_plain() stores exactly as parley_ingest() does:
+ * - a plain message: an inbound message with a user and a channel, keyed
+ *   by its own platform id, with no reply context, referral, or detail
+ *   beyond its type (its event's data is then {"msg_type": ...}, which
+ *   the function builds);
+ * - a plain status: with a user, a channel, a dedupe key, the platform id
+ *   of the message it reports on, and no watermark (Messenger's "all up
+ *   to then").
  */
 static bool
-plain_message(const struct adp_event *ev)
+plain_item(const struct adp_event *ev)
 {
-    return ev->kind == ADP_EV_MESSAGE && ev->platform && ev->channel &&
-           ev->user_id && ev->event_id && ev->dedupe_key &&
+    if (!ev->platform || !ev->channel || !ev->user_id || !ev->dedupe_key ||
+        ev->has_referral || ev->payload || ev->emoji || ev->watermark_ms)
+        return false;
+    if (ev->kind == ADP_EV_STATUS)
+        return ev->context_id && ev->status != ADP_STATUS_NONE;
+    return ev->kind == ADP_EV_MESSAGE && ev->event_id &&
            strcmp(ev->event_id, ev->dedupe_key) == 0 && !ev->context_id &&
-           !ev->has_referral && !ev->payload && !ev->emoji &&
-           !ev->error_title && !ev->error_code && !ev->watermark_ms;
+           !ev->error_title && !ev->error_code;
 }
 
+/* Every item plain, and no status about a message of the same batch
+ * (parley_ingest_plain() could not see that row to raise its status). */
 static bool
 plain_batch(struct gw_ingest_job **jobs, int njobs)
 {
-    int j;
-    size_t e;
+    int j, j2;
+    size_t e, e2, nmsg = 0, nstatus = 0;
 
     for (j = 0; j < njobs; j++)
-        for (e = 0; e < jobs[j]->batch->n; e++)
-            if (!plain_message(&jobs[j]->batch->events[e]))
+        for (e = 0; e < jobs[j]->batch->n; e++) {
+            const struct adp_event *ev = &jobs[j]->batch->events[e];
+
+            if (!plain_item(ev))
                 return false;
+            if (ev->kind == ADP_EV_STATUS)
+                nstatus++;
+            else
+                nmsg++;
+        }
+    if (!nstatus || !nmsg)
+        return true;
+    if (nmsg * nstatus > INGEST_PLAIN_PAIRS)
+        return false;
+    for (j = 0; j < njobs; j++)
+        for (e = 0; e < jobs[j]->batch->n; e++) {
+            const struct adp_event *st = &jobs[j]->batch->events[e];
+
+            if (st->kind != ADP_EV_STATUS)
+                continue;
+            for (j2 = 0; j2 < njobs; j2++)
+                for (e2 = 0; e2 < jobs[j2]->batch->n; e2++) {
+                    const struct adp_event *m = &jobs[j2]->batch->events[e2];
+
+                    if (m->kind == ADP_EV_MESSAGE &&
+                        strcmp(m->platform, st->platform) == 0 &&
+                        strcmp(m->event_id, st->context_id) == 0)
+                        return false;
+                }
+        }
     return true;
 }
 
@@ -301,35 +349,56 @@ array_add(struct core_buf *b, const char *v)
     return st == CORE_OK ? core_buf_adds(b, "\"") : st;
 }
 
+/* One item's values, appended to the arrays in col. */
 static enum core_status
-message_row(struct core_buf *col, const struct adp_event *ev,
-            const char *pseudo, const char *rid)
+plain_row(struct core_buf *col, const struct adp_event *ev, const char *pseudo,
+          const char *rid, const struct ana_feedback_map *fb)
 {
-    char ts[24];
-    char *raw = NULL;
-    const char *v[M_NCOLS] = { NULL };
+    char ts[24], rank[8], ecode[16];
+    char *raw = NULL, *data = NULL;
+    const char *v[P_NCOLS] = { NULL };
+    const char *store;
+    int queue, k;
     enum core_status st = CORE_OK;
-    int k;
 
     snprintf(ts, sizeof(ts), "%lld", (long long)ev->platform_ts_ms);
-    if (ev->raw && !(raw = cJSON_PrintUnformatted(ev->raw)))
-        return CORE_ERR_NOMEM;
-    v[M_PLATFORM] = ev->platform;
-    v[M_CHANNEL] = ev->channel;
-    v[M_UID] = ev->user_id;
-    v[M_PHONE] = ev->user_phone;
-    v[M_PSEUDO] = pseudo;
-    v[M_EID] = ev->event_id;
-    v[M_TS] = ts;
-    v[M_KIND] = adp_msg_type_str(ev->msg_type);
-    v[M_BODY] = ev->text;
-    v[M_MEDIA] = ev->media_id;
-    v[M_RAW] = raw;
-    v[M_RID] = rid;
-    for (k = 0; k < M_NCOLS && st == CORE_OK; k++)
-        if (k != M_KV) /* a scalar, set once per batch */
+    snprintf(rank, sizeof(rank), "%d",
+             ev->kind == ADP_EV_STATUS ? (int)ev->status : 0);
+    snprintf(ecode, sizeof(ecode), "%d", ev->error_code);
+    v[P_ETYPE] = etype_of(ev, &store, &queue);
+    if (ev->kind == ADP_EV_STATUS) {
+        cJSON *d = data_json(ev, fb);
+
+        data = d ? cJSON_PrintUnformatted(d) : NULL;
+        cJSON_Delete(d);
+        if (!data)
+            return CORE_ERR_NOMEM;
+        v[P_CTX] = ev->context_id;
+        v[P_ECODE] = ev->error_code ? ecode : NULL;
+    } else {
+        if (ev->raw && !(raw = cJSON_PrintUnformatted(ev->raw)))
+            return CORE_ERR_NOMEM;
+        v[P_KIND] = adp_msg_type_str(ev->msg_type);
+        v[P_BODY] = ev->text;
+        v[P_MEDIA] = ev->media_id;
+    }
+    v[P_PLATFORM] = ev->platform;
+    v[P_CHANNEL] = ev->channel;
+    v[P_UID] = ev->user_id;
+    v[P_PHONE] = ev->user_phone;
+    v[P_PSEUDO] = pseudo;
+    v[P_KEY] = ev->dedupe_key;
+    v[P_EID] = ev->event_id;
+    v[P_TS] = ts;
+    v[P_RANK] = rank;
+    v[P_RAW] = raw;
+    v[P_DATA] = data;
+    v[P_RID] = rid;
+    for (k = 0; k < P_NCOLS && st == CORE_OK; k++)
+        if (k != P_KV) /* a scalar, set once per batch */
             st = array_add(&col[k], v[k]);
     free(raw);
+    free(data);
     return st;
 }
 
@@ -417,11 +486,11 @@ build_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs,
     return st;
 }
 
-/* The batch as parley_ingest_messages()'s parameters (plain_batch());
+/* The batch as parley_ingest_plain()'s parameters (plain_batch());
  * owners[i] maps item index to its job. */
 static enum core_status
-build_messages(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs,
-               struct core_buf *col, int **owners, int *nitems)
+build_plain(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs,
+            struct core_buf *col, int **owners, int *nitems)
 {
     char pseudo[ANA_PSEUDONYM_LEN + 1];
     int j, k, cap = 0, n = 0, *own;
@@ -433,8 +502,8 @@ build_messages(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs,
     own = calloc((size_t)cap + 1, sizeof(*own));
     if (!own)
         return CORE_ERR_NOMEM;
-    for (k = 0; k < M_NCOLS && st == CORE_OK; k++)
-        st = k == M_KV ? core_buf_printf(&col[k], "%d", in->key.version)
+    for (k = 0; k < P_NCOLS && st == CORE_OK; k++)
+        st = k == P_KV ? core_buf_printf(&col[k], "%d", in->key.version)
                        : core_buf_adds(&col[k], "{");
     for (j = 0; j < njobs && st == CORE_OK; j++) {
         const struct adp_batch *b = jobs[j]->batch;
@@ -443,12 +512,12 @@ build_messages(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs,
             const struct adp_event *ev = &b->events[e];
 
             ana_pseudonym(&in->key, ev->platform, ev->user_id, pseudo);
-            st = message_row(col, ev, pseudo, jobs[j]->request_id);
+            st = plain_row(col, ev, pseudo, jobs[j]->request_id, &in->fbmap);
             own[n++] = j;
         }
     }
-    for (k = 0; k < M_NCOLS && st == CORE_OK; k++)
-        if (k != M_KV)
+    for (k = 0; k < P_NCOLS && st == CORE_OK; k++)
+        if (k != P_KV)
             st = core_buf_adds(&col[k], "}");
     if (st != CORE_OK) {
         free(own);
@@ -487,11 +556,11 @@ tally(const PGresult *r, struct gw_ingest_job **jobs, const int *owners,
 static enum core_status
 store_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
 {
-    struct core_buf col[M_NCOLS]; /* the JSON in col[0] for parley_ingest */
+    struct core_buf col[P_NCOLS]; /* the JSON in col[0] for parley_ingest */
     struct core_dbconn *c = NULL;
     PGresult *r = NULL;
     int *owners = NULL, nitems = 0, i, attempt, ready = 0, apart = 0;
-    const char *p[M_NCOLS];
+    const char *p[P_NCOLS];
     const char *sql = SQL_INGEST;
     const char *fn = "function=\"parley_ingest\"";
     int np = 1;
@@ -501,14 +570,14 @@ store_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
 
     for (i = 0; i < njobs; i++)
         jobs[i]->stored = jobs[i]->queued = jobs[i]->ready = 0;
-    for (i = 0; i < M_NCOLS; i++)
+    for (i = 0; i < P_NCOLS; i++)
         core_buf_init(&col[i], INGEST_MAX_JSON);
     st = ensure_ready(in);
     if (st == CORE_OK && plain_batch(jobs, njobs)) {
-        sql = SQL_INGEST_MESSAGES;
-        fn = "function=\"parley_ingest_messages\"";
-        np = M_NCOLS;
-        st = build_messages(in, jobs, njobs, col, &owners, &nitems);
+        sql = SQL_INGEST_PLAIN;
+        fn = "function=\"parley_ingest_plain\"";
+        np = P_NCOLS;
+        st = build_plain(in, jobs, njobs, col, &owners, &nitems);
     } else if (st == CORE_OK) {
         st = build_batch(in, jobs, njobs, &col[0], &owners, &nitems);
     }
@@ -578,7 +647,7 @@ out:
     if (c)
         core_db_release(in->db, c);
     free(owners);
-    for (i = 0; i < M_NCOLS; i++)
+    for (i = 0; i < P_NCOLS; i++)
         core_buf_done(&col[i]);
     return st;
 }

@@ -298,20 +298,28 @@ def test_message_text_quotes_backslashes_and_braces_stored_exactly(srv):
     assert ev == [('wamid.ESC\\"1', {"msg_type": "text"})], ev
 
 
-# Columns compared between the two ingest functions (ids, times and the
-# user's own ids differ by construction and are compared as links).
-MSG_COLS = ", ".join("m." + c for c in (
-    "direction", "platform", "kind", "text", "media_id", "context_id", "reply_state",
-    "response_id", "part", "status", "status_rank", "error_code", "platform_ts",
-    "sent_at", "raw - 'id' - 'from'"))
-EV_COLS = ("e.type, e.platform, e.channel, e.occurred_at, e.response_id, "
-           "e.ref_platform_message_id, e.data, e.request_id IS NOT NULL, "
+# Columns compared between the two ingest functions. Ids, times and the
+# user's own ids differ by construction: they are compared as links, and a
+# response id as its rank among the conversation's responses.
+REL_RESP = ("(SELECT count(*) FROM responses r2 WHERE r2.conversation_id = c.id "
+            "AND r2.id <= {0}) * CASE WHEN {0} IS NULL THEN NULL ELSE 1 END")
+MSG_COLS = ", ".join([("m." + c) for c in (
+    "direction", "platform", "platform_message_id LIKE 'wamid.OUT%%'", "kind",
+    "text", "media_id", "context_id", "reply_state", "part", "status",
+    "status_rank", "error_code", "platform_ts", "sent_at",
+    "raw - 'id' - 'from'")] + [REL_RESP.format("m.response_id")])
+EV_COLS = ("e.type, e.platform, e.channel, e.occurred_at, "
+           + REL_RESP.format("e.response_id") + ", "
+           "e.ref_platform_message_id IS NOT NULL, e.data - 'raw', "
+           "(e.data->'raw') - 'id' - 'recipient_id', e.request_id IS NOT NULL, "
            "e.user_pseudonym = u.pseudonym, e.conversation_id = c.id, "
-           "e.platform_event_id IS NOT DISTINCT FROM m.platform_message_id")
+           "m.direction, e.platform_event_id IS NOT DISTINCT FROM m.platform_message_id")
 
 
 def _rows_of(db, phone):
-    """What the ingest stored for one WhatsApp user, without its ids."""
+    """What the ingest stored for one WhatsApp user, without its ids (the
+    reaction that sends the mixed user's webhooks to parley_ingest() left
+    out)."""
     uid = db.scalar("SELECT id FROM users WHERE platform_user_id = %s", (phone,))
     user = db.query("SELECT platform, phone = platform_user_id, key_version, "
                     "length(pseudonym), opted_out_at FROM users WHERE id = %s", (uid,))
@@ -322,9 +330,12 @@ def _rows_of(db, phone):
     evs = db.query(f"SELECT {EV_COLS} FROM events e JOIN users u ON u.id = e.user_id "
                    "LEFT JOIN conversations c ON c.user_id = u.id "
                    "LEFT JOIN messages m ON m.id = e.message_id "
-                   "WHERE e.user_id = %s AND e.type IN ('message_received', 'user_replied') "
+                   "WHERE e.user_id = %s AND e.type <> 'reaction_added' "
                    "ORDER BY e.id", (uid,))
-    return {"user": user, "conversation": conv, "messages": msgs, "events": evs}
+    keys = db.scalar("SELECT count(*) FROM inbound_keys WHERE key LIKE %s",
+                     (f"status:%{phone}%",))
+    return {"user": user, "conversation": conv, "messages": msgs, "events": evs,
+            "keys": keys}
 
 
 def _batches_by_function(srv):
@@ -334,46 +345,87 @@ def _batches_by_function(srv):
     return Counter({s.labels["function"]: s.value for s in fam.samples} if fam else {})
 
 
+def _wa_reaction(mid, frm, target, ts):
+    return {"from": frm, "id": mid, "timestamp": str(ts), "type": "reaction",
+            "reaction": {"message_id": target, "emoji": "\N{THUMBS UP SIGN}"}}
+
+
 def test_plain_and_mixed_batches_store_the_same_rows(srv):
-    """A batch of plain messages goes to parley_ingest_messages(), any other
-    batch to parley_ingest(): the same messages must leave the same rows
-    either way (new user, known user, idle conversation made ready, the
-    user_replied signal, a retry, a duplicate within one webhook)."""
+    """A batch of plain messages and statuses goes to parley_ingest_plain(),
+    any other batch to parley_ingest(): the same webhooks must leave the
+    same rows either way. Messages: a new user, a known one, an idle
+    conversation made ready, the user_replied signal, a retry, a duplicate
+    within one webhook. Statuses: of our replies (linked to the message and
+    its response, the status raised), late lower ones that change nothing,
+    a duplicate, a status of a message we never sent, a status-only
+    webhook of a user never seen (created with an idle conversation)."""
     db = sdb(srv)
     ts = int(time.time()) - 60
     for phone, mixed in (("15551239001", False), ("15551239002", True)):
-        # A status of a message we never sent makes a webhook not plain.
-        extra = [harness.wa_status(f"wamid.NEVER{phone}", "delivered", phone, ts)] \
-            if mixed else []
+        other = phone[:-1] + str(int(phone[-1]) + 7)    # seen only in a status
+        out1, out2 = f"wamid.OUT1{phone}", f"wamid.OUT2{phone}"
 
-        def post(*msgs):
-            r = srv.post_webhook("whatsapp", harness.wa_envelope(list(msgs), extra))
+        def post(msgs=(), statuses=()):
+            # A reaction to a message we never sent makes a webhook not plain.
+            # Its id follows the webhook's content, so that a retry is one.
+            rx = hashlib.sha1(json.dumps([msgs, statuses]).encode()).hexdigest()[:16]
+            msgs = list(msgs) + ([_wa_reaction(f"wamid.R{rx}", phone,
+                                               f"wamid.NEVER{phone}", ts)]
+                                 if mixed else [])
+            r = srv.post_webhook("whatsapp", harness.wa_envelope(msgs, list(statuses)))
             assert r.status == 200, r
 
+        def status(wamid, what, t, to=phone):
+            return harness.wa_status(wamid, what, to, ts + t)
+
         calls = _batches_by_function(srv)
-        post(harness.wa_message(f"wamid.A{phone}", phone, "first", ts))
-        db.execute("UPDATE conversations c SET pending_since = NULL, "
-                   "last_reply_at = now() - interval '1 minute' FROM users u "
-                   "WHERE u.id = c.user_id AND u.platform_user_id = %s", (phone,))
+        post([harness.wa_message(f"wamid.A{phone}", phone, "first", ts)])
+        # Our reply, sent in two parts, a minute ago; the conversation idle.
+        cid = db.scalar("SELECT c.id FROM conversations c JOIN users u ON u.id = c.user_id "
+                        "WHERE u.platform_user_id = %s", (phone,))
+        rid = db.scalar("INSERT INTO responses (conversation_id, status, completion) "
+                        "VALUES (%s, 'sent', 'hello') RETURNING id", (cid,))
+        for part, wamid in enumerate((out1, out2)):
+            db.execute("INSERT INTO messages (conversation_id, direction, platform, "
+                       "platform_message_id, kind, text, response_id, part, status, "
+                       "status_rank, sent_at) VALUES (%s, 'out', 'whatsapp', %s, 'text', "
+                       "'hello', %s, %s, 'sent', 1, to_timestamp(%s))",
+                       (cid, wamid, rid, part, ts))
+        db.execute("UPDATE conversations SET pending_since = NULL, last_response_id = %s, "
+                   "last_reply_at = now() - interval '1 minute' WHERE id = %s", (rid, cid))
         b = harness.wa_message(f"wamid.B{phone}", phone, 'second "quoted"', ts + 1)
-        post(b)
+        post([b], [status(out1, "delivered", 1)])
         before = total_rows(db)
-        post(b)
+        post([b], [status(out1, "delivered", 1)])
         assert total_rows(db) == before, "a retried webhook stored rows"
         c = harness.wa_message(f"wamid.C{phone}", phone, "third", ts + 2)
-        post(c, c)
-        # Four webhooks, four batches, each stored by the function its kind
+        post([c, c], [status(out1, "read", 3), status(out1, "delivered", 1),
+                      status(out2, "read", 3), status(out2, "delivered", 2)])
+        post([], [status(out1, "sent", 0), status(f"wamid.NEVER{phone}", "delivered", 4),
+                  status(f"wamid.ELSE{other}", "sent", 4, to=other)])
+        # Five webhooks, five batches, each stored by the function its kind
         # of batch goes to.
         calls = _batches_by_function(srv) - calls
-        assert calls == Counter({"parley_ingest" if mixed else "parley_ingest_messages": 4}), \
+        assert calls == Counter({"parley_ingest" if mixed else "parley_ingest_plain": 5}), \
             f"batches by function for the {'mixed' if mixed else 'plain'} user: {calls}"
     plain, mixed = _rows_of(db, "15551239001"), _rows_of(db, "15551239002")
-    assert len(plain["messages"]) == 3, plain
+    assert len(plain["messages"]) == 5, plain
+    assert [m[9] for m in plain["messages"] if m[0] == "out"] == ["read", "read"], plain
     assert [e[0] for e in plain["events"]] == [
-        "message_received", "message_received", "user_replied", "message_received",
-        "user_replied"], plain
+        "message_received", "message_received", "delivered", "user_replied",
+        "message_received", "read", "read", "delivered", "user_replied",
+        "sent", "delivered"], plain
+    # A status of our reply is linked to its message and response (the
+    # conversation's first); the one of a message we never sent, to none.
+    assert [(e[4], e[11]) for e in plain["events"] if e[0] in ("sent", "delivered", "read")] == [
+        (1, "out"), (1, "out"), (1, "out"), (1, "out"), (1, "out"), (None, None)], plain
+    assert plain["keys"] == 6, plain
     for k in plain:
         assert plain[k] == mixed[k], f"{k}: plain {plain[k]} != mixed {mixed[k]}"
+    assert _rows_of(db, "15551239008") == _rows_of(db, "15551239009")
+    other = _rows_of(db, "15551239008")
+    assert other["conversation"] == [("whatsapp", harness.WA_PHONE_ID, False, None)], other
+    assert [e[0] for e in other["events"]] == ["sent"], other
 
 
 def _ingest_one(cur, fn, uid, eid, text):
@@ -382,13 +434,15 @@ def _ingest_one(cur, fn, uid, eid, text):
     ts = int(time.time() * 1000)
     raw = {"from": uid, "id": eid, "type": "text", "text": {"body": text}}
     pseudo = hashlib.sha256(uid.encode()).hexdigest()
-    if fn == "parley_ingest_messages":
-        cur.execute("SELECT idx, queued, ready FROM parley_ingest_messages("
+    if fn == "parley_ingest_plain":
+        cur.execute("SELECT idx, queued, ready FROM parley_ingest_plain("
                     "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], 1, "
-                    "%s::text[], %s::bigint[], %s::text[], %s::text[], %s::text[], "
-                    "%s::jsonb[], %s::text[])",
-                    (["whatsapp"], [harness.WA_PHONE_ID], [uid], [uid], [pseudo], [eid],
-                     [ts], ["text"], [text], [None], [json.dumps(raw)], ["race"]))
+                    "%s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], "
+                    "%s::text[], %s::text[], %s::text[], %s::int[], %s::int[], "
+                    "%s::jsonb[], %s::jsonb[], %s::text[])",
+                    (["whatsapp"], [harness.WA_PHONE_ID], [uid], [uid], [pseudo],
+                     ["message_received"], [eid], [eid], [None], [ts], ["text"], [text],
+                     [None], [0], [None], [json.dumps(raw)], [None], ["race"]))
     else:
         item = {"i": 0, "etype": "message_received", "platform": "whatsapp",
                 "channel": harness.WA_PHONE_ID, "uid": uid, "phone": uid,
@@ -400,7 +454,7 @@ def _ingest_one(cur, fn, uid, eid, text):
     return cur.fetchall()
 
 
-@pytest.mark.parametrize("fn", ["parley_ingest_messages", "parley_ingest"])
+@pytest.mark.parametrize("fn", ["parley_ingest_plain", "parley_ingest"])
 def test_new_user_created_by_a_concurrent_batch_is_found_by_the_second_pass(srv, fn):
     """Two batches bring the first messages of the same new user at once.
     The second waits on the first's uncommitted user, cannot see it once it
