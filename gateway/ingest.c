@@ -22,8 +22,15 @@
 
 static const char SQL_INGEST[] =
     "SELECT idx, queued, ready FROM parley_ingest($1::jsonb)";
-/* A batch of plain messages and statuses (plain_item()): the same rows,
- * from typed arrays, at a fraction of the fixed cost (migration 0011). */
+/* A batch of plain items (plain_item()): the same rows, from typed arrays,
+ * at a fraction of the fixed cost. Messages alone take the function of
+ * migration 0010 (cheaper still: no dedupe key, status or event data);
+ * with statuses, that of migration 0011. */
+static const char SQL_INGEST_MESSAGES[] =
+    "SELECT idx, queued, ready FROM parley_ingest_messages($1::text[],"
+    " $2::text[], $3::text[], $4::text[], $5::text[], $6::int, $7::text[],"
+    " $8::bigint[], $9::text[], $10::text[], $11::text[], $12::jsonb[],"
+    " $13::text[])";
 static const char SQL_INGEST_PLAIN[] =
     "SELECT idx, queued, ready FROM parley_ingest_plain($1::text[],"
     " $2::text[], $3::text[], $4::text[], $5::text[], $6::int, $7::text[],"
@@ -53,6 +60,18 @@ enum plain_col {
     P_DATA,
     P_RID,
     P_NCOLS
+};
+
+/* parley_ingest_messages()'s parameters: a subset of the columns. */
+static const enum plain_col message_cols[] = {
+    P_PLATFORM, P_CHANNEL, P_UID,  P_PHONE, P_PSEUDO, P_KV, P_EID,
+    P_TS,       P_KIND,    P_BODY, P_MEDIA, P_RAW,    P_RID
+};
+
+enum batch_kind {
+    BATCH_MIXED,    /* parley_ingest() */
+    BATCH_MESSAGES, /* plain messages: parley_ingest_messages() */
+    BATCH_PLAIN     /* plain messages and statuses: parley_ingest_plain() */
 };
 
 /* Beyond this many messages x statuses, plain_batch() does not look for a
@@ -283,10 +302,11 @@ plain_item(const struct adp_event *ev)
            !ev->error_title && !ev->error_code;
 }
 
-/* Every item plain, and no status about a message of the same batch
- * (parley_ingest_plain() could not see that row to raise its status). */
-static bool
-plain_batch(struct gw_ingest_job **jobs, int njobs)
+/* Which function stores the batch: every item plain, and no status about
+ * a message of the same batch (parley_ingest_plain() could not see that
+ * row to raise its status). */
+static enum batch_kind
+batch_kind(struct gw_ingest_job **jobs, int njobs)
 {
     int j, j2;
     size_t e, e2, nmsg = 0, nstatus = 0;
@@ -296,16 +316,18 @@ plain_batch(struct gw_ingest_job **jobs, int njobs)
             const struct adp_event *ev = &jobs[j]->batch->events[e];
 
             if (!plain_item(ev))
-                return false;
+                return BATCH_MIXED;
             if (ev->kind == ADP_EV_STATUS)
                 nstatus++;
             else
                 nmsg++;
         }
-    if (!nstatus || !nmsg)
-        return true;
+    if (!nstatus)
+        return BATCH_MESSAGES;
+    if (!nmsg)
+        return BATCH_PLAIN;
     if (nmsg * nstatus > INGEST_PLAIN_PAIRS)
-        return false;
+        return BATCH_MIXED;
     for (j = 0; j < njobs; j++)
         for (e = 0; e < jobs[j]->batch->n; e++) {
             const struct adp_event *st = &jobs[j]->batch->events[e];
@@ -319,10 +341,10 @@ plain_batch(struct gw_ingest_job **jobs, int njobs)
                     if (m->kind == ADP_EV_MESSAGE &&
                         strcmp(m->platform, st->platform) == 0 &&
                         strcmp(m->event_id, st->context_id) == 0)
-                        return false;
+                        return BATCH_MIXED;
                 }
         }
-    return true;
+    return BATCH_PLAIN;
 }
 
 /* Append one element to a PostgreSQL array literal being built in b
@@ -486,7 +508,7 @@ build_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs,
     return st;
 }
 
-/* The batch as parley_ingest_plain()'s parameters (plain_batch());
+/* The batch as parley_ingest_plain()'s parameters (batch_kind());
  * owners[i] maps item index to its job. */
 static enum core_status
 build_plain(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs,
@@ -564,6 +586,7 @@ store_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
     const char *sql = SQL_INGEST;
     const char *fn = "function=\"parley_ingest\"";
     int np = 1;
+    enum batch_kind kind;
     enum core_status st;
     struct timespec t0, t1;
     double secs;
@@ -573,18 +596,28 @@ store_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
     for (i = 0; i < P_NCOLS; i++)
         core_buf_init(&col[i], INGEST_MAX_JSON);
     st = ensure_ready(in);
-    if (st == CORE_OK && plain_batch(jobs, njobs)) {
-        sql = SQL_INGEST_PLAIN;
-        fn = "function=\"parley_ingest_plain\"";
-        np = P_NCOLS;
+    kind = st == CORE_OK ? batch_kind(jobs, njobs) : BATCH_MIXED;
+    if (st == CORE_OK && kind != BATCH_MIXED) {
         st = build_plain(in, jobs, njobs, col, &owners, &nitems);
+        if (kind == BATCH_MESSAGES) {
+            sql = SQL_INGEST_MESSAGES;
+            fn = "function=\"parley_ingest_messages\"";
+            np = (int)(sizeof(message_cols) / sizeof(message_cols[0]));
+            for (i = 0; i < np; i++)
+                p[i] = col[message_cols[i]].data;
+        } else {
+            sql = SQL_INGEST_PLAIN;
+            fn = "function=\"parley_ingest_plain\"";
+            np = P_NCOLS;
+            for (i = 0; i < np; i++)
+                p[i] = col[i].data;
+        }
     } else if (st == CORE_OK) {
         st = build_batch(in, jobs, njobs, &col[0], &owners, &nitems);
+        p[0] = col[0].data;
     }
     if (st != CORE_OK)
         goto out;
-    for (i = 0; i < np; i++)
-        p[i] = col[i].data;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (attempt = 0; attempt < 2; attempt++) {
         c = core_db_acquire(in->db, INGEST_ACQUIRE_MS, &st);

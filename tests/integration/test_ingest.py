@@ -350,15 +350,18 @@ def _wa_reaction(mid, frm, target, ts):
             "reaction": {"message_id": target, "emoji": "\N{THUMBS UP SIGN}"}}
 
 
-def test_plain_and_mixed_batches_store_the_same_rows(srv):
-    """A batch of plain messages and statuses goes to parley_ingest_plain(),
-    any other batch to parley_ingest(): the same webhooks must leave the
-    same rows either way. Messages: a new user, a known one, an idle
-    conversation made ready, the user_replied signal, a retry, a duplicate
-    within one webhook. Statuses: of our replies (linked to the message and
-    its response, the status raised), late lower ones that change nothing,
-    a duplicate, a status of a message we never sent, a status-only
-    webhook of a user never seen (created with an idle conversation)."""
+@pytest.mark.parametrize("with_statuses", [False, True])
+def test_plain_and_mixed_batches_store_the_same_rows(srv, with_statuses):
+    """A batch of plain messages goes to parley_ingest_messages(), one of
+    plain messages and statuses to parley_ingest_plain(), any other batch
+    to parley_ingest(): the same webhooks must leave the same rows either
+    way. Messages: a new user, a known one, an idle conversation made
+    ready, the user_replied signal, a retry, a duplicate within one
+    webhook. Statuses (with_statuses): of our reply (linked to the message
+    and its response, the status raised), late lower ones that change
+    nothing, a duplicate, a status of a message we never sent, a
+    status-only webhook of a user never seen (created with an idle
+    conversation)."""
     db = sdb(srv)
     ts = int(time.time()) - 60
     for phone, mixed in (("15551239001", False), ("15551239002", True)):
@@ -375,8 +378,11 @@ def test_plain_and_mixed_batches_store_the_same_rows(srv):
             r = srv.post_webhook("whatsapp", harness.wa_envelope(msgs, list(statuses)))
             assert r.status == 200, r
 
-        def status(wamid, what, t, to=phone):
-            return harness.wa_status(wamid, what, to, ts + t)
+        def status(*s):
+            """The statuses (wamid, status, seconds[, recipient]) when the
+            test sends them."""
+            return [harness.wa_status(x[0], x[1], x[3] if len(x) > 3 else phone,
+                                      ts + x[2]) for x in s] if with_statuses else []
 
         calls = _batches_by_function(srv)
         post([harness.wa_message(f"wamid.A{phone}", phone, "first", ts)])
@@ -394,22 +400,34 @@ def test_plain_and_mixed_batches_store_the_same_rows(srv):
         db.execute("UPDATE conversations SET pending_since = NULL, last_response_id = %s, "
                    "last_reply_at = now() - interval '1 minute' WHERE id = %s", (rid, cid))
         b = harness.wa_message(f"wamid.B{phone}", phone, 'second "quoted"', ts + 1)
-        post([b], [status(out1, "delivered", 1)])
+        post([b], status((out1, "delivered", 1)))
         before = total_rows(db)
-        post([b], [status(out1, "delivered", 1)])
+        post([b], status((out1, "delivered", 1)))
         assert total_rows(db) == before, "a retried webhook stored rows"
         c = harness.wa_message(f"wamid.C{phone}", phone, "third", ts + 2)
-        post([c, c], [status(out1, "read", 3), status(out1, "delivered", 1),
-                      status(out2, "read", 3), status(out2, "delivered", 2)])
-        post([], [status(out1, "sent", 0), status(f"wamid.NEVER{phone}", "delivered", 4),
-                  status(f"wamid.ELSE{other}", "sent", 4, to=other)])
-        # Five webhooks, five batches, each stored by the function its kind
-        # of batch goes to.
+        post([c, c], status((out1, "read", 3), (out1, "delivered", 1),
+                            (out2, "read", 3), (out2, "delivered", 2)))
+        if with_statuses:
+            post([], status((out1, "sent", 0), (f"wamid.NEVER{phone}", "delivered", 4),
+                            (f"wamid.ELSE{other}", "sent", 4, other)))
+        # Each webhook one batch, stored by the function its kind of batch
+        # goes to.
         calls = _batches_by_function(srv) - calls
-        assert calls == Counter({"parley_ingest" if mixed else "parley_ingest_plain": 5}), \
+        want = (Counter(parley_ingest=5) if mixed else
+                Counter(parley_ingest_messages=1, parley_ingest_plain=4)) \
+            if with_statuses else \
+            Counter(parley_ingest=4) if mixed else Counter(parley_ingest_messages=4)
+        assert calls == want, \
             f"batches by function for the {'mixed' if mixed else 'plain'} user: {calls}"
     plain, mixed = _rows_of(db, "15551239001"), _rows_of(db, "15551239002")
+    for k in plain:
+        assert plain[k] == mixed[k], f"{k}: plain {plain[k]} != mixed {mixed[k]}"
     assert len(plain["messages"]) == 5, plain
+    if not with_statuses:
+        assert [e[0] for e in plain["events"]] == [
+            "message_received", "message_received", "user_replied", "message_received",
+            "user_replied"], plain
+        return
     assert [m[9] for m in plain["messages"] if m[0] == "out"] == ["read", "read"], plain
     assert [e[0] for e in plain["events"]] == [
         "message_received", "message_received", "delivered", "user_replied",
@@ -420,8 +438,6 @@ def test_plain_and_mixed_batches_store_the_same_rows(srv):
     assert [(e[4], e[11]) for e in plain["events"] if e[0] in ("sent", "delivered", "read")] == [
         (1, "out"), (1, "out"), (1, "out"), (1, "out"), (1, "out"), (None, None)], plain
     assert plain["keys"] == 6, plain
-    for k in plain:
-        assert plain[k] == mixed[k], f"{k}: plain {plain[k]} != mixed {mixed[k]}"
     assert _rows_of(db, "15551239008") == _rows_of(db, "15551239009")
     other = _rows_of(db, "15551239008")
     assert other["conversation"] == [("whatsapp", harness.WA_PHONE_ID, False, None)], other
@@ -434,7 +450,14 @@ def _ingest_one(cur, fn, uid, eid, text):
     ts = int(time.time() * 1000)
     raw = {"from": uid, "id": eid, "type": "text", "text": {"body": text}}
     pseudo = hashlib.sha256(uid.encode()).hexdigest()
-    if fn == "parley_ingest_plain":
+    if fn == "parley_ingest_messages":
+        cur.execute("SELECT idx, queued, ready FROM parley_ingest_messages("
+                    "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], 1, "
+                    "%s::text[], %s::bigint[], %s::text[], %s::text[], %s::text[], "
+                    "%s::jsonb[], %s::text[])",
+                    (["whatsapp"], [harness.WA_PHONE_ID], [uid], [uid], [pseudo], [eid],
+                     [ts], ["text"], [text], [None], [json.dumps(raw)], ["race"]))
+    elif fn == "parley_ingest_plain":
         cur.execute("SELECT idx, queued, ready FROM parley_ingest_plain("
                     "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], 1, "
                     "%s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], "
@@ -454,7 +477,8 @@ def _ingest_one(cur, fn, uid, eid, text):
     return cur.fetchall()
 
 
-@pytest.mark.parametrize("fn", ["parley_ingest_plain", "parley_ingest"])
+@pytest.mark.parametrize("fn", ["parley_ingest_messages", "parley_ingest_plain",
+                                "parley_ingest"])
 def test_new_user_created_by_a_concurrent_batch_is_found_by_the_second_pass(srv, fn):
     """Two batches bring the first messages of the same new user at once.
     The second waits on the first's uncommitted user, cannot see it once it
