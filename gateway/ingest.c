@@ -550,6 +550,49 @@ build_plain(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs,
     return CORE_OK;
 }
 
+/* The SQL call that stores a batch, its parameters pointing into col. */
+struct call {
+    const char *sql;
+    const char *label; /* for parley_ingest_batches_total */
+    const char *p[P_NCOLS];
+    int np;
+};
+
+/* Pick the function for the batch (batch_kind()) and build its
+ * parameters in col; owners[i] maps item index to its job. */
+static enum core_status
+build_call(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs,
+           struct core_buf *col, struct call *call, int **owners, int *nitems)
+{
+    enum batch_kind kind = batch_kind(jobs, njobs);
+    enum core_status st;
+    int i;
+
+    if (kind == BATCH_MIXED) {
+        st = build_batch(in, jobs, njobs, &col[0], owners, nitems);
+        call->sql = SQL_INGEST;
+        call->label = "function=\"parley_ingest\"";
+        call->np = 1;
+        call->p[0] = col[0].data;
+        return st;
+    }
+    st = build_plain(in, jobs, njobs, col, owners, nitems);
+    if (kind == BATCH_MESSAGES) {
+        call->sql = SQL_INGEST_MESSAGES;
+        call->label = "function=\"parley_ingest_messages\"";
+        call->np = (int)(sizeof(message_cols) / sizeof(message_cols[0]));
+        for (i = 0; i < call->np; i++)
+            call->p[i] = col[message_cols[i]].data;
+    } else {
+        call->sql = SQL_INGEST_PLAIN;
+        call->label = "function=\"parley_ingest_plain\"";
+        call->np = P_NCOLS;
+        for (i = 0; i < call->np; i++)
+            call->p[i] = col[i].data;
+    }
+    return st;
+}
+
 /* Count each job's stored, queued and ready items from the function's
  * rows (idx, queued, ready); returns how many items made a conversation
  * ready. */
@@ -582,11 +625,7 @@ store_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
     struct core_dbconn *c = NULL;
     PGresult *r = NULL;
     int *owners = NULL, nitems = 0, i, attempt, ready = 0, apart = 0;
-    const char *p[P_NCOLS];
-    const char *sql = SQL_INGEST;
-    const char *fn = "function=\"parley_ingest\"";
-    int np = 1;
-    enum batch_kind kind;
+    struct call call;
     enum core_status st;
     struct timespec t0, t1;
     double secs;
@@ -596,26 +635,8 @@ store_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
     for (i = 0; i < P_NCOLS; i++)
         core_buf_init(&col[i], INGEST_MAX_JSON);
     st = ensure_ready(in);
-    kind = st == CORE_OK ? batch_kind(jobs, njobs) : BATCH_MIXED;
-    if (st == CORE_OK && kind != BATCH_MIXED) {
-        st = build_plain(in, jobs, njobs, col, &owners, &nitems);
-        if (kind == BATCH_MESSAGES) {
-            sql = SQL_INGEST_MESSAGES;
-            fn = "function=\"parley_ingest_messages\"";
-            np = (int)(sizeof(message_cols) / sizeof(message_cols[0]));
-            for (i = 0; i < np; i++)
-                p[i] = col[message_cols[i]].data;
-        } else {
-            sql = SQL_INGEST_PLAIN;
-            fn = "function=\"parley_ingest_plain\"";
-            np = P_NCOLS;
-            for (i = 0; i < np; i++)
-                p[i] = col[i].data;
-        }
-    } else if (st == CORE_OK) {
-        st = build_batch(in, jobs, njobs, &col[0], &owners, &nitems);
-        p[0] = col[0].data;
-    }
+    if (st == CORE_OK)
+        st = build_call(in, jobs, njobs, col, &call, &owners, &nitems);
     if (st != CORE_OK)
         goto out;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -624,8 +645,8 @@ store_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
         if (!c)
             goto out;
         apart = atomic_load(&in->flush_apart);
-        st = apart ? core_db_query_flush_apart(c, sql, np, p, &r)
-                   : core_db_query(c, sql, np, p, &r);
+        st = apart ? core_db_query_flush_apart(c, call.sql, call.np, call.p, &r)
+                   : core_db_query(c, call.sql, call.np, call.p, &r);
         if (st == CORE_OK)
             break;
         log_warn("ingest batch failed",
@@ -671,7 +692,7 @@ store_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
            (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     core_metric_observe(in->m_commit, NULL, secs);
     core_metric_observe(in->m_batch, NULL, njobs);
-    core_metric_add(in->m_calls, fn, 1);
+    core_metric_add(in->m_calls, call.label, 1);
     if (secs > INGEST_SLOW_S)
         log_warn("slow ingest batch", "jobs=%d items=%d seconds=%.3f", njobs,
                  nitems, secs);
