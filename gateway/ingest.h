@@ -6,9 +6,10 @@
  * threads take every job waiting (up to a batch limit), serialise all their
  * events into one JSON array and store it with one call of the SQL function
  * parley_ingest() inside one transaction; a batch that holds only plain
- * inbound messages (the common case) goes as typed arrays to
- * parley_ingest_messages() instead, which stores the same rows at a
- * smaller fixed cost per call (migration 0010). That commit does not wait for
+ * inbound messages goes as typed arrays to parley_ingest_messages()
+ * instead, which stores the same rows at a smaller fixed cost per call
+ * (migration 0010), and one of plain messages and plain delivery statuses
+ * (the mix of real traffic) to parley_ingest_plain() (migration 0011). That commit does not wait for
  * its WAL flush: the worker pool is woken as soon as it is visible, while a
  * second transaction in the same round trip waits for the flush
  * (core_db_query_flush_apart). Only after that is each job's done()
