@@ -444,6 +444,24 @@ def test_plain_and_mixed_batches_store_the_same_rows(srv, with_statuses):
     assert [e[0] for e in other["events"]] == ["sent"], other
 
 
+def test_status_of_a_message_in_the_same_batch_goes_to_parley_ingest(srv):
+    """parley_ingest_plain()'s status UPDATE cannot see a message its own
+    statement inserts, so a batch in which a status reports on a message
+    stored in the same batch goes to parley_ingest(), which links the
+    status to that message and raises its status."""
+    db = sdb(srv)
+    phone, ts = "15551237001", int(time.time())
+    calls = _batches_by_function(srv)
+    body = harness.wa_envelope([harness.wa_message("wamid.SAME1", phone, "hi", ts)],
+                               [harness.wa_status("wamid.SAME1", "delivered", phone, ts)])
+    assert srv.post_webhook("whatsapp", body).status == 200
+    assert _batches_by_function(srv) - calls == Counter(parley_ingest=1)
+    mid, status = db.query("SELECT id, status FROM messages "
+                           "WHERE platform_message_id = 'wamid.SAME1'")[0]
+    assert status == "delivered"
+    assert db.scalar("SELECT message_id FROM events WHERE type = 'delivered'") == mid
+
+
 def _ingest_one(cur, fn, uid, eid, text):
     """Store one plain WhatsApp message by calling an ingest function
     directly, as the gateway would; its rows (idx, queued, ready)."""
