@@ -74,7 +74,7 @@ enum batch_kind {
     BATCH_PLAIN     /* plain messages and statuses: parley_ingest_plain() */
 };
 
-/* Beyond this many messages x statuses, plain_batch() does not look for a
+/* Beyond this many messages x statuses, batch_kind() does not look for a
  * status on a message of the same batch, and the batch takes the general
  * path. */
 #define INGEST_PLAIN_PAIRS 65536
@@ -508,7 +508,8 @@ build_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs,
     return st;
 }
 
-/* The batch as parley_ingest_plain()'s parameters (batch_kind());
+/* The batch as parley_ingest_plain()'s parameters (batch_kind()), of
+ * which parley_ingest_messages() takes a subset (message_cols);
  * owners[i] maps item index to its job. */
 static enum core_status
 build_plain(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs,

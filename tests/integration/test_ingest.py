@@ -300,7 +300,9 @@ def test_message_text_quotes_backslashes_and_braces_stored_exactly(srv):
 
 # Columns compared between the two ingest functions. Ids, times and the
 # user's own ids differ by construction: they are compared as links, and a
-# response id as its rank among the conversation's responses.
+# response id as its rank among the conversation's responses. user_replied's
+# seconds since our reply (a minute ago) are compared as a range: a slow
+# sanitizer run may round them differently for the two users.
 REL_RESP = ("(SELECT count(*) FROM responses r2 WHERE r2.conversation_id = c.id "
             "AND r2.id <= {0}) * CASE WHEN {0} IS NULL THEN NULL ELSE 1 END")
 MSG_COLS = ", ".join([("m." + c) for c in (
@@ -310,7 +312,8 @@ MSG_COLS = ", ".join([("m." + c) for c in (
     "raw - 'id' - 'from'")] + [REL_RESP.format("m.response_id")])
 EV_COLS = ("e.type, e.platform, e.channel, e.occurred_at, "
            + REL_RESP.format("e.response_id") + ", "
-           "e.ref_platform_message_id IS NOT NULL, e.data - 'raw', "
+           "e.ref_platform_message_id IS NOT NULL, e.data - 'raw' - 'seconds', "
+           "(e.data->>'seconds')::int BETWEEN 55 AND 120, "
            "(e.data->'raw') - 'id' - 'recipient_id', e.request_id IS NOT NULL, "
            "e.user_pseudonym = u.pseudonym, e.conversation_id = c.id, "
            "m.direction, e.platform_event_id IS NOT DISTINCT FROM m.platform_message_id")
@@ -435,7 +438,7 @@ def test_plain_and_mixed_batches_store_the_same_rows(srv, with_statuses):
         "sent", "delivered"], plain
     # A status of our reply is linked to its message and response (the
     # conversation's first); the one of a message we never sent, to none.
-    assert [(e[4], e[11]) for e in plain["events"] if e[0] in ("sent", "delivered", "read")] == [
+    assert [(e[4], e[12]) for e in plain["events"] if e[0] in ("sent", "delivered", "read")] == [
         (1, "out"), (1, "out"), (1, "out"), (1, "out"), (1, "out"), (None, None)], plain
     assert plain["keys"] == 6, plain
     assert _rows_of(db, "15551239008") == _rows_of(db, "15551239009")
@@ -649,6 +652,83 @@ def test_50_concurrent_posters_of_overlapping_duplicates(parley):
         {k: v for k, v in ev.items() if v != 1}
     assert db.scalar("SELECT count(*) FROM users WHERE platform = 'whatsapp'") == 20
     assert db.scalar("SELECT count(*) FROM conversations") == 20
+
+
+def test_concurrent_posters_of_overlapping_statuses_and_messages(parley):
+    """Webhooks of messages and delivery statuses (the batches
+    parley_ingest_plain() stores), posted at once by 40 threads with
+    overlapping duplicates: every message and every status is stored once,
+    and each of our messages ends at its highest status, whatever order
+    the statuses were stored in."""
+    srv = parley(args=("serve", "--no-workers"))
+    db = parley.db
+    users = [f"1555300{u:04d}" for u in range(20)]
+    for u in users:
+        assert srv.post_webhook("whatsapp", harness.wa_text(f"wamid.HELLO{u}", u, "hi")).status == 200
+    for u in users:
+        db.execute("INSERT INTO messages (conversation_id, direction, platform, "
+                   "platform_message_id, kind, text, status, status_rank, sent_at) "
+                   "SELECT c.id, 'out', 'whatsapp', %s, 'text', 'hello', 'sent', 1, now() "
+                   "FROM conversations c JOIN users x ON x.id = c.user_id "
+                   "WHERE x.platform_user_id = %s", (f"wamid.OUT{u}", u))
+    n, n_threads, posts_per_thread, batch = 120, 40, 4, 6
+    kinds = ("sent", "delivered", "read")
+    msgs = [harness.wa_message(f"wamid.CM{i:03d}", users[i % 20], f"m {i}", ts=1767225600 + i)
+            for i in range(n)]
+    # Status i reports on user i % 20's message; over i, each of our
+    # messages gets all three kinds.
+    statuses = [harness.wa_status(f"wamid.OUT{users[i % 20]}", kinds[i % 3], users[i % 20],
+                                  1767225600 + i) for i in range(n)]
+    results = []
+    lock = threading.Lock()
+    start = threading.Barrier(n_threads)
+
+    def poster(t):
+        try:
+            start.wait(timeout=30)
+        except threading.BrokenBarrierError:
+            pass
+        for k in range(posts_per_thread):
+            idx = [(t * 3 + k * batch + j) % n for j in range(batch)]
+            body = harness.wa_envelope([msgs[i] for i in idx[:2]], [statuses[i] for i in idx])
+            try:
+                st = harness.post_webhook(srv.base_url, "whatsapp", json.dumps(body).encode(),
+                                          timeout=60).status
+            except OSError as e:
+                st = repr(e)
+            with lock:
+                results.append(st)
+
+    threads = [threading.Thread(target=poster, args=(t,)) for t in range(n_threads)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+    assert not any(th.is_alive() for th in threads), "posters hung"
+    assert Counter(results) == Counter({200: n_threads * posts_per_thread}), Counter(results)
+    fams = promparse.parse(srv.get("/metrics").text)
+    by_fn = {x.labels["function"]: x.value for x in fams["parley_ingest_batches_total"].samples}
+    assert by_fn.get("parley_ingest_plain", 0) > 0, by_fn
+
+    posted = {(s["id"], s["status"]) for i, s in enumerate(statuses)
+              if any((t * 3 + k * batch + j) % n == i for t in range(n_threads)
+                     for k in range(posts_per_thread) for j in range(batch))}
+    ev = db.query("SELECT ref_platform_message_id, type, count(*), "
+                  "bool_and(message_id IS NOT NULL) FROM events "
+                  "WHERE type IN ('sent', 'delivered', 'read') GROUP BY 1, 2")
+    assert {(r[0], r[1]) for r in ev} == posted
+    assert all(r[2] == 1 for r in ev), [r for r in ev if r[2] != 1]
+    assert all(r[3] for r in ev), "a status not linked to our message"
+    final = dict(db.query("SELECT platform_message_id, status FROM messages "
+                          "WHERE direction = 'out'"))
+    want = {}
+    for sid, kind in posted:
+        if kinds.index(kind) > kinds.index(want.get(sid, "sent")):
+            want[sid] = kind
+    assert final == {f"wamid.OUT{u}": want.get(f"wamid.OUT{u}", "sent") for u in users}
+    stored = dict(db.query("SELECT platform_message_id, count(*) FROM messages "
+                           "WHERE platform_message_id LIKE 'wamid.CM%%' GROUP BY 1"))
+    assert all(v == 1 for v in stored.values()), stored
 
 
 # --------------------------------------------------------------------------
