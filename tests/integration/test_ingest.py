@@ -603,13 +603,9 @@ def test_unknown_fields_are_stored_not_rejected(srv):
 # --------------------------------------------------------------------------
 # Concurrency and dedupe
 
-def test_50_concurrent_posters_of_overlapping_duplicates(parley):
-    srv = parley(args=("serve", "--no-workers"))
-    db = parley.db
-    n_msgs, n_threads, posts_per_thread, batch = 100, 50, 4, 5
-    msgs = [harness.wa_message(f"wamid.CONC{i:03d}", f"1555200{i % 20:04d}", f"message {i}",
-                               ts=1767225600 + i)
-            for i in range(n_msgs)]
+def _post_at_once(srv, n_threads, posts_per_thread, body_of):
+    """n_threads threads, released together, each POST body_of(t, k) for
+    k < posts_per_thread; every answer's status (or the error)."""
     results = []
     lock = threading.Lock()
     start = threading.Barrier(n_threads)
@@ -620,11 +616,9 @@ def test_50_concurrent_posters_of_overlapping_duplicates(parley):
         except threading.BrokenBarrierError:
             pass
         for k in range(posts_per_thread):
-            idx = [(t * 2 + k * batch + j) % n_msgs for j in range(batch)]
-            body = json.dumps(harness.wa_envelope([msgs[i] for i in idx])).encode()
+            body = json.dumps(body_of(t, k)).encode()
             try:
-                r = harness.post_webhook(srv.base_url, "whatsapp", body, timeout=60)
-                st = r.status
+                st = harness.post_webhook(srv.base_url, "whatsapp", body, timeout=60).status
             except OSError as e:
                 st = repr(e)
             with lock:
@@ -636,6 +630,18 @@ def test_50_concurrent_posters_of_overlapping_duplicates(parley):
     for th in threads:
         th.join(timeout=120)
     assert not any(th.is_alive() for th in threads), "posters hung"
+    return results
+
+
+def test_50_concurrent_posters_of_overlapping_duplicates(parley):
+    srv = parley(args=("serve", "--no-workers"))
+    db = parley.db
+    n_msgs, n_threads, posts_per_thread, batch = 100, 50, 4, 5
+    msgs = [harness.wa_message(f"wamid.CONC{i:03d}", f"1555200{i % 20:04d}", f"message {i}",
+                               ts=1767225600 + i)
+            for i in range(n_msgs)]
+    results = _post_at_once(srv, n_threads, posts_per_thread, lambda t, k: harness.wa_envelope(
+        [msgs[(t * 2 + k * batch + j) % n_msgs] for j in range(batch)]))
     bad = Counter(s for s in results if s != 200)
     assert not bad, f"non-200 answers: {bad}"
     assert len(results) == n_threads * posts_per_thread
@@ -679,32 +685,11 @@ def test_concurrent_posters_of_overlapping_statuses_and_messages(parley):
     # messages gets all three kinds.
     statuses = [harness.wa_status(f"wamid.OUT{users[i % 20]}", kinds[i % 3], users[i % 20],
                                   1767225600 + i) for i in range(n)]
-    results = []
-    lock = threading.Lock()
-    start = threading.Barrier(n_threads)
+    def body_of(t, k):
+        idx = [(t * 3 + k * batch + j) % n for j in range(batch)]
+        return harness.wa_envelope([msgs[i] for i in idx[:2]], [statuses[i] for i in idx])
 
-    def poster(t):
-        try:
-            start.wait(timeout=30)
-        except threading.BrokenBarrierError:
-            pass
-        for k in range(posts_per_thread):
-            idx = [(t * 3 + k * batch + j) % n for j in range(batch)]
-            body = harness.wa_envelope([msgs[i] for i in idx[:2]], [statuses[i] for i in idx])
-            try:
-                st = harness.post_webhook(srv.base_url, "whatsapp", json.dumps(body).encode(),
-                                          timeout=60).status
-            except OSError as e:
-                st = repr(e)
-            with lock:
-                results.append(st)
-
-    threads = [threading.Thread(target=poster, args=(t,)) for t in range(n_threads)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(timeout=120)
-    assert not any(th.is_alive() for th in threads), "posters hung"
+    results = _post_at_once(srv, n_threads, posts_per_thread, body_of)
     assert Counter(results) == Counter({200: n_threads * posts_per_thread}), Counter(results)
     fams = promparse.parse(srv.get("/metrics").text)
     by_fn = {x.labels["function"]: x.value for x in fams["parley_ingest_batches_total"].samples}
