@@ -28,7 +28,7 @@ DECLARE
     j jsonb; t0 timestamptz;
     a_pl text[]; a_ch text[]; a_uid text[]; a_ph text[]; a_ps text[];
     a_et text[]; a_key text[]; a_eid text[]; a_ctx text[]; a_ts bigint[];
-    a_kind text[]; a_body text[]; a_media text[]; a_rank int[]; a_ec int[];
+    a_kind text[]; a_body text[]; a_media text[]; a_rank int[]; a_ec int[]; a_wm bigint[];
     a_raw jsonb[]; a_data jsonb[]; a_rid text[];
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM users) THEN
@@ -74,11 +74,11 @@ BEGIN
                array_agg(CASE WHEN msg THEN 'text' END ORDER BY i),
                array_agg(CASE WHEN msg THEN 'hello, how much is the blue shirt?' END ORDER BY i),
                array_agg(NULL::text ORDER BY i), array_agg(CASE WHEN msg THEN 0 ELSE 2 END ORDER BY i),
-               array_agg(NULL::int ORDER BY i),
+               array_agg(NULL::int ORDER BY i), array_agg(NULL::bigint ORDER BY i),
                array_agg(CASE WHEN msg THEN jsonb_build_object('type', 'text', 'text', jsonb_build_object('body', 'hello, how much is the blue shirt?')) END ORDER BY i),
                array_agg(CASE WHEN NOT msg THEN jsonb_build_object('raw', jsonb_build_object('id', eid, 'status', 'delivered', 'timestamp', '1795841732', 'recipient_id', '1555' || substr(uid, 2))) END ORDER BY i),
                array_agg('cost' || i ORDER BY i)
-        INTO j, a_pl, a_ch, a_uid, a_ph, a_ps, a_et, a_key, a_eid, a_ctx, a_ts, a_kind, a_body, a_media, a_rank, a_ec, a_raw, a_data, a_rid
+        INTO j, a_pl, a_ch, a_uid, a_ph, a_ps, a_et, a_key, a_eid, a_ctx, a_ts, a_kind, a_body, a_media, a_rank, a_ec, a_wm, a_raw, a_data, a_rid
         FROM x;
         IF nst = 0 AND k % 3 = 2 THEN
             -- messages alone: also the function the gateway uses for them
@@ -91,7 +91,7 @@ BEGIN
             INSERT INTO cost VALUES ('parley_ingest', k, extract(epoch FROM clock_timestamp() - t0) * 1000);
         ELSE
             t0 := clock_timestamp();
-            PERFORM count(*) FROM parley_ingest_plain(a_pl, a_ch, a_uid, a_ph, a_ps, 1, a_et, a_key, a_eid, a_ctx, a_ts, a_kind, a_body, a_media, a_rank, a_ec, a_raw, a_data, a_rid);
+            PERFORM count(*) FROM parley_ingest_plain(a_pl, a_ch, a_uid, a_ph, a_ps, 1, a_et, a_key, a_eid, a_ctx, a_ts, a_kind, a_body, a_media, a_rank, a_ec, a_wm, a_raw, a_data, a_rid);
             INSERT INTO cost VALUES ('parley_ingest_plain', k, extract(epoch FROM clock_timestamp() - t0) * 1000);
         END IF;
     END LOOP;

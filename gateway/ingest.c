@@ -35,8 +35,8 @@ static const char SQL_INGEST_PLAIN[] =
     "SELECT idx, queued, ready FROM parley_ingest_plain($1::text[],"
     " $2::text[], $3::text[], $4::text[], $5::text[], $6::int, $7::text[],"
     " $8::text[], $9::text[], $10::text[], $11::bigint[], $12::text[],"
-    " $13::text[], $14::text[], $15::int[], $16::int[], $17::jsonb[],"
-    " $18::jsonb[], $19::text[])";
+    " $13::text[], $14::text[], $15::int[], $16::int[], $17::bigint[],"
+    " $18::jsonb[], $19::jsonb[], $20::text[])";
 
 /* parley_ingest_plain()'s parameters, in order; P_KV is a scalar. */
 enum plain_col {
@@ -56,6 +56,7 @@ enum plain_col {
     P_MEDIA,
     P_RANK,
     P_ECODE,
+    P_WM,
     P_RAW,
     P_DATA,
     P_RID,
@@ -285,26 +286,60 @@ referral_item_json(struct core_buf *out, int idx, const struct adp_event *ev,
  *   by its own platform id, with no reply context, referral, or detail
  *   beyond its type (its event's data is then {"msg_type": ...}, which
  *   the function builds);
- * - a plain status: with a user, a channel, a dedupe key, the platform id
- *   of the message it reports on, and no watermark (Messenger's "all up
- *   to then").
+ * - a plain status: with a user, a channel, a dedupe key, and the
+ *   platform id of the message it reports on or a watermark (Messenger's
+ *   and Instagram's "all up to then").
  */
 static bool
 plain_item(const struct adp_event *ev)
 {
     if (!ev->platform || !ev->channel || !ev->user_id || !ev->dedupe_key ||
-        ev->has_referral || ev->payload || ev->emoji || ev->watermark_ms)
+        ev->has_referral || ev->payload || ev->emoji)
         return false;
     if (ev->kind == ADP_EV_STATUS)
-        return ev->context_id && ev->status != ADP_STATUS_NONE;
-    return ev->kind == ADP_EV_MESSAGE && ev->event_id &&
+        return (ev->context_id || ev->watermark_ms > 0) &&
+               ev->status != ADP_STATUS_NONE;
+    return ev->kind == ADP_EV_MESSAGE && !ev->watermark_ms && ev->event_id &&
            strcmp(ev->event_id, ev->dedupe_key) == 0 && !ev->context_id &&
            !ev->error_title && !ev->error_code;
 }
 
-/* Which function stores the batch: every item plain, and no status about
- * a message of the same batch (parley_ingest_plain() could not see that
- * row to raise its status). */
+/* Whether a platform has both watermarks and statuses by message id among
+ * the batch's statuses: parley_ingest_plain() would update a row twice in
+ * one statement (only one UPDATE takes effect). */
+static bool
+watermarks_meet_ids(struct gw_ingest_job **jobs, int njobs)
+{
+    const char *wm[8] = { NULL }, *id[8] = { NULL };
+    size_t nwm = 0, nid = 0, a, b, e;
+    int j;
+
+    for (j = 0; j < njobs; j++)
+        for (e = 0; e < jobs[j]->batch->n; e++) {
+            const struct adp_event *ev = &jobs[j]->batch->events[e];
+            const char **set = ev->watermark_ms > 0 ? wm : id;
+            size_t *n = ev->watermark_ms > 0 ? &nwm : &nid;
+
+            if (ev->kind != ADP_EV_STATUS)
+                continue;
+            for (a = 0; a < *n && strcmp(set[a], ev->platform) != 0; a++)
+                ;
+            if (a == *n && *n == 8)
+                return true; /* more platforms than kept: assume they meet */
+            if (a == *n)
+                set[(*n)++] = ev->platform;
+        }
+    for (a = 0; a < nwm; a++)
+        for (b = 0; b < nid; b++)
+            if (strcmp(wm[a], id[b]) == 0)
+                return true;
+    return false;
+}
+
+/* Which function stores the batch: every item plain, no status about a
+ * message of the same batch (parley_ingest_plain() could not see that row
+ * to raise its status), and no platform with both kinds of status
+ * (watermarks_meet_ids()). */
 static enum batch_kind
 batch_kind(struct gw_ingest_job **jobs, int njobs)
 {
@@ -322,6 +357,8 @@ batch_kind(struct gw_ingest_job **jobs, int njobs)
             else
                 nmsg++;
         }
+    if (nstatus && watermarks_meet_ids(jobs, njobs))
+        return BATCH_MIXED;
     if (!nstatus)
         return BATCH_MESSAGES;
     if (!nmsg)
@@ -332,7 +369,7 @@ batch_kind(struct gw_ingest_job **jobs, int njobs)
         for (e = 0; e < jobs[j]->batch->n; e++) {
             const struct adp_event *st = &jobs[j]->batch->events[e];
 
-            if (st->kind != ADP_EV_STATUS)
+            if (st->kind != ADP_EV_STATUS || !st->context_id)
                 continue;
             for (j2 = 0; j2 < njobs; j2++)
                 for (e2 = 0; e2 < jobs[j2]->batch->n; e2++) {
@@ -376,7 +413,7 @@ static enum core_status
 plain_row(struct core_buf *col, const struct adp_event *ev, const char *pseudo,
           const char *rid, const struct ana_feedback_map *fb)
 {
-    char ts[24], rank[8], ecode[16];
+    char ts[24], rank[8], ecode[16], wm[24];
     char *raw = NULL, *data = NULL;
     const char *v[P_NCOLS] = { NULL };
     const char *store;
@@ -397,6 +434,8 @@ plain_row(struct core_buf *col, const struct adp_event *ev, const char *pseudo,
             return CORE_ERR_NOMEM;
         v[P_CTX] = ev->context_id;
         v[P_ECODE] = ev->error_code ? ecode : NULL;
+        snprintf(wm, sizeof(wm), "%lld", (long long)ev->watermark_ms);
+        v[P_WM] = ev->watermark_ms > 0 ? wm : NULL;
     } else {
         if (ev->raw && !(raw = cJSON_PrintUnformatted(ev->raw)))
             return CORE_ERR_NOMEM;

@@ -13,18 +13,22 @@
 --   conversation when new (created idle), its event linked to the message
 --   it reports on and that message's response, the message's status
 --   raised (never lowered: a late "delivered" after "read" changes
---   nothing; within a call the highest rank wins).
+--   nothing; within a call the highest rank wins); for a watermark
+--   (Messenger, Instagram), the status of every message we sent in the
+--   conversation up to then, raised the same way.
 -- With every user known, it is one statement before the ready marking:
 -- the lookup, the dedupe of both kinds, the message INSERT, the status
 -- UPDATE and the event rows, as data-modifying CTEs.
 --
 -- The gateway calls it only when every item is a plain message or a plain
 -- status (gateway/ingest.c, plain_item()): a status with a user, a
--- channel, a dedupe key, the platform id of the message it reports on, a
--- rank, and no watermark; and none reports on a message stored in the
+-- channel, a dedupe key, a rank, and the platform id of the message it
+-- reports on or a watermark; none reports on a message stored in the
 -- same call (a status is about a message the business sent, and the
--- UPDATE here could not see a row inserted by the same statement). Any
--- other batch goes to parley_ingest(). A batch of messages alone still
+-- UPDATE here could not see a row inserted by the same statement); and
+-- no platform has both watermarks and statuses without one in the call
+-- (two UPDATEs of one row in one statement: only one would take
+-- effect). Any other batch goes to parley_ingest(). A batch of messages alone still
 -- goes to 0010's parley_ingest_messages(): for it, this function's extra
 -- columns and its (empty) dedupe, status and UPDATE steps cost ~12 % of
 -- the webhooks/s at 64 connections (docs/PERFORMANCE.md).
@@ -32,14 +36,15 @@
 -- Items are numbered from 0 in array order. Within a call the first item
 -- of a (platform, key) wins, as in parley_ingest(); a message's key is
 -- its platform id. p_rank is 0 for a message, the status rank (1 sent,
--- 2 delivered, 3 read, 4 failed) for a status; p_data is a status's event
--- data (a message's is built here: {"msg_type": kind}).
+-- 2 delivered, 3 read, 4 failed) for a status; p_wm a status's watermark
+-- in ms, NULL for none; p_data is a status's event data (a message's is
+-- built here: {"msg_type": kind}).
 CREATE FUNCTION parley_ingest_plain(
     p_platform text[], p_channel text[], p_uid text[], p_phone text[],
     p_pseudo text[], p_kv int, p_etype text[], p_key text[], p_eid text[],
     p_ctx text[], p_ts bigint[], p_kind text[], p_body text[],
-    p_media text[], p_rank int[], p_ecode int[], p_raw jsonb[],
-    p_data jsonb[], p_rid text[])
+    p_media text[], p_rank int[], p_ecode int[], p_wm bigint[],
+    p_raw jsonb[], p_data jsonb[], p_rid text[])
 RETURNS TABLE (idx int, queued boolean, ready boolean)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -61,10 +66,10 @@ BEGIN
             SELECT x.n::int - 1 AS i, x.*
             FROM unnest(p_platform, p_channel, p_uid, p_etype, p_key, p_eid,
                         p_ctx, p_ts, p_kind, p_body, p_media, p_rank,
-                        p_ecode, p_raw, p_data, p_rid)
+                        p_ecode, p_wm, p_raw, p_data, p_rid)
                  WITH ORDINALITY AS x(platform, channel, uid, etype, key,
                                       eid, ctx, ts, kind, body, media, rank,
-                                      ecode, raw, data, rid, n)
+                                      ecode, wm, raw, data, rid, n)
             WHERE todo IS NULL OR x.n::int - 1 = ANY (todo)),
         -- The conversation as a scalar subquery (0010: a join got a
         -- generic plan that scanned the whole unique index per item).
@@ -117,8 +122,22 @@ BEGIN
                                   error_code = coalesce(s.ecode, m.error_code)
             FROM (SELECT DISTINCT ON (st.platform, st.ctx) st.platform,
                          st.ctx, st.etype, st.rank, st.ecode
-                  FROM st ORDER BY st.platform, st.ctx, st.rank DESC) s
+                  FROM st WHERE st.wm IS NULL
+                  ORDER BY st.platform, st.ctx, st.rank DESC) s
             WHERE m.platform = s.platform AND m.platform_message_id = s.ctx
+              AND m.status_rank < s.rank),
+        -- A watermark (Messenger, Instagram): every message we sent in
+        -- the conversation up to then. The gateway keeps a platform's
+        -- watermarks and its statuses by message id out of one call, so
+        -- the two UPDATEs never meet on a row.
+        upw AS (
+            UPDATE messages m SET status = s.etype, status_rank = s.rank
+            FROM (SELECT st.conv_id AS cid, max(st.wm) AS wm, st.etype,
+                         st.rank
+                  FROM st WHERE st.wm IS NOT NULL
+                  GROUP BY st.conv_id, st.etype, st.rank) s
+            WHERE m.conversation_id = s.cid AND m.direction = 'out'
+              AND m.sent_at <= to_timestamp(s.wm / 1000.0)
               AND m.status_rank < s.rank),
         -- The items' events in item order, then the implicit signal (the
         -- user wrote again within 10 minutes of our last reply): one

@@ -309,17 +309,18 @@ MSG_COLS = ", ".join([("m." + c) for c in (
     "direction", "platform", "platform_message_id LIKE 'wamid.OUT%%'", "kind",
     "text", "media_id", "context_id", "reply_state", "part", "status",
     "status_rank", "error_code", "platform_ts", "sent_at",
-    "raw - 'id' - 'from'")] + [REL_RESP.format("m.response_id")])
+    "raw - 'id' - 'from' - 'sender' #- '{message,mid}'")] + [REL_RESP.format("m.response_id")])
 EV_COLS = ("e.type, e.platform, e.channel, e.occurred_at, "
            + REL_RESP.format("e.response_id") + ", "
            "e.ref_platform_message_id IS NOT NULL, e.data - 'raw' - 'seconds', "
            "(e.data->>'seconds')::int BETWEEN 55 AND 120, "
-           "(e.data->'raw') - 'id' - 'recipient_id', e.request_id IS NOT NULL, "
+           "(e.data->'raw') - 'id' - 'recipient_id' - 'sender' #- '{delivery,mids}', "
+           "e.request_id IS NOT NULL, "
            "e.user_pseudonym = u.pseudonym, e.conversation_id = c.id, "
            "m.direction, e.platform_event_id IS NOT DISTINCT FROM m.platform_message_id")
 
 
-def _rows_of(db, phone):
+def _rows_of(db, phone, keys_like=None):
     """What the ingest stored for one WhatsApp user, without its ids (the
     reaction that sends the mixed user's webhooks to parley_ingest() left
     out)."""
@@ -336,7 +337,7 @@ def _rows_of(db, phone):
                    "WHERE e.user_id = %s AND e.type <> 'reaction_added' "
                    "ORDER BY e.id", (uid,))
     keys = db.scalar("SELECT count(*) FROM inbound_keys WHERE key LIKE %s",
-                     (f"status:%{phone}%",))
+                     (keys_like or f"status:%{phone}%",))
     return {"user": user, "conversation": conv, "messages": msgs, "events": evs,
             "keys": keys}
 
@@ -447,6 +448,96 @@ def test_plain_and_mixed_batches_store_the_same_rows(srv, with_statuses):
     assert [e[0] for e in other["events"]] == ["sent"], other
 
 
+def test_plain_and_mixed_messenger_watermarks_store_the_same_rows(srv):
+    """Messenger's delivery and read receipts carry a watermark (all we
+    sent up to then): parley_ingest_plain() must store them as
+    parley_ingest() does. A delivery that reaches one of our two parts,
+    a retry, a read that reaches both, a late delivery that changes
+    nothing; the same webhooks with a reaction go to parley_ingest()."""
+    db = sdb(srv)
+    t0 = int(time.time()) - 60
+    page = harness.PAGE_ID
+
+    def item(psid, ts_ms, **kv):
+        return {"sender": {"id": psid}, "recipient": {"id": page}, "timestamp": ts_ms, **kv}
+
+    for psid, mixed in (("2000000000000001", False), ("2000000000000002", True)):
+        out1, out2 = f"m_OUT1{psid}", f"m_OUT2{psid}"
+
+        def post(*items):
+            items = list(items) + ([item(psid, t0 * 1000, reaction={
+                "mid": f"m_NEVER{psid}", "action": "react", "reaction": "like",
+                "emoji": "\N{THUMBS UP SIGN}"})] if mixed else [])
+            r = srv.post_webhook("messenger", {"object": "page", "entry": [
+                {"id": page, "time": t0 * 1000, "messaging": items}]})
+            assert r.status == 200, r
+
+        calls = _batches_by_function(srv)
+        post(harness.ms_message(f"m_A{psid}", psid, "first", t0 * 1000))
+        cid = db.scalar("SELECT c.id FROM conversations c JOIN users u ON u.id = c.user_id "
+                        "WHERE u.platform_user_id = %s", (psid,))
+        rid = db.scalar("INSERT INTO responses (conversation_id, status, completion) "
+                        "VALUES (%s, 'sent', 'hello') RETURNING id", (cid,))
+        for part, (mid, sent) in enumerate(((out1, t0), (out2, t0 + 10))):
+            db.execute("INSERT INTO messages (conversation_id, direction, platform, "
+                       "platform_message_id, kind, text, response_id, part, status, "
+                       "status_rank, sent_at) VALUES (%s, 'out', 'messenger', %s, 'text', "
+                       "'hello', %s, %s, 'sent', 1, to_timestamp(%s))",
+                       (cid, mid, rid, part, sent))
+        delivered = item(psid, (t0 + 6) * 1000,
+                         delivery={"mids": [out1], "watermark": (t0 + 5) * 1000})
+        post(harness.ms_message(f"m_B{psid}", psid, "second", (t0 + 6) * 1000), delivered)
+        before = total_rows(db)
+        post(harness.ms_message(f"m_B{psid}", psid, "second", (t0 + 6) * 1000), delivered)
+        assert total_rows(db) == before, "a retried webhook stored rows"
+        post(item(psid, (t0 + 21) * 1000, read={"watermark": (t0 + 20) * 1000}))
+        post(item(psid, (t0 + 22) * 1000,
+                  delivery={"mids": [out2], "watermark": (t0 + 20) * 1000}))
+        calls = _batches_by_function(srv) - calls
+        want = Counter(parley_ingest=5) if mixed else \
+            Counter(parley_ingest_messages=1, parley_ingest_plain=4)
+        assert calls == want, f"{'mixed' if mixed else 'plain'}: {calls}"
+    plain, mixed = (_rows_of(db, p, keys_like=f"%:{page}:{p}:%")
+                    for p in ("2000000000000001", "2000000000000002"))
+    for k in plain:
+        assert plain[k] == mixed[k], f"{k}: plain {plain[k]} != mixed {mixed[k]}"
+    assert [m[9] for m in plain["messages"] if m[0] == "out"] == ["read", "read"], plain
+    assert [e[0] for e in plain["events"]] == [
+        "message_received", "message_received", "delivered", "read", "delivered"], plain
+    # The deliveries name the message they list; the read, none.
+    assert [(e[4], e[12]) for e in plain["events"] if e[0] in ("delivered", "read")] == [
+        (1, "out"), (None, None), (1, "out")], plain
+    assert plain["keys"] == 3, plain
+
+
+def test_watermark_and_status_by_id_of_one_platform_go_to_parley_ingest(srv):
+    """A Messenger delivery without a watermark (by message id) and a read
+    watermark in one batch would both update our message in
+    parley_ingest_plain()'s one statement, where only one UPDATE takes
+    effect; the batch goes to parley_ingest(), and the message ends read."""
+    db = sdb(srv)
+    psid, page, t0 = "2000000000000003", harness.PAGE_ID, int(time.time()) - 60
+    assert srv.post_webhook("messenger", harness.ms_text(f"m_A{psid}", psid, "hi")).status == 200
+    db.execute("INSERT INTO messages (conversation_id, direction, platform, "
+               "platform_message_id, kind, text, status, status_rank, sent_at) "
+               "SELECT c.id, 'out', 'messenger', %s, 'text', 'hello', 'sent', 1, "
+               "to_timestamp(%s) FROM conversations c JOIN users u ON u.id = c.user_id "
+               "WHERE u.platform_user_id = %s", (f"m_OUT{psid}", t0, psid))
+    calls = _batches_by_function(srv)
+    items = [{"sender": {"id": psid}, "recipient": {"id": page}, "timestamp": (t0 + 5) * 1000,
+              "delivery": {"mids": [f"m_OUT{psid}"]}},
+             {"sender": {"id": psid}, "recipient": {"id": page}, "timestamp": (t0 + 6) * 1000,
+              "read": {"watermark": (t0 + 6) * 1000}}]
+    r = srv.post_webhook("messenger", {"object": "page", "entry": [
+        {"id": page, "time": t0 * 1000, "messaging": items}]})
+    assert r.status == 200, r
+    assert _batches_by_function(srv) - calls == Counter(parley_ingest=1)
+    assert db.scalar("SELECT status FROM messages WHERE platform_message_id = %s",
+                     (f"m_OUT{psid}",)) == "read"
+    assert [t for (t,) in db.query("SELECT type FROM events WHERE type IN "
+                                   "('delivered', 'read') ORDER BY id")] == ["delivered", "read"]
+
+
 def test_status_of_a_message_in_the_same_batch_goes_to_parley_ingest(srv):
     """parley_ingest_plain()'s status UPDATE cannot see a message its own
     statement inserts, so a batch in which a status reports on a message
@@ -483,10 +574,10 @@ def _ingest_one(cur, fn, uid, eid, text):
                     "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], 1, "
                     "%s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], "
                     "%s::text[], %s::text[], %s::text[], %s::int[], %s::int[], "
-                    "%s::jsonb[], %s::jsonb[], %s::text[])",
+                    "%s::bigint[], %s::jsonb[], %s::jsonb[], %s::text[])",
                     (["whatsapp"], [harness.WA_PHONE_ID], [uid], [uid], [pseudo],
                      ["message_received"], [eid], [eid], [None], [ts], ["text"], [text],
-                     [None], [0], [None], [json.dumps(raw)], [None], ["race"]))
+                     [None], [0], [None], [None], [json.dumps(raw)], [None], ["race"]))
     else:
         item = {"i": 0, "etype": "message_received", "platform": "whatsapp",
                 "channel": harness.WA_PHONE_ID, "uid": uid, "phone": uid,
