@@ -12,18 +12,27 @@
 -- by Parley,
 --   createdb scratch && PARLEY_DATABASE_URL=.../scratch parley migrate
 --   psql .../scratch -v messages=4 -v statuses=12 -f bench/plain_cost.sql
+-- (-v watermarks=1: the statuses as Messenger read receipts, a watermark
+-- and no message id, instead of WhatsApp delivery statuses)
 -- Settings as Parley's connections use them (core/db.c).
 SET plan_cache_mode = force_generic_plan;
 SET enable_seqscan = off;
 SET jit = off;    -- the seqscan penalty would make every statement "costly"
+\if :{?watermarks}
+\else
+\set watermarks 0
+\endif
 SELECT set_config('plain_cost.messages', :'messages', false),
-       set_config('plain_cost.statuses', :'statuses', false) \gset
+       set_config('plain_cost.statuses', :'statuses', false),
+       set_config('plain_cost.watermarks', :'watermarks', false) \gset
 CREATE TEMP TABLE cost (fn text, k int, ms float8);
 DO $$
 DECLARE
     users constant int := 10000;
     nmsg  constant int := current_setting('plain_cost.messages')::int;
     nst   constant int := current_setting('plain_cost.statuses')::int;
+    -- statuses as Messenger's read receipts: a watermark, no message id
+    wmode constant boolean := current_setting('plain_cost.watermarks') = '1';
     base  bigint := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
     j jsonb; t0 timestamptz;
     a_pl text[]; a_ch text[]; a_uid text[]; a_ph text[]; a_ps text[];
@@ -46,25 +55,29 @@ BEGIN
             SELECT g - 1 AS i, g <= nmsg AS msg,
                    'u' || ((base + k * 97 + g * 31) % users) AS uid
             FROM generate_series(1, nmsg + nst) g),
+        y AS (SELECT it.*, NOT msg AND wmode AS wmk FROM it),
         x AS (
-            SELECT it.*, CASE WHEN msg THEN 'message_received' ELSE 'delivered' END AS etype,
+            SELECT y.*, CASE WHEN msg THEN 'message_received' WHEN wmk THEN 'read' ELSE 'delivered' END AS etype,
                    CASE WHEN msg THEN 'wamid.in.' || base || '.' || k || '.' || i
-                        ELSE 'wamid.out.' || uid END AS eid,
+                        WHEN NOT wmk THEN 'wamid.out.' || uid END AS eid,
                    CASE WHEN msg THEN 'wamid.in.' || base || '.' || k || '.' || i
-                        ELSE 'status:wamid.out.' || uid || ':delivered:' || base || '.' || k || '.' || i END AS key
-            FROM it)
+                        WHEN wmk THEN 'read:PHONE1:' || uid || ':' || base || '.' || k || '.' || i
+                        ELSE 'status:wamid.out.' || uid || ':delivered:' || base || '.' || k || '.' || i END AS key,
+                   CASE WHEN msg THEN 0 WHEN wmk THEN 3 ELSE 2 END AS rank,
+                   CASE WHEN wmk THEN base END AS wm
+            FROM y)
         SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
                    'i', i, 'etype', etype, 'platform', 'whatsapp', 'channel', 'PHONE1',
                    'uid', uid, 'phone', '1555' || substr(uid, 2), 'pseudo', md5(uid), 'kv', 1,
                    'eid', eid, 'key', key, 'ts', base,
-                   'ctx', CASE WHEN NOT msg THEN eid END,
+                   'ctx', CASE WHEN NOT msg THEN eid END, 'wm', wm,
                    'msg', CASE WHEN msg THEN 'text' END,
                    'body', CASE WHEN msg THEN 'hello, how much is the blue shirt?' END,
                    'store', CASE WHEN msg THEN 'in' END, 'queue', msg,
-                   'rank', CASE WHEN msg THEN NULL ELSE 2 END,
+                   'rank', CASE WHEN msg THEN NULL ELSE rank END,
                    'raw', CASE WHEN msg THEN jsonb_build_object('type', 'text', 'text', jsonb_build_object('body', 'hello, how much is the blue shirt?')) END,
                    'data', CASE WHEN msg THEN jsonb_build_object('msg_type', 'text')
-                           ELSE jsonb_build_object('raw', jsonb_build_object('id', eid, 'status', 'delivered', 'timestamp', '1795841732', 'recipient_id', '1555' || substr(uid, 2))) END,
+                           ELSE jsonb_build_object('raw', jsonb_build_object('id', eid, 'status', etype, 'timestamp', '1795841732', 'recipient_id', '1555' || substr(uid, 2))) END,
                    'rid', 'cost' || i)) ORDER BY i),
                array_agg('whatsapp'::text ORDER BY i), array_agg('PHONE1'::text ORDER BY i),
                array_agg(uid ORDER BY i), array_agg('1555' || substr(uid, 2) ORDER BY i),
@@ -73,10 +86,10 @@ BEGIN
                array_agg(CASE WHEN NOT msg THEN eid END ORDER BY i), array_agg(base ORDER BY i),
                array_agg(CASE WHEN msg THEN 'text' END ORDER BY i),
                array_agg(CASE WHEN msg THEN 'hello, how much is the blue shirt?' END ORDER BY i),
-               array_agg(NULL::text ORDER BY i), array_agg(CASE WHEN msg THEN 0 ELSE 2 END ORDER BY i),
-               array_agg(NULL::int ORDER BY i), array_agg(NULL::bigint ORDER BY i),
+               array_agg(NULL::text ORDER BY i), array_agg(rank ORDER BY i),
+               array_agg(NULL::int ORDER BY i), array_agg(wm ORDER BY i),
                array_agg(CASE WHEN msg THEN jsonb_build_object('type', 'text', 'text', jsonb_build_object('body', 'hello, how much is the blue shirt?')) END ORDER BY i),
-               array_agg(CASE WHEN NOT msg THEN jsonb_build_object('raw', jsonb_build_object('id', eid, 'status', 'delivered', 'timestamp', '1795841732', 'recipient_id', '1555' || substr(uid, 2))) END ORDER BY i),
+               array_agg(CASE WHEN NOT msg THEN jsonb_build_object('raw', jsonb_build_object('id', eid, 'status', etype, 'timestamp', '1795841732', 'recipient_id', '1555' || substr(uid, 2))) END ORDER BY i),
                array_agg('cost' || i ORDER BY i)
         INTO j, a_pl, a_ch, a_uid, a_ph, a_ps, a_et, a_key, a_eid, a_ctx, a_ts, a_kind, a_body, a_media, a_rank, a_ec, a_wm, a_raw, a_data, a_rid
         FROM x;
