@@ -576,7 +576,9 @@ fk_timer_start(struct fk_timer *t)
     return pthread_create(&t->thread, NULL, fk_timer_main, t);
 }
 
-/* Resume every suspended connection and stop; no new delays after this. */
+/* Resume every suspended connection and stop; no new delays after this.
+ * The HTTP threads still ask fk_timer_stopping() until the daemon is
+ * stopped, so the lock outlives this: fk_timer_free(), after that. */
 static void
 fk_timer_stop(struct fk_timer *t)
 {
@@ -585,6 +587,11 @@ fk_timer_stop(struct fk_timer *t)
     pthread_cond_signal(&t->cv);
     pthread_mutex_unlock(&t->mu);
     pthread_join(t->thread, NULL);
+}
+
+static void
+fk_timer_free(struct fk_timer *t)
+{
     free(t->heap);
     t->heap = NULL;
     pthread_cond_destroy(&t->cv);
@@ -1472,6 +1479,7 @@ stop_timer:
     fk_timer_stop(&fk.timer);
     if (d)
         MHD_stop_daemon(d);
+    fk_timer_free(&fk.timer);
 out:
     pthread_mutex_lock(&fk.mu);
     if (fk.ring)
