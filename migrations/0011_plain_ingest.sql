@@ -28,10 +28,11 @@
 -- UPDATE here could not see a row inserted by the same statement); and
 -- no platform has both watermarks and statuses without one in the call
 -- (two UPDATEs of one row in one statement: only one would take
--- effect). Any other batch goes to parley_ingest(). A batch of messages alone still
--- goes to 0010's parley_ingest_messages(): for it, this function's extra
--- columns and its (empty) dedupe, status and UPDATE steps cost ~12 % of
--- the webhooks/s at 64 connections (docs/PERFORMANCE.md).
+-- effect). Any other batch goes to parley_ingest(). A batch of messages
+-- alone still goes to 0010's parley_ingest_messages(): for it, this
+-- function's extra columns and its (empty) dedupe, status and UPDATE
+-- steps cost ~12 % of the webhooks/s at 64 connections
+-- (docs/PERFORMANCE.md).
 --
 -- Items are numbered from 0 in array order. Within a call the first item
 -- of a (platform, key) wins, as in parley_ingest(); a message's key is
