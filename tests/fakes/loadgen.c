@@ -106,6 +106,7 @@ struct lg {
     char host_hdr[300];
     char target[1024];
     char run[32];
+    long long start_ms; /* Messenger receipts: watermark = start_ms + seq */
     char extra_hdrs[4096];
     struct core_buf fixed_body;
     int ep;
@@ -268,6 +269,19 @@ lg_body(struct lg *g, unsigned long long seq, struct core_buf *b)
             "\"field\":\"messages\"}]}]}",
             g->o.waba_id, g->o.phone_id, g->run, seq, now_s,
             15550000000L + user);
+    if (g->o.platform != LG_WHATSAPP && g->o.status_ratio > 0 &&
+        lg_rand01(g) < g->o.status_ratio)
+        /* A read receipt: everything the page sent the user up to the
+         * watermark; one per request (the run's start + seq), so that no
+         * two are one dedupe key. */
+        return core_buf_printf(
+            b,
+            "{\"object\":\"%s\",\"entry\":[{\"id\":\"%s\",\"time\":%lld,"
+            "\"messaging\":[{\"sender\":{\"id\":\"%ld\"},\"recipient\":{\"id\":"
+            "\"%s\"},\"timestamp\":%lld,\"read\":{\"watermark\":%lld}}]}]}",
+            g->o.platform == LG_MESSENGER ? "page" : "instagram",
+            g->o.phone_id, now_s * 1000, 7000000000000000L + user,
+            g->o.phone_id, now_s * 1000, g->start_ms + (long long)seq);
     lg_text(g, seq, user, text, sizeof(text));
     if (g->o.platform == LG_WHATSAPP)
         return core_buf_printf(
@@ -827,7 +841,7 @@ lg_usage(FILE *f)
         "usage: loadgen --url http://127.0.0.1:8080/webhooks/whatsapp "
         "[--secret S]\n"
         "       [--connections 64] [--duration 10] [--requests N] [--rate R]\n"
-        "       [--dup-ratio 0.0] [--status-ratio 0.0 (WhatsApp status "
+        "       [--dup-ratio 0.0] [--status-ratio 0.0 (status "
         "webhooks)]\n"
         "       [--users 1000] [--phone-id P] [--waba-id W]\n"
         "       [--platform whatsapp|messenger|instagram] [--text-bytes N]\n"
@@ -1066,6 +1080,7 @@ main(int argc, char **argv)
     else
         snprintf(g.run, sizeof(g.run), "%08llx",
                  (unsigned long long)(lg_rand(&g) & 0xffffffffULL));
+    g.start_ms = (long long)time(NULL) * 1000;
     g.c = calloc((size_t)g.o.conns, sizeof(*g.c));
     g.ndown = g.o.conns;
     g.idle = calloc((size_t)g.o.conns, sizeof(*g.idle));

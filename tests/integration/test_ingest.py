@@ -657,6 +657,24 @@ def test_loadgen_status_ratio_mixes_status_webhooks_with_messages(srv):
     assert 60 <= by_type["delivered"] <= 140, by_type
 
 
+def test_loadgen_status_ratio_sends_messenger_read_receipts(srv):
+    """loadgen --platform messenger --status-ratio: that share of its
+    webhooks are read receipts, each its own watermark, stored as one
+    event (by parley_ingest_plain() when a batch holds no other kind)."""
+    db = sdb(srv)
+    d = fakes.loadgen(srv.url("/webhooks/messenger"), secret=harness.APP_SECRET,
+                      platform="messenger", phone_id=harness.PAGE_ID, connections=8,
+                      requests=200, status_ratio=0.5, users=20, seed=7)
+    assert d["completed"] == 200 and d["responses"] == {"200": 200}, d
+    by_type = dict(db.query("SELECT type, count(*) FROM events GROUP BY 1"))
+    msgs = db.scalar("SELECT count(*) FROM messages")
+    assert set(by_type) == {"message_received", "read"}, by_type
+    assert by_type["read"] + msgs == 200, (by_type, msgs)
+    assert 60 <= by_type["read"] <= 140, by_type
+    assert db.scalar("SELECT count(DISTINCT data->>'watermark_ms') FROM events "
+                     "WHERE type = 'read'") == by_type["read"]
+
+
 def test_platform_not_configured_404(parley):
     p = parley(env={"PARLEY_META_APP_SECRET": None}, args=("serve", "--no-workers"))
     for plat, body in (("whatsapp", harness.wa_text("wamid.NOCFG", "15551230003", "x")),
