@@ -279,9 +279,9 @@ lg_body(struct lg *g, unsigned long long seq, struct core_buf *b)
             "{\"object\":\"%s\",\"entry\":[{\"id\":\"%s\",\"time\":%lld,"
             "\"messaging\":[{\"sender\":{\"id\":\"%ld\"},\"recipient\":{\"id\":"
             "\"%s\"},\"timestamp\":%lld,\"read\":{\"watermark\":%lld}}]}]}",
-            g->o.platform == LG_MESSENGER ? "page" : "instagram",
-            g->o.phone_id, now_s * 1000, 7000000000000000L + user,
-            g->o.phone_id, now_s * 1000, g->start_ms + (long long)seq);
+            g->o.platform == LG_MESSENGER ? "page" : "instagram", g->o.phone_id,
+            now_s * 1000, 7000000000000000L + user, g->o.phone_id, now_s * 1000,
+            g->start_ms + (long long)seq);
     lg_text(g, seq, user, text, sizeof(text));
     if (g->o.platform == LG_WHATSAPP)
         return core_buf_printf(
