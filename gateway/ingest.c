@@ -408,10 +408,11 @@ array_add(struct core_buf *b, const char *v)
     return st == CORE_OK ? core_buf_adds(b, "\"") : st;
 }
 
-/* One item's values, appended to the arrays in col. */
+/* One item's values, appended to the arrays in col that the call uses. */
 static enum core_status
-plain_row(struct core_buf *col, const struct adp_event *ev, const char *pseudo,
-          const char *rid, const struct ana_feedback_map *fb)
+plain_row(struct core_buf *col, const bool *used, const struct adp_event *ev,
+          const char *pseudo, const char *rid,
+          const struct ana_feedback_map *fb)
 {
     char ts[24], rank[8], ecode[16], wm[24];
     char *raw = NULL, *data = NULL;
@@ -456,7 +457,7 @@ plain_row(struct core_buf *col, const struct adp_event *ev, const char *pseudo,
     v[P_DATA] = data;
     v[P_RID] = rid;
     for (k = 0; k < P_NCOLS && st == CORE_OK; k++)
-        if (k != P_KV) /* a scalar, set once per batch */
+        if (k != P_KV && used[k]) /* P_KV: a scalar, set once per batch */
             st = array_add(&col[k], v[k]);
     free(raw);
     free(data);
@@ -547,12 +548,12 @@ build_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs,
     return st;
 }
 
-/* The batch as parley_ingest_plain()'s parameters (batch_kind()), of
- * which parley_ingest_messages() takes a subset (message_cols);
- * owners[i] maps item index to its job. */
+/* The batch as parley_ingest_plain()'s parameters (batch_kind()), only
+ * the columns used: parley_ingest_messages() takes a subset
+ * (message_cols); owners[i] maps item index to its job. */
 static enum core_status
 build_plain(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs,
-            struct core_buf *col, int **owners, int *nitems)
+            const bool *used, struct core_buf *col, int **owners, int *nitems)
 {
     char pseudo[ANA_PSEUDONYM_LEN + 1];
     int j, k, cap = 0, n = 0, *own;
@@ -565,8 +566,9 @@ build_plain(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs,
     if (!own)
         return CORE_ERR_NOMEM;
     for (k = 0; k < P_NCOLS && st == CORE_OK; k++)
-        st = k == P_KV ? core_buf_printf(&col[k], "%d", in->key.version)
-                       : core_buf_adds(&col[k], "{");
+        if (used[k])
+            st = k == P_KV ? core_buf_printf(&col[k], "%d", in->key.version)
+                           : core_buf_adds(&col[k], "{");
     for (j = 0; j < njobs && st == CORE_OK; j++) {
         const struct adp_batch *b = jobs[j]->batch;
 
@@ -574,12 +576,13 @@ build_plain(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs,
             const struct adp_event *ev = &b->events[e];
 
             ana_pseudonym(&in->key, ev->platform, ev->user_id, pseudo);
-            st = plain_row(col, ev, pseudo, jobs[j]->request_id, &in->fbmap);
+            st = plain_row(col, used, ev, pseudo, jobs[j]->request_id,
+                           &in->fbmap);
             own[n++] = j;
         }
     }
     for (k = 0; k < P_NCOLS && st == CORE_OK; k++)
-        if (k != P_KV)
+        if (k != P_KV && used[k])
             st = core_buf_adds(&col[k], "}");
     if (st != CORE_OK) {
         free(own);
@@ -605,6 +608,8 @@ build_call(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs,
            struct core_buf *col, struct call *call, int **owners, int *nitems)
 {
     enum batch_kind kind = batch_kind(jobs, njobs);
+    const enum plain_col *cols = NULL; /* NULL: all, in order */
+    bool used[P_NCOLS];
     enum core_status st;
     int i;
 
@@ -616,20 +621,23 @@ build_call(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs,
         call->p[0] = col[0].data;
         return st;
     }
-    st = build_plain(in, jobs, njobs, col, owners, nitems);
     if (kind == BATCH_MESSAGES) {
+        cols = message_cols;
         call->sql = SQL_INGEST_MESSAGES;
         call->label = "function=\"parley_ingest_messages\"";
         call->np = (int)(sizeof(message_cols) / sizeof(message_cols[0]));
-        for (i = 0; i < call->np; i++)
-            call->p[i] = col[message_cols[i]].data;
     } else {
         call->sql = SQL_INGEST_PLAIN;
         call->label = "function=\"parley_ingest_plain\"";
         call->np = P_NCOLS;
-        for (i = 0; i < call->np; i++)
-            call->p[i] = col[i].data;
     }
+    for (i = 0; i < P_NCOLS; i++)
+        used[i] = !cols;
+    for (i = 0; cols && i < call->np; i++)
+        used[cols[i]] = true;
+    st = build_plain(in, jobs, njobs, used, col, owners, nitems);
+    for (i = 0; i < call->np; i++)
+        call->p[i] = col[cols ? (int)cols[i] : i].data;
     return st;
 }
 
