@@ -84,7 +84,7 @@ struct lg_opts {
     double duration_s;
     long long requests;
     double dup_ratio;
-    double status_ratio; /* WhatsApp: share of status webhooks */
+    double status_ratio; /* share of status webhooks (receipts: Messenger) */
     long users;
     double rate;
     long timeout_ms;
@@ -254,23 +254,21 @@ lg_body(struct lg *g, unsigned long long seq, struct core_buf *b)
     long long now_s = (long long)time(NULL);
     char text[8192];
 
-    if (g->o.platform == LG_WHATSAPP && g->o.status_ratio > 0 &&
-        lg_rand01(g) < g->o.status_ratio)
-        /* A delivery status of a message Parley sent (one it never sent,
-         * here: the status is stored as an event all the same). */
-        return core_buf_printf(
-            b,
-            "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":\"%"
-            "s\",\"changes\":[{\"value\":{\"messaging_product\":"
-            "\"whatsapp\",\"metadata\":{\"display_phone_number\":"
-            "\"15550001111\",\"phone_number_id\":\"%s\"},\"statuses\":[{"
-            "\"id\":\"wamid.LGS%s.%llu\",\"status\":\"delivered\","
-            "\"timestamp\":\"%lld\",\"recipient_id\":\"%ld\"}]},"
-            "\"field\":\"messages\"}]}]}",
-            g->o.waba_id, g->o.phone_id, g->run, seq, now_s,
-            15550000000L + user);
-    if (g->o.platform != LG_WHATSAPP && g->o.status_ratio > 0 &&
-        lg_rand01(g) < g->o.status_ratio)
+    if (g->o.status_ratio > 0 && lg_rand01(g) < g->o.status_ratio) {
+        if (g->o.platform == LG_WHATSAPP)
+            /* A delivery status of a message Parley sent (one it never
+             * sent, here: the status is stored as an event all the same). */
+            return core_buf_printf(
+                b,
+                "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":"
+                "\"%s\",\"changes\":[{\"value\":{\"messaging_product\":"
+                "\"whatsapp\",\"metadata\":{\"display_phone_number\":"
+                "\"15550001111\",\"phone_number_id\":\"%s\"},\"statuses\":[{"
+                "\"id\":\"wamid.LGS%s.%llu\",\"status\":\"delivered\","
+                "\"timestamp\":\"%lld\",\"recipient_id\":\"%ld\"}]},"
+                "\"field\":\"messages\"}]}]}",
+                g->o.waba_id, g->o.phone_id, g->run, seq, now_s,
+                15550000000L + user);
         /* A read receipt: everything the page sent the user up to the
          * watermark; one per request (the run's start + seq), so that no
          * two are one dedupe key. */
@@ -282,6 +280,7 @@ lg_body(struct lg *g, unsigned long long seq, struct core_buf *b)
             g->o.platform == LG_MESSENGER ? "page" : "instagram", g->o.phone_id,
             now_s * 1000, 7000000000000000L + user, g->o.phone_id, now_s * 1000,
             g->start_ms + (long long)seq);
+    }
     lg_text(g, seq, user, text, sizeof(text));
     if (g->o.platform == LG_WHATSAPP)
         return core_buf_printf(
