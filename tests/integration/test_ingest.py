@@ -800,9 +800,8 @@ def test_concurrent_posters_of_overlapping_statuses_and_messages(parley):
 
     results = _post_at_once(srv, n_threads, posts_per_thread, body_of)
     assert Counter(results) == Counter({200: n_threads * posts_per_thread}), Counter(results)
-    fams = promparse.parse(srv.get("/metrics").text)
-    by_fn = {x.labels["function"]: x.value for x in fams["parley_ingest_batches_total"].samples}
-    assert by_fn.get("parley_ingest_plain", 0) > 0, by_fn
+    by_fn = _batches_by_function(srv)
+    assert by_fn["parley_ingest_plain"] > 0, by_fn
 
     posted = {(s["id"], s["status"]) for i, s in enumerate(statuses)
               if any((t * 3 + k * batch + j) % n == i for t in range(n_threads)
