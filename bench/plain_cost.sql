@@ -2,8 +2,9 @@
 -- parley_ingest_plain() (migration 0011) on the same kind of batch: plain
 -- WhatsApp text messages and delivery statuses of messages we sent,
 -- without HTTP, concurrency or the commit. One session alternates the two
--- functions on fresh items (every message and status key new) and prints
--- the median and 10th percentile per call; with statuses=0 it also times
+-- functions on fresh items (every message and status key new, the users
+-- of one call unrelated to the last call's), each call in a transaction of
+-- its own, and prints the median and 10th percentile per call; with statuses=0 it also times
 -- parley_ingest_messages() (migration 0010), which the gateway uses for
 -- messages alone. docs/PERFORMANCE.md, "The
 -- plain ingest", has its results.
@@ -18,6 +19,7 @@
 SET plan_cache_mode = force_generic_plan;
 SET enable_seqscan = off;
 SET jit = off;    -- the seqscan penalty would make every statement "costly"
+SET synchronous_commit = off;  -- each call commits, untimed
 \if :{?watermarks}
 \else
 \set watermarks 0
@@ -53,7 +55,7 @@ BEGIN
         -- nmsg messages, then nst statuses, of random users
         WITH it AS (
             SELECT g - 1 AS i, g <= nmsg AS msg,
-                   'u' || ((base + k * 97 + g * 31) % users) AS uid
+                   'u' || ((base + (k * 64 + g) * 7919) % users) AS uid
             FROM generate_series(1, nmsg + nst) g),
         y AS (SELECT it.*, NOT msg AND wmode AS wmk FROM it),
         x AS (
@@ -107,6 +109,9 @@ BEGIN
             PERFORM count(*) FROM parley_ingest_plain(a_pl, a_ch, a_uid, a_ph, a_ps, 1, a_et, a_key, a_eid, a_ctx, a_ts, a_kind, a_body, a_media, a_rank, a_ec, a_wm, a_raw, a_data, a_rid);
             INSERT INTO cost VALUES ('parley_ingest_plain', k, extract(epoch FROM clock_timestamp() - t0) * 1000);
         END IF;
+        -- Each call its own transaction, as a batch's is: a row lock or a
+        -- page a call dirtied is not held or cached for the next one.
+        COMMIT;
     END LOOP;
 END $$;
 -- The first 10 calls plan the statements; the rest is the steady state.
