@@ -1,0 +1,16 @@
+-- Drop events_user_idx (0002): an index nothing reads, paid by every
+-- event written (issue 6; docs/PERFORMANCE.md, "Where a message's
+-- PostgreSQL time goes").
+--
+-- The only statement that selects events by user is the erasure's
+-- (analytics/erase.c), and it cannot use this index: it matches
+-- `user_id = $1 OR user_pseudonym = $2 OR conversation_id IN (...)`, and
+-- neither of the other two columns is indexed, so PostgreSQL scans the
+-- partitions whatever this index holds (EXPLAIN, with and without it).
+-- Erasure is rare; events are written several times per message (the
+-- message's own, its reply's three, each delivery status). Each of those
+-- inserts descended this index to a random leaf. In the lab (two scratch
+-- databases fed the same calls, one without it), parley_ingest_messages()
+-- on 16 messages cost 0.95-1.00 ms against 1.01-1.09 ms, lower in 4 of 4
+-- alternating runs (median -7.5 %).
+DROP INDEX events_user_idx;
