@@ -1,12 +1,15 @@
 -- PostgreSQL's own cost of parley_ingest() per webhook item, without HTTP,
 -- without concurrency and without the commit: one session calls it on
--- batches of unique WhatsApp text messages and prints the time per item.
+-- batches of unique WhatsApp text messages, each call in a transaction of
+-- its own (committed, untimed) and on users unrelated to the last call's,
+-- and prints the time per item.
 -- It WRITES test rows: run it on a scratch database migrated by Parley,
 --   createdb scratch && PARLEY_DATABASE_URL=.../scratch parley migrate
 --   psql .../scratch -f bench/ingest_cost.sql
 -- Settings as Parley's connections use them (core/db.c).
 SET plan_cache_mode = force_generic_plan;
 SET enable_seqscan = off;
+SET synchronous_commit = off;  -- each call commits, untimed
 
 CREATE TEMP TABLE ingest_cost (batch int, items int, ms float8);
 
@@ -22,9 +25,9 @@ BEGIN
         SELECT jsonb_agg(jsonb_build_object(
                    'i', g - 1, 'etype', 'message_received',
                    'platform', 'whatsapp', 'channel', 'PHONE1',
-                   'uid', 'u' || (base + k * size + g) % users,
-                   'phone', '1555' || (base + k * size + g) % users,
-                   'pseudo', md5('u' || (base + k * size + g) % users),
+                   'uid', 'u' || (base + (k * size + g) * 7919) % users,
+                   'phone', '1555' || (base + (k * size + g) * 7919) % users,
+                   'pseudo', md5('u' || (base + (k * size + g) * 7919) % users),
                    'kv', 1,
                    'eid', 'wamid.cost.' || base || '.' || k || '.' || g,
                    'key', 'wamid.cost.' || base || '.' || k || '.' || g,
@@ -40,6 +43,7 @@ BEGIN
         PERFORM count(*) FROM parley_ingest(b);
         INSERT INTO ingest_cost VALUES (k, size,
             extract(epoch FROM clock_timestamp() - t0) * 1000);
+        COMMIT;
     END LOOP;
 END $$;
 
