@@ -3,11 +3,12 @@
 -- WhatsApp text messages and delivery statuses of messages we sent,
 -- without HTTP, concurrency or the commit. One session alternates the two
 -- functions on fresh items (every message and status key new, the users
--- of one call unrelated to the last call's), each call in a transaction of
--- its own, and prints the median and 10th percentile per call; with statuses=0 it also times
--- parley_ingest_messages() (migration 0010), which the gateway uses for
--- messages alone. docs/PERFORMANCE.md, "The
--- plain ingest", has its results.
+-- of one call unrelated to the last call's), each call in a transaction
+-- of its own, and prints the median and 10th percentile per call; with
+-- statuses=0 it also times parley_ingest_messages() (migration 0010),
+-- which the gateway uses for messages alone. docs/PERFORMANCE.md, "The
+-- plain ingest" and "Where a message's PostgreSQL time goes", has its
+-- results.
 -- It WRITES test rows (10,000 users, their conversations and one sent
 -- message each, then the batches): run it on a scratch database migrated
 -- by Parley,
@@ -55,7 +56,7 @@ BEGIN
         -- nmsg messages, then nst statuses, of random users
         WITH it AS (
             SELECT g - 1 AS i, g <= nmsg AS msg,
-                   'u' || ((base + (k * 64 + g) * 7919) % users) AS uid
+                   'u' || ((base + (k * (nmsg + nst) + g) * 7919) % users) AS uid
             FROM generate_series(1, nmsg + nst) g),
         y AS (SELECT it.*, NOT msg AND wmode AS wmk FROM it),
         x AS (
