@@ -104,6 +104,11 @@ FAKE_RESTART = env("BENCH_FAKE_RESTART", "0") == "1"
 # BENCH_PG_FRESH=1: a new PostgreSQL cluster (initdb) before every paced run
 # (experiment: is it the cluster's state after the earlier rows?).
 PG_FRESH = env("BENCH_PG_FRESH", "0") == "1"
+# BENCH_PACED_FIRST=1: the paced row also before every other scenario, as
+# its own row (d200p0), beside the usual one after them (experiment: does
+# ten minutes of load before it move the paced row? The target reads the
+# usual row.)
+PACED_FIRST = env("BENCH_PACED_FIRST", "0") == "1"
 # BENCH_VMPROBE=1: run tests/vmprobe (SCHED_FIFO: late wake-ups and the
 # time of two fixed units of work, one in registers and one memory-bound,
 # per 5 s) for the whole run, with 15 s idle before and after, and
@@ -1392,9 +1397,11 @@ class Suite:
             "pg_switches_per_reply": mm.get("pg_switches", 0) / replies if replies else None,
         }
 
-    def e2e(self, llm_ms, paced=False):
+    def e2e(self, llm_ms, paced=False, first=False):
         if paced:
             what = "%d msg/s for %gs" % (PACED_RATE, PACED_S)
+            if first:
+                what += ", before the other scenarios"
         elif llm_ms:
             what = "%d messages" % E2E_200_MSGS
         else:
@@ -1423,7 +1430,7 @@ class Suite:
                         llm_ms, " paced" if paced else "", i + 1, r["acked_200"], r["stored"],
                         r["replies"], r.get("warmup_replies", 0), r["pending_left"], DRAIN_TIMEOUT, r["unmatched_sends"],
                         r["reply_states"], r["responses"]))
-        rid = "d%d%s" % (llm_ms, "p" if paced else "")
+        rid = "d%d%s%s" % (llm_ms, "p" if paced else "", "0" if first else "")
         self.raw[rid] = runs
         self.show_top(runs)
         note = ("parley %.2f s + pg %.2f s CPU/1000 replies; %.1f + %.1f context switches/reply; "
@@ -1455,8 +1462,9 @@ class Suite:
                 note = "mean ms by stage: %s; %s" % (
                     ", ".join("%s %.2f" % (k, v) for k, v in means.items()), note)
         note = "after %gs unmeasured warm-up; %s" % (E2E_WARMUP_S, note)
-        name = "d. e2e LLM %d ms, %d workers%s" % (
-            llm_ms, WORKERS, ", %d msg/s" % PACED_RATE if paced else "")
+        name = "d. e2e LLM %d ms, %d workers%s%s" % (
+            llm_ms, WORKERS, ", %d msg/s" % PACED_RATE if paced else "",
+            ", run first" if first else "")
         self.row(rid, name, "replies/s", [r["replies_per_s"] for r in runs],
                  [r["added_ms_p50"] for r in runs], [r["added_ms_p99"] for r in runs],
                  [r["added_ms_p999"] for r in runs], note, "added")
@@ -1761,6 +1769,7 @@ def main():
                          "e2e_200_messages": E2E_200_MSGS, "paced_rate": PACED_RATE,
                          "paced_seconds": PACED_S, "parley_env": PARLEY_EXTRA_ENV,
                          "fake_restart": FAKE_RESTART, "pg_fresh": PG_FRESH,
+                         "paced_first": PACED_FIRST,
                          "vmprobe": VMPROBE_ON},
               "pg_settings": dict(PG_SETTINGS)}
     b = Bench()
@@ -1797,6 +1806,8 @@ def main():
             probe = spawn([VMPROBE, "--window-s", "5"], stdout=probe_out)
             log("== idle before the scenarios (vmprobe only), 15 s")
             time.sleep(15)
+        if PACED_FIRST:
+            suite.e2e(200, paced=True, first=True)
         for key, run in (("fakes", suite.fakes), ("a", suite.ceiling),
                          ("a'", suite.pg_ceiling), ("a''", suite.min_ingest),
                          ("a''n", lambda: suite.min_ingest(normalised=True)),
