@@ -510,6 +510,44 @@ def test_plain_and_mixed_messenger_watermarks_store_the_same_rows(srv):
     assert plain["keys"] == 3, plain
 
 
+@pytest.mark.parametrize("read_first", [True, False], ids=["read_first", "delivery_first"])
+@pytest.mark.parametrize("mixed", [False, True], ids=["plain", "mixed"])
+def test_delivery_and_read_watermarks_in_one_batch_leave_the_highest(srv, mixed, read_first):
+    """A delivery watermark and a read watermark of one conversation in one
+    webhook both reach our message: it must end read, the highest rank,
+    in either order and whichever function stores the batch (with a
+    reaction to a message never sent, the batch goes to parley_ingest())."""
+    db = sdb(srv)
+    psid = "20000000000001%d%d" % (mixed, read_first)
+    page, t0 = harness.PAGE_ID, int(time.time()) - 60
+    assert srv.post_webhook("messenger", harness.ms_text(
+        f"m_A{psid}", psid, "hi", t0 * 1000)).status == 200
+    db.execute("INSERT INTO messages (conversation_id, direction, platform, "
+               "platform_message_id, kind, text, status, status_rank, sent_at) "
+               "SELECT c.id, 'out', 'messenger', %s, 'text', 'hello', 'sent', 1, "
+               "to_timestamp(%s) FROM conversations c JOIN users u ON u.id = c.user_id "
+               "WHERE u.platform_user_id = %s", (f"m_OUT{psid}", t0, psid))
+    calls = _batches_by_function(srv)
+    items = [{"sender": {"id": psid}, "recipient": {"id": page}, "timestamp": (t0 + 6) * 1000,
+              "read": {"watermark": (t0 + 5) * 1000}},
+             {"sender": {"id": psid}, "recipient": {"id": page}, "timestamp": (t0 + 7) * 1000,
+              "delivery": {"watermark": (t0 + 5) * 1000}}]
+    if not read_first:
+        items.reverse()
+    if mixed:
+        items.append({"sender": {"id": psid}, "recipient": {"id": page},
+                      "timestamp": t0 * 1000, "reaction": {
+                          "mid": f"m_NEVER{psid}", "action": "react", "reaction": "like",
+                          "emoji": "\N{THUMBS UP SIGN}"}})
+    r = srv.post_webhook("messenger", {"object": "page", "entry": [
+        {"id": page, "time": t0 * 1000, "messaging": items}]})
+    assert r.status == 200, r
+    want = Counter(parley_ingest=1) if mixed else Counter(parley_ingest_plain=1)
+    assert _batches_by_function(srv) - calls == want
+    assert db.scalar("SELECT status FROM messages WHERE platform_message_id = %s",
+                     (f"m_OUT{psid}",)) == "read"
+
+
 def test_watermark_and_status_by_id_of_one_platform_go_to_parley_ingest(srv):
     """A Messenger delivery without a watermark (by message id) and a read
     watermark in one batch would both update our message in
