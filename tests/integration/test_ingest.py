@@ -510,6 +510,16 @@ def test_plain_and_mixed_messenger_watermarks_store_the_same_rows(srv):
     assert plain["keys"] == 3, plain
 
 
+def _messenger_sent(db, psid, mid, sent_s):
+    """Our Messenger message mid to psid, sent at sent_s (Unix seconds),
+    status sent: what a status or a watermark raises."""
+    db.execute("INSERT INTO messages (conversation_id, direction, platform, "
+               "platform_message_id, kind, text, status, status_rank, sent_at) "
+               "SELECT c.id, 'out', 'messenger', %s, 'text', 'hello', 'sent', 1, "
+               "to_timestamp(%s) FROM conversations c JOIN users u ON u.id = c.user_id "
+               "WHERE u.platform_user_id = %s", (mid, sent_s, psid))
+
+
 @pytest.mark.parametrize("read_first", [True, False], ids=["read_first", "delivery_first"])
 @pytest.mark.parametrize("mixed", [False, True], ids=["plain", "mixed"])
 def test_delivery_and_read_watermarks_in_one_batch_leave_the_highest(srv, mixed, read_first):
@@ -522,11 +532,7 @@ def test_delivery_and_read_watermarks_in_one_batch_leave_the_highest(srv, mixed,
     page, t0 = harness.PAGE_ID, int(time.time()) - 60
     assert srv.post_webhook("messenger", harness.ms_text(
         f"m_A{psid}", psid, "hi", t0 * 1000)).status == 200
-    db.execute("INSERT INTO messages (conversation_id, direction, platform, "
-               "platform_message_id, kind, text, status, status_rank, sent_at) "
-               "SELECT c.id, 'out', 'messenger', %s, 'text', 'hello', 'sent', 1, "
-               "to_timestamp(%s) FROM conversations c JOIN users u ON u.id = c.user_id "
-               "WHERE u.platform_user_id = %s", (f"m_OUT{psid}", t0, psid))
+    _messenger_sent(db, psid, f"m_OUT{psid}", t0)
     calls = _batches_by_function(srv)
     items = [{"sender": {"id": psid}, "recipient": {"id": page}, "timestamp": (t0 + 6) * 1000,
               "read": {"watermark": (t0 + 5) * 1000}},
@@ -556,11 +562,7 @@ def test_watermark_and_status_by_id_of_one_platform_go_to_parley_ingest(srv):
     db = sdb(srv)
     psid, page, t0 = "2000000000000003", harness.PAGE_ID, int(time.time()) - 60
     assert srv.post_webhook("messenger", harness.ms_text(f"m_A{psid}", psid, "hi")).status == 200
-    db.execute("INSERT INTO messages (conversation_id, direction, platform, "
-               "platform_message_id, kind, text, status, status_rank, sent_at) "
-               "SELECT c.id, 'out', 'messenger', %s, 'text', 'hello', 'sent', 1, "
-               "to_timestamp(%s) FROM conversations c JOIN users u ON u.id = c.user_id "
-               "WHERE u.platform_user_id = %s", (f"m_OUT{psid}", t0, psid))
+    _messenger_sent(db, psid, f"m_OUT{psid}", t0)
     calls = _batches_by_function(srv)
     items = [{"sender": {"id": psid}, "recipient": {"id": page}, "timestamp": (t0 + 5) * 1000,
               "delivery": {"mids": [f"m_OUT{psid}"]}},
