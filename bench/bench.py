@@ -57,7 +57,7 @@ DRAIN_TIMEOUT = float(env("BENCH_DRAIN_TIMEOUT", "90"))
 BUILD_DIR = os.path.join(ROOT, env("BENCH_BUILD_DIR", "build/release"))
 PG_DIR = env("BENCH_PG_DIR", os.path.join(ROOT, "var", "bench-pg"))
 KEEP = env("BENCH_KEEP", "0") == "1"
-# BENCH_ONLY=b,d200: run only these scenarios (fakes a a' a'' a''n b c bs d0 a''' a'''' d200 dpaced e);
+# BENCH_ONLY=b,d200: run only these scenarios (fakes a a' a'' a''n a''q b c bs d0 a''' a'''' d200 dpaced e);
 # for development: such a run never updates docs/PERFORMANCE.md or latest.json.
 ONLY = set(env("BENCH_ONLY", "").split(",")) - {""} or None
 UPDATE_DOC = env("BENCH_UPDATE_DOC", "0" if QUICK or ONLY else "1") == "1"
@@ -969,17 +969,20 @@ class Suite:
         out.close()
         raise RuntimeError("mingest did not start: " + text)
 
-    def min_ingest_run(self, normalised=False):
+    def min_ingest_run(self, normalised=0):
         """One run of tests/mingest (signature, key, one multi-row INSERT per
         batch, synchronous commit, 200) under (b)'s load at 64 connections;
-        normalised: the message's fields parsed (cJSON) into typed columns,
-        with the indexes a queue and a conversation's context need."""
+        normalised 1: the message's fields parsed (cJSON) into typed columns,
+        with the indexes a queue and a conversation's context need; 2: and
+        in the same statement the message's conversation, created or made
+        ready (the queue's unit)."""
         b = self.b
         b.ndb += 1
         db = "bench_mingest_%d" % b.ndb
         b.pg.psql("postgres", "CREATE DATABASE %s" % db)  # mingest makes its tables
         try:
-            p, port, out = self.start_mingest(db, ["--normalise", "1"] if normalised else [])
+            p, port, out = self.start_mingest(db, ["--normalise", str(normalised)]
+                                              if normalised else [])
             try:
                 m = Meter(parley=p.pid, pg=b.pg)
                 d, lg_cpu = run_loadgen(["--url", "http://127.0.0.1:%d/webhooks/whatsapp" % port,
@@ -987,6 +990,13 @@ class Suite:
                                          "--duration", str(DUR), "--users", str(USERS)])
                 mm = m.stop()
                 stored = int(b.pg.psql(db, "SELECT count(*) FROM inbox"))
+                missing = 0
+                if normalised == 2:
+                    # Every stored message's conversation there, and ready.
+                    convs = b.pg.psql(db, "SELECT (SELECT count(DISTINCT (platform, channel,"
+                                          " user_id)) FROM inbox) || ' ' || (SELECT"
+                                          " count(pending_since) FROM conv)").split()
+                    missing = int(convs[0]) - int(convs[1])
             finally:
                 stop_proc(p)
                 out.close()
@@ -995,10 +1005,19 @@ class Suite:
         ok = d["responses"].get("200", 0)
         return {"loadgen": d, "loadgen_cpu_s": lg_cpu, **mm, "acked_200": ok,
                 "stored": stored, "stored_minus_expected": stored - ok,
+                "conversations_not_ready": missing,
                 "non_200": d["completed"] - ok, "errors": d["errors"]}
 
-    def min_ingest(self, normalised=False):
-        if normalised:
+    def min_ingest(self, normalised=0):
+        if normalised == 2:
+            rid, name, what = ("m64q", "a''q. least queue ingest (mingest), 64 conns",
+                               "as a''n, and in the same statement each message's"
+                               " conversation created or made ready")
+            log("== a''q. the least ingest of a per-conversation queue (tests/mingest"
+                " --normalise 2: as a''n, and in the same statement the conversation of"
+                " each message created, with the user's pseudonym, or locked and made"
+                " ready), 64 conns, %gs per run" % DUR)
+        elif normalised:
             rid, name, what = ("m64n", "a''n. least normalised ingest (mingest), 64 conns",
                                "fields parsed into typed columns, queue and conversation"
                                " indexes")
@@ -1013,11 +1032,12 @@ class Suite:
         runs = self.valid_runs("minimal ingest", lambda: self.min_ingest_run(normalised))
         self.raw[rid] = runs
         for i, r in enumerate(runs):
-            if r["stored_minus_expected"] or r["non_200"] or r["errors"]:
-                self.checks.append("minimal ingest run %d: stored %d, 200 answers %d, "
-                                   "non-200 %d, errors %d" % (i + 1, r["stored"],
-                                                              r["acked_200"], r["non_200"],
-                                                              r["errors"]))
+            if (r["stored_minus_expected"] or r["non_200"] or r["errors"]
+                    or r["conversations_not_ready"]):
+                self.checks.append("minimal ingest %s run %d: stored %d, 200 answers %d, "
+                                   "non-200 %d, errors %d, conversations not ready %d" % (
+                                       rid, i + 1, r["stored"], r["acked_200"], r["non_200"],
+                                       r["errors"], r["conversations_not_ready"]))
         lat = [lg_lat(r["loadgen"]) for r in runs]
         self.row(rid, name, "webhooks/s",
                  [r["loadgen"]["rps"] for r in runs], [x[0] for x in lat],
@@ -1611,9 +1631,10 @@ def targets(rows):
 
     ing = med(rows, "b64")
     ceil = med(rows, "a64")
-    # What the least ingests did in the same run (rows a'' and a''n).
+    # What the least ingests did in the same run (rows a'', a''n and a''q).
     leasts = [(k, med(rows, rid), med(rows, rid, "p99_ms"))
-              for k, rid in (("least durable ingest", "m64"), ("normalised", "m64n"))
+              for k, rid in (("least durable ingest", "m64"), ("normalised", "m64n"),
+                             ("queue", "m64q"))
               if med(rows, rid)]
 
     def bound(fmt):
@@ -1810,7 +1831,8 @@ def main():
             suite.e2e(200, paced=True, first=True)
         for key, run in (("fakes", suite.fakes), ("a", suite.ceiling),
                          ("a'", suite.pg_ceiling), ("a''", suite.min_ingest),
-                         ("a''n", lambda: suite.min_ingest(normalised=True)),
+                         ("a''n", lambda: suite.min_ingest(normalised=1)),
+                         ("a''q", lambda: suite.min_ingest(normalised=2)),
                          ("b", suite.ingest),
                          ("c", lambda: suite.ingest(dup=0.5)),
                          ("bs", lambda: suite.ingest(status=0.75)),

@@ -22,11 +22,19 @@
  *   inbox (key, platform, channel, user_id, kind, text, platform_ts, ...)
  * the least normalised ingest (row "a''n").
  *
+ * With --normalise 2 the same statement also makes the message's
+ * conversation ready, DESIGN.md's unit of the queue (claimed whole, so
+ * that one conversation is never answered by two workers at once):
+ *   conv (platform, channel, user_id PRIMARY KEY, pseudonym, pending_since)
+ * inserted with the user's pseudonym (HMAC-SHA256, as Parley's) when new,
+ * else locked and marked pending if it was idle; a pending index for the
+ * claims. The least ingest of a per-conversation queue (row "a''q").
+ *
  * With --llm and --graph it also answers every new message: the least
  * durable reply path (row "a'''"; see "Reply mode" below).
  *
  *   mingest --db URL --secret S [--port 0] [--threads 2] [--committers 1]
- *           [--batch 256] [--normalise 0|1]
+ *           [--batch 256] [--normalise 0|1|2]
  *           [--llm URL --llm-key K --graph URL --graph-token T
  *            [--inflight 64] [--receipt 0|1] [--queue memory|db]]
  * prints "mingest port=N" once listening; SIGTERM/SIGINT stop it (after
@@ -54,8 +62,9 @@
 #define MAX_BATCH 1024
 #define KEY_MAX   255
 
-/* --normalise: the columns stored for a message, after the key. */
-enum { F_PLATFORM, F_CHANNEL, F_USER, F_KIND, F_TEXT, F_TS, NF };
+/* --normalise: the columns stored for a message, after the key; the
+ * user's pseudonym only with --normalise 2 (the conversation's row). */
+enum { F_PLATFORM, F_CHANNEL, F_USER, F_KIND, F_TEXT, F_TS, F_PSEUDO, NF };
 
 struct req {
     char *body;
@@ -72,7 +81,7 @@ struct req {
 static struct {
     const char *db, *secret;
     int batch;
-    bool normalise;
+    int normalise; /* 0 raw body, 1 typed columns, 2 and the conversation */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct req *head, **tail;
@@ -158,6 +167,26 @@ wa_value(const cJSON *w)
         "value");
 }
 
+/* --normalise 2: the user's pseudonym, HMAC-SHA256 of "platform:user" in
+ * hex, as analytics/pseudonym.c makes it (keyed here by the app secret: a
+ * bench instrument has no key of its own to keep). */
+static char *
+pseudonym(const char *platform, const char *user)
+{
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int n = 0, i;
+    char in[600], *hex;
+
+    snprintf(in, sizeof(in), "%s:%s", platform, user);
+    if (!HMAC(EVP_sha256(), g.secret, (int)strlen(g.secret),
+              (const unsigned char *)in, strlen(in), mac, &n) ||
+        !(hex = malloc(2 * (size_t)n + 1)))
+        return NULL;
+    for (i = 0; i < n; i++)
+        snprintf(hex + 2 * i, 3, "%02x", mac[i]);
+    return hex;
+}
+
 /* --normalise: parse the webhook as Parley's adapter does (cJSON) and
  * keep its first message's fields: the key (its id), the channel (the
  * business number's id), the sender, the kind, the text, the time. */
@@ -184,6 +213,9 @@ normalise(struct req *r)
         r->f[F_TS] = jdup(m, "timestamp");
         ok =
             r->f[F_PLATFORM] && r->f[F_CHANNEL] && r->f[F_USER] && r->f[F_KIND];
+        if (ok && g.normalise == 2)
+            ok = (r->f[F_PSEUDO] = pseudonym(r->f[F_PLATFORM], r->f[F_USER])) !=
+                 NULL;
     }
     cJSON_Delete(w);
     return ok;
@@ -280,15 +312,15 @@ on_completed(void *cls, struct MHD_Connection *c, void **ctx,
     }
 }
 
-/* "INSERT INTO <into> VALUES ($1,...),...<tail>" with n rows of cols
- * values, prepared once per size on each connection. */
+/* "<head>($1,...),...<tail>" with n rows of cols values, prepared once per
+ * size on each connection. */
 static bool
-prepare(PGconn *pg, const char *into, int cols, int n, const char *tail,
+prepare(PGconn *pg, const char *head, int cols, int n, const char *tail,
         bool *have)
 {
     char name[16];
     char *sql;
-    size_t cap = 128 + strlen(into) + strlen(tail) +
+    size_t cap = 128 + strlen(head) + strlen(tail) +
                  (size_t)n * ((size_t)cols * 8 + 4),
            len;
     PGresult *res;
@@ -300,7 +332,7 @@ prepare(PGconn *pg, const char *into, int cols, int n, const char *tail,
     sql = malloc(cap);
     if (!sql)
         return false;
-    len = (size_t)snprintf(sql, cap, "INSERT INTO %s VALUES ", into);
+    len = (size_t)snprintf(sql, cap, "%s", head);
     for (i = 0; i < n; i++) {
         len += (size_t)snprintf(sql + len, cap - len, "%s(", i ? "," : "");
         for (k = 0; k < cols; k++)
@@ -308,7 +340,7 @@ prepare(PGconn *pg, const char *into, int cols, int n, const char *tail,
                                     cols * i + k + 1);
         len += (size_t)snprintf(sql + len, cap - len, ")");
     }
-    snprintf(sql + len, cap - len, " ON CONFLICT (key) DO NOTHING%s", tail);
+    snprintf(sql + len, cap - len, "%s", tail);
     snprintf(name, sizeof(name), "i%d", n);
     res = PQprepare(pg, name, sql, 0, NULL);
     ok = PQresultStatus(res) == PGRES_COMMAND_OK;
@@ -320,19 +352,49 @@ prepare(PGconn *pg, const char *into, int cols, int n, const char *tail,
     return ok;
 }
 
-/* Run prepare()'s INSERT for n rows of values v; NULL when it could not be
- * prepared, else the result for the caller to check and PQclear. */
+/* Run prepare()'s statement for n rows of values v; NULL when it could not
+ * be prepared, else the result for the caller to check and PQclear. */
 static PGresult *
-insert_rows(PGconn *pg, const char *into, int cols, int n, const char *tail,
-            bool *have, const char *const *v)
+run_rows(PGconn *pg, const char *head, int cols, int n, const char *tail,
+         bool *have, const char *const *v)
 {
     char name[16];
 
-    if (!prepare(pg, into, cols, n, tail, have))
+    if (!prepare(pg, head, cols, n, tail, have))
         return NULL;
     snprintf(name, sizeof(name), "i%d", n);
     return PQexecPrepared(pg, name, cols * n, v, NULL, NULL, 0);
 }
+
+/* "INSERT INTO <into> VALUES ... ON CONFLICT (key) DO NOTHING<tail>". */
+static PGresult *
+insert_rows(PGconn *pg, const char *into, int cols, int n, const char *tail,
+            bool *have, const char *const *v)
+{
+    char head[256], end[256];
+
+    snprintf(head, sizeof(head), "INSERT INTO %s VALUES ", into);
+    snprintf(end, sizeof(end), " ON CONFLICT (key) DO NOTHING%s", tail);
+    return run_rows(pg, head, cols, n, end, have, v);
+}
+
+/* --normalise 2: the messages as --normalise 1 stores them, and in the
+ * same statement their conversations: created when new, else locked and
+ * made ready if idle (ON CONFLICT DO UPDATE locks the row either way), in
+ * key order so that two committers cannot deadlock. */
+#define QUEUE_HEAD                                                      \
+    "WITH v (key, platform, channel, user_id, kind, text, platform_ts," \
+    " pseudonym) AS (VALUES "
+#define QUEUE_TAIL                                                             \
+    "), m AS (INSERT INTO inbox (key, platform, channel, user_id, kind, text," \
+    " platform_ts) SELECT key, platform, channel, user_id, kind, text,"        \
+    " platform_ts::bigint FROM v ON CONFLICT (key) DO NOTHING RETURNING key)"  \
+    " INSERT INTO conv AS c (platform, channel, user_id, pseudonym,"           \
+    " pending_since) SELECT DISTINCT ON (v.platform, v.channel, v.user_id)"    \
+    " v.platform, v.channel, v.user_id, v.pseudonym, now() FROM v JOIN m"      \
+    " USING (key) ORDER BY v.platform, v.channel, v.user_id"                   \
+    " ON CONFLICT (platform, channel, user_id) DO UPDATE SET pending_since ="  \
+    " now() WHERE c.pending_since IS NULL"
 
 #include "mingest_reply.h"
 
@@ -341,7 +403,7 @@ committer(void *arg)
 {
     struct req *batch[MAX_BATCH];
     bool *have = calloc(MAX_BATCH + 1, sizeof(bool));
-    const int cols = g.normalise ? 1 + NF : 2;
+    const int cols = g.normalise == 2 ? 1 + NF : g.normalise ? F_PSEUDO + 1 : 2;
     const char **v = calloc((size_t)cols * MAX_BATCH, sizeof(*v));
     PGconn *pg = PQconnectdb(g.db);
     bool mem = R.multi && !R.dbq; /* jobs pass in memory */
@@ -375,15 +437,18 @@ committer(void *arg)
             v[cols * i] = batch[i]->key;
             if (!g.normalise)
                 v[cols * i + 1] = batch[i]->body;
-            for (k = 0; g.normalise && k < NF; k++)
+            for (k = 0; k + 1 < cols && g.normalise; k++)
                 v[cols * i + 1 + k] = batch[i]->f[k];
         }
         status = 503;
-        res = insert_rows(pg,
-                          g.normalise ? "inbox (key, platform, channel, "
-                                        "user_id, kind, text, platform_ts)"
-                                      : "inbox (key, body)",
-                          cols, n, mem ? " RETURNING key" : "", have, v);
+        if (g.normalise == 2)
+            res = run_rows(pg, QUEUE_HEAD, cols, n, QUEUE_TAIL, have, v);
+        else
+            res = insert_rows(pg,
+                              g.normalise ? "inbox (key, platform, channel, "
+                                            "user_id, kind, text, platform_ts)"
+                                          : "inbox (key, body)",
+                              cols, n, mem ? " RETURNING key" : "", have, v);
         if (res) {
             if (PQresultStatus(res) ==
                 (mem ? PGRES_TUPLES_OK : PGRES_COMMAND_OK)) {
@@ -458,6 +523,13 @@ create_schema(void)
         " WHERE state < 2;"
         "CREATE INDEX IF NOT EXISTS inbox_conversation ON inbox"
         " (platform, channel, user_id, received_at)";
+    static const char conversations[] =
+        "CREATE TABLE IF NOT EXISTS conv (platform text NOT NULL,"
+        " channel text NOT NULL, user_id text NOT NULL,"
+        " pseudonym text NOT NULL, pending_since timestamptz,"
+        " lease_until timestamptz, PRIMARY KEY (platform, channel, user_id));"
+        "CREATE INDEX IF NOT EXISTS conv_ready ON conv (pending_since)"
+        " WHERE pending_since IS NOT NULL";
     static const char replies[] =
         "CREATE TABLE IF NOT EXISTS inbox (key text PRIMARY KEY,"
         " body text NOT NULL, received_at timestamptz NOT NULL DEFAULT now(),"
@@ -467,15 +539,20 @@ create_schema(void)
     static const char queue[] = "CREATE INDEX IF NOT EXISTS inbox_todo ON inbox"
                                 " (received_at) WHERE state < 2";
     PGconn *pg = PQconnectdb(g.db);
-    const char *sql[2] = { g.normalise ? normalised
+    const char *sql[3] = { g.normalise ? normalised
                            : R.llm_url ? replies
                                        : raw,
-                           R.dbq ? queue : NULL };
+                           R.dbq ? queue : NULL,
+                           g.normalise == 2 ? conversations : NULL };
     bool ok = PQstatus(pg) == CONNECTION_OK;
     int i;
 
-    for (i = 0; ok && i < 2 && sql[i]; i++) {
-        PGresult *res = PQexec(pg, sql[i]);
+    for (i = 0; ok && i < 3; i++) {
+        PGresult *res;
+
+        if (!sql[i])
+            continue;
+        res = PQexec(pg, sql[i]);
 
         ok = PQresultStatus(res) == PGRES_COMMAND_OK;
         PQclear(res);
@@ -539,7 +616,7 @@ main(int argc, char **argv)
         else if (strcmp(argv[i], "--receipt") == 0)
             receipt = number(argv[i + 1], 0, 1);
         else if (strcmp(argv[i], "--normalise") == 0)
-            normal = number(argv[i + 1], 0, 1);
+            normal = number(argv[i + 1], 0, 2);
         else if (strcmp(argv[i], "--queue") == 0 &&
                  (strcmp(argv[i + 1], "db") == 0 ||
                   strcmp(argv[i + 1], "memory") == 0))
@@ -554,7 +631,7 @@ main(int argc, char **argv)
         fprintf(stderr,
                 "usage: mingest --db URL --secret S [--port N]"
                 " [--threads 1-64] [--committers 1-16]"
-                " [--batch 1-%d] [--normalise 0|1]"
+                " [--batch 1-%d] [--normalise 0|1|2]"
                 " [--llm URL --llm-key K --graph URL"
                 " --graph-token T [--inflight 1-4096] [--receipt 0|1]"
                 " [--queue memory|db]]\n",
@@ -567,7 +644,7 @@ main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     g.batch = (int)batch;
-    g.normalise = normal == 1;
+    g.normalise = (int)normal;
     if (!create_schema())
         return 1;
     if (R.llm_url && !reply_setup(receipt == 1)) {

@@ -2,9 +2,12 @@
 docs/PERFORMANCE.md): a bound is only worth quoting if the thing measured
 does the job. Against a real PostgreSQL: it answers 200 only for what it
 stored (duplicates once), 401 for a bad signature, 400 without a message
-id, 413 for an oversize body, and 503 when the insert fails.
+id, 413 for an oversize body, and 503 when the insert fails; rows a''n
+and a''q store what they say they store.
 """
 
+import hashlib
+import hmac
 import json
 import re
 import subprocess
@@ -100,6 +103,51 @@ def test_mingest_normalised_stores_the_fields_of_what_it_answers(db):
              "hello, fields", 1764288000, 0)]
         assert post(url, {"object": "whatsapp_business_account", "entry": []}) == 400
         assert post(url, "not json at all") == 400
+    finally:
+        stop(p)
+
+
+def test_mingest_queue_makes_each_conversation_ready_once(db):
+    """Row a''q, the least queue ingest: besides a''n's row, each stored
+    message's conversation in the same statement: created ready with the
+    user's pseudonym, made ready again when idle, left alone when ready;
+    a duplicate changes nothing."""
+    p = subprocess.Popen([str(harness.build_dir() / "tests" / "mingest"), "--db", db.url,
+                          "--secret", SECRET, "--port", "0", "--normalise", "2"],
+                         env=harness.child_env(), stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    m = re.match(r"mingest port=(\d+)", p.stdout.readline())
+    assert m, "mingest did not print its port"
+    url = "http://127.0.0.1:%s" % m.group(1)
+    try:
+        r = loadgen(url + "/webhooks/whatsapp", secret=SECRET, connections=8, requests=300,
+                    users=40, dup_ratio=0.3)
+        assert r["responses"] == {"200": 300}, r
+        assert db.scalar("SELECT count(*) FROM inbox") == 300 - r["duplicates"]
+        users = db.scalar("SELECT count(DISTINCT (platform, channel, user_id)) FROM inbox")
+        assert 1 < users <= 40
+        assert db.scalar("SELECT count(*) FROM conv WHERE pending_since IS NOT NULL") == users
+        assert db.scalar("SELECT count(*) FROM conv") == users
+
+        msg = harness.wa_text("wamid.MQ1", "15550077", "hello, queue")
+        assert post(url, msg) == 200
+        pseudo = hmac.new(SECRET.encode(), b"whatsapp:15550077", hashlib.sha256).hexdigest()
+        assert db.query("SELECT pseudonym FROM conv WHERE user_id = '15550077'") == [(pseudo,)]
+        first = db.scalar("SELECT pending_since FROM conv WHERE user_id = '15550077'")
+
+        # Ready already: a new message leaves it as it is; so does a retry.
+        assert post(url, harness.wa_text("wamid.MQ2", "15550077", "again")) == 200
+        assert post(url, msg) == 200
+        assert db.scalar("SELECT pending_since FROM conv WHERE user_id = '15550077'") == first
+
+        # Idle (answered): a retry of an old message does not wake it, a new one does.
+        db.execute("UPDATE conv SET pending_since = NULL WHERE user_id = '15550077'")
+        assert post(url, msg) == 200
+        assert db.scalar("SELECT pending_since FROM conv WHERE user_id = '15550077'") is None
+        assert post(url, harness.wa_text("wamid.MQ3", "15550077", "and again")) == 200
+        assert db.scalar("SELECT pending_since FROM conv WHERE user_id = '15550077'") > first
+        assert db.scalar("SELECT count(*) FROM inbox WHERE user_id = '15550077'") == 3
+        assert post(url, {"object": "whatsapp_business_account", "entry": []}) == 400
     finally:
         stop(p)
 
