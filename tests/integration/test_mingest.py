@@ -21,9 +21,9 @@ from fakes import loadgen
 SECRET = "mingest-test-secret"
 
 
-def start(db):
+def start(db, *args):
     p = subprocess.Popen([str(harness.build_dir() / "tests" / "mingest"), "--db", db.url,
-                          "--secret", SECRET, "--port", "0"],
+                          "--secret", SECRET, "--port", "0", *args],
                          env=harness.child_env(), stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True)
     m = re.match(r"mingest port=(\d+)", p.stdout.readline())
@@ -76,21 +76,21 @@ def test_mingest_stores_what_it_answers(db):
         stop(p)
 
 
+def load_with_retries(db, url, requests, users):
+    """loadgen's webhooks, 30 % of them retries: every one answered 200,
+    each stored once."""
+    r = loadgen(url + "/webhooks/whatsapp", secret=SECRET, connections=8, requests=requests,
+                users=users, dup_ratio=0.3)
+    assert r["responses"] == {"200": requests}, r
+    assert db.scalar("SELECT count(*) FROM inbox") == requests - r["duplicates"]
+
+
 def test_mingest_normalised_stores_the_fields_of_what_it_answers(db):
     """Row a''n, the least normalised ingest: the message's fields in typed
     columns, parsed with cJSON; the same answers as the raw one."""
-    p = subprocess.Popen([str(harness.build_dir() / "tests" / "mingest"), "--db", db.url,
-                          "--secret", SECRET, "--port", "0", "--normalise", "1"],
-                         env=harness.child_env(), stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
-    m = re.match(r"mingest port=(\d+)", p.stdout.readline())
-    assert m, "mingest did not print its port"
-    url = "http://127.0.0.1:%s" % m.group(1)
+    p, url = start(db, "--normalise", "1")
     try:
-        r = loadgen(url + "/webhooks/whatsapp", secret=SECRET, connections=8, requests=200,
-                    users=50, dup_ratio=0.3)
-        assert r["responses"] == {"200": 200}, r
-        assert db.scalar("SELECT count(*) FROM inbox") == 200 - r["duplicates"]
+        load_with_retries(db, url, 200, users=50)
         assert db.scalar("SELECT count(DISTINCT user_id) FROM inbox") <= 50
 
         msg = harness.wa_text("wamid.MNORM1", "15550042", "hello, fields", ts=1764288000)
@@ -112,18 +112,9 @@ def test_mingest_queue_makes_each_conversation_ready_once(db):
     message's conversation in the same statement: created ready with the
     user's pseudonym, made ready again when idle, left alone when ready;
     a duplicate changes nothing."""
-    p = subprocess.Popen([str(harness.build_dir() / "tests" / "mingest"), "--db", db.url,
-                          "--secret", SECRET, "--port", "0", "--normalise", "2"],
-                         env=harness.child_env(), stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
-    m = re.match(r"mingest port=(\d+)", p.stdout.readline())
-    assert m, "mingest did not print its port"
-    url = "http://127.0.0.1:%s" % m.group(1)
+    p, url = start(db, "--normalise", "2")
     try:
-        r = loadgen(url + "/webhooks/whatsapp", secret=SECRET, connections=8, requests=300,
-                    users=40, dup_ratio=0.3)
-        assert r["responses"] == {"200": 300}, r
-        assert db.scalar("SELECT count(*) FROM inbox") == 300 - r["duplicates"]
+        load_with_retries(db, url, 300, users=40)
         users = db.scalar("SELECT count(DISTINCT (platform, channel, user_id)) FROM inbox")
         assert 1 < users <= 40
         assert db.scalar("SELECT count(*) FROM conv WHERE pending_since IS NOT NULL") == users
