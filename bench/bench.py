@@ -57,7 +57,7 @@ DRAIN_TIMEOUT = float(env("BENCH_DRAIN_TIMEOUT", "90"))
 BUILD_DIR = os.path.join(ROOT, env("BENCH_BUILD_DIR", "build/release"))
 PG_DIR = env("BENCH_PG_DIR", os.path.join(ROOT, "var", "bench-pg"))
 KEEP = env("BENCH_KEEP", "0") == "1"
-# BENCH_ONLY=b,d200: run only these scenarios (fakes a a' a'' a''n a''q b c bs d0 a''' a'''' d200 dpaced e);
+# BENCH_ONLY=b,d200: run only these scenarios (fakes a a' a'' a''n a''q a''d b c bs d0 a''' a'''' d200 dpaced e);
 # for development: such a run never updates docs/PERFORMANCE.md or latest.json.
 ONLY = set(env("BENCH_ONLY", "").split(",")) - {""} or None
 UPDATE_DOC = env("BENCH_UPDATE_DOC", "0" if QUICK or ONLY else "1") == "1"
@@ -989,9 +989,19 @@ class Suite:
                                          "--secret", SECRET, "--connections", "64",
                                          "--duration", str(DUR), "--users", str(USERS)])
                 mm = m.stop()
-                stored = int(b.pg.psql(db, "SELECT count(*) FROM inbox"))
+                stored = int(b.pg.psql(db, "SELECT count(*) FROM %s" % (
+                    "messages" if normalised == 3 else "inbox")))
                 missing = 0
-                if normalised == 2:
+                if normalised == 3:
+                    # Every stored message's conversation ready, and its
+                    # event there.
+                    missing = int(b.pg.psql(db, "SELECT (SELECT count(*) FROM messages m"
+                                                " JOIN conversations c ON c.id ="
+                                                " m.conversation_id WHERE c.pending_since"
+                                                " IS NULL) + (SELECT count(*) FROM messages)"
+                                                " - (SELECT count(*) FROM events WHERE type"
+                                                " = 'message_received')"))
+                elif normalised == 2:
                     # Every stored message's conversation there, and ready
                     # (conv rows come only from stored messages).
                     missing = int(b.pg.psql(db, "SELECT count(DISTINCT (platform, channel,"
@@ -1009,7 +1019,15 @@ class Suite:
                 "non_200": d["completed"] - ok, "errors": d["errors"]}
 
     def min_ingest(self, normalised=0):
-        if normalised == 2:
+        if normalised == 3:
+            rid, name, what = ("m64d", "a''d. least ingest of DESIGN.md's storage (mingest),"
+                               " 64 conns", "as a''q with identity ids, a foreign key and"
+                               " each message's event in a partitioned log")
+            log("== a''d. the least ingest of DESIGN.md's storage (tests/mingest --normalise"
+                " 3: as a''q, with identity ids (conversations upserted RETURNING id), the"
+                " message's foreign key to its conversation, and its message_received event"
+                " in an event log partitioned by month), 64 conns, %gs per run" % DUR)
+        elif normalised == 2:
             rid, name, what = ("m64q", "a''q. least queue ingest (mingest), 64 conns",
                                "as a''n, and in the same statement each message's"
                                " conversation created or made ready")
@@ -1631,10 +1649,10 @@ def targets(rows):
 
     ing = med(rows, "b64")
     ceil = med(rows, "a64")
-    # What the least ingests did in the same run (rows a'', a''n and a''q).
+    # What the least ingests did in the same run (rows a'', a''n, a''q and a''d).
     leasts = [(k, med(rows, rid), med(rows, rid, "p99_ms"))
               for k, rid in (("least durable ingest", "m64"), ("normalised", "m64n"),
-                             ("queue", "m64q"))
+                             ("queue", "m64q"), ("DESIGN.md's storage", "m64d"))
               if med(rows, rid)]
 
     def bound(fmt):
@@ -1833,6 +1851,7 @@ def main():
                          ("a'", suite.pg_ceiling), ("a''", suite.min_ingest),
                          ("a''n", lambda: suite.min_ingest(normalised=1)),
                          ("a''q", lambda: suite.min_ingest(normalised=2)),
+                         ("a''d", lambda: suite.min_ingest(normalised=3)),
                          ("b", suite.ingest),
                          ("c", lambda: suite.ingest(dup=0.5)),
                          ("bs", lambda: suite.ingest(status=0.75)),

@@ -30,11 +30,28 @@
  * else locked and marked pending if it was idle; a pending index for the
  * claims. The least ingest of a per-conversation queue (row "a''q").
  *
+ * With --normalise 3 it stores the same in the form DESIGN.md section 7
+ * asks for: identity ids, and an event log partitioned by month written
+ * in the same transaction as the state change the events describe (the
+ * brief's one event model of every inbound message):
+ *   conversations (id identity, platform, channel, user_id, pseudonym,
+ *                  pending_since, lease_until; unique on the three)
+ *   messages (id identity, key unique, conversation_id REFERENCES
+ *             conversations, kind, text, platform_ts, received_at, state)
+ *   events (id identity, received_at, ..., conversation_id, message_id,
+ *           PRIMARY KEY (id, received_at)) PARTITION BY RANGE (received_at)
+ * One statement per batch: a message already stored stops at the lookup
+ * of its key; each new one's conversation is created or made ready by
+ * INSERT ... ON CONFLICT DO UPDATE ... RETURNING id, in key order, and
+ * the id of one ready already is looked up; the messages and their
+ * message_received events follow (one committer only: see DESIGN_TAIL).
+ * The least ingest of DESIGN.md's storage (row "a''d").
+ *
  * With --llm and --graph it also answers every new message: the least
  * durable reply path (row "a'''"; see "Reply mode" below).
  *
  *   mingest --db URL --secret S [--port 0] [--threads 2] [--committers 1]
- *           [--batch 256] [--normalise 0|1|2]
+ *           [--batch 256] [--normalise 0|1|2|3]
  *           [--llm URL --llm-key K --graph URL --graph-token T
  *            [--inflight 64] [--receipt 0|1] [--queue memory|db]]
  * prints "mingest port=N" once listening; SIGTERM/SIGINT stop it (after
@@ -63,7 +80,8 @@
 #define KEY_MAX   255
 
 /* --normalise: the columns stored for a message, after the key; the
- * user's pseudonym only with --normalise 2 (the conversation's row). */
+ * user's pseudonym only with --normalise 2 and 3 (the conversation's
+ * row). */
 enum { F_PLATFORM, F_CHANNEL, F_USER, F_KIND, F_TEXT, F_TS, F_PSEUDO, NF };
 
 struct req {
@@ -81,7 +99,8 @@ struct req {
 static struct {
     const char *db, *secret;
     int batch;
-    int normalise; /* 0 raw body, 1 typed columns, 2 and the conversation */
+    int normalise; /* 0 raw body, 1 typed columns, 2 and the conversation,
+                      3 and the event */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct req *head, **tail;
@@ -167,7 +186,7 @@ wa_value(const cJSON *w)
         "value");
 }
 
-/* --normalise 2: the user's pseudonym, HMAC-SHA256 of "platform:user" in
+/* --normalise 2 and 3: the user's pseudonym, HMAC-SHA256 of "platform:user" in
  * hex, as analytics/pseudonym.c makes it (keyed here by the app secret: a
  * bench instrument has no key of its own to keep). */
 static char *
@@ -213,7 +232,7 @@ normalise(struct req *r)
         r->f[F_TS] = jdup(m, "timestamp");
         ok =
             r->f[F_PLATFORM] && r->f[F_CHANNEL] && r->f[F_USER] && r->f[F_KIND];
-        if (ok && g.normalise == 2)
+        if (ok && g.normalise >= 2)
             ok = (r->f[F_PSEUDO] = pseudonym(r->f[F_PLATFORM], r->f[F_USER])) !=
                  NULL;
     }
@@ -396,6 +415,43 @@ insert_rows(PGconn *pg, const char *into, int cols, int n, const char *tail,
     " ON CONFLICT (platform, channel, user_id) DO UPDATE SET pending_since ="  \
     " now() WHERE c.pending_since IS NULL"
 
+/* --normalise 3, one statement:
+ * - n: the new messages (a stored key stops at its index, the first of a
+ *   key within the batch wins);
+ * - c: their conversations, in key order: created ready, or locked and
+ *   made ready if idle (RETURNING gives those two kinds their ids);
+ * - k: and the ids of those that were ready already, looked up (a scalar
+ *   subquery, so the generic plan probes the index: as a join it hashed
+ *   the whole table);
+ * - the messages with their conversation's id, then their events.
+ * A conversation another committer created ready after this statement's
+ * snapshot would be in neither c nor k: hence one committer (main()). */
+#define DESIGN_TAIL                                                           \
+    "), n AS (SELECT DISTINCT ON (key) * FROM v WHERE (SELECT 1 FROM"         \
+    " messages s WHERE s.key = v.key) IS NULL ORDER BY key),"                 \
+    " c AS (INSERT INTO conversations AS c (platform, channel, user_id,"      \
+    " pseudonym, pending_since) SELECT DISTINCT ON (platform, channel,"       \
+    " user_id) platform, channel, user_id, pseudonym, now() FROM n"           \
+    " ORDER BY platform, channel, user_id ON CONFLICT (platform, channel,"    \
+    " user_id) DO UPDATE SET pending_since = now()"                           \
+    " WHERE c.pending_since IS NULL"                                          \
+    " RETURNING c.id, c.platform, c.channel, c.user_id),"                     \
+    " k AS (SELECT * FROM c UNION ALL SELECT * FROM (SELECT (SELECT x.id"     \
+    " FROM conversations x WHERE x.platform = y.platform"                     \
+    " AND x.channel = y.channel AND x.user_id = y.user_id) AS id,"            \
+    " y.platform, y.channel, y.user_id FROM (SELECT DISTINCT platform,"       \
+    " channel, user_id FROM n) y) z WHERE z.id IS NOT NULL),"                 \
+    " m AS (INSERT INTO messages (key, conversation_id, kind, text,"          \
+    " platform_ts) SELECT n.key, k.id, n.kind, n.text, n.platform_ts::bigint" \
+    " FROM n JOIN (SELECT DISTINCT ON (platform, channel, user_id) * FROM k)" \
+    " k USING (platform, channel, user_id)"                                   \
+    " ON CONFLICT (key) DO NOTHING RETURNING id, key, conversation_id)"       \
+    " INSERT INTO events (occurred_at, type, platform, channel,"              \
+    " user_pseudonym, conversation_id, message_id, platform_event_id, data)"  \
+    " SELECT to_timestamp(n.platform_ts::bigint), 'message_received',"        \
+    " n.platform, n.channel, n.pseudonym, m.conversation_id, m.id, m.key,"    \
+    " jsonb_build_object('msg_type', n.kind) FROM m JOIN n USING (key)"
+
 #include "mingest_reply.h"
 
 static void *
@@ -403,7 +459,7 @@ committer(void *arg)
 {
     struct req *batch[MAX_BATCH];
     bool *have = calloc(MAX_BATCH + 1, sizeof(bool));
-    const int cols = g.normalise == 2 ? 1 + NF : g.normalise ? F_PSEUDO + 1 : 2;
+    const int cols = g.normalise >= 2 ? 1 + NF : g.normalise ? F_PSEUDO + 1 : 2;
     const char **v = calloc((size_t)cols * MAX_BATCH, sizeof(*v));
     PGconn *pg = PQconnectdb(g.db);
     bool mem = R.multi && !R.dbq; /* jobs pass in memory */
@@ -441,8 +497,10 @@ committer(void *arg)
                 v[cols * i + 1 + k] = batch[i]->f[k];
         }
         status = 503;
-        if (g.normalise == 2)
-            res = run_rows(pg, QUEUE_HEAD, cols, n, QUEUE_TAIL, have, v);
+        if (g.normalise >= 2)
+            res =
+                run_rows(pg, QUEUE_HEAD, cols, n,
+                         g.normalise == 3 ? DESIGN_TAIL : QUEUE_TAIL, have, v);
         else
             res = insert_rows(pg,
                               g.normalise ? "inbox (key, platform, channel, "
@@ -538,10 +596,44 @@ create_schema(void)
         " reply text NOT NULL)";
     static const char queue[] = "CREATE INDEX IF NOT EXISTS inbox_todo ON inbox"
                                 " (received_at) WHERE state < 2";
+    /* --normalise 3: Parley's tables (migrations/0001_core.sql,
+     * 0002_events.sql) with the columns stored here; the event log's
+     * default partition and this month's. */
+    static const char design[] =
+        "CREATE TABLE IF NOT EXISTS conversations (id bigint GENERATED ALWAYS"
+        " AS IDENTITY PRIMARY KEY, platform text NOT NULL,"
+        " channel text NOT NULL, user_id text NOT NULL,"
+        " pseudonym text NOT NULL, pending_since timestamptz,"
+        " lease_until timestamptz, UNIQUE (platform, channel, user_id));"
+        "CREATE INDEX IF NOT EXISTS conversations_ready ON conversations"
+        " (pending_since) WHERE pending_since IS NOT NULL;"
+        "CREATE TABLE IF NOT EXISTS messages (id bigint GENERATED ALWAYS AS"
+        " IDENTITY PRIMARY KEY, key text NOT NULL UNIQUE,"
+        " conversation_id bigint NOT NULL REFERENCES conversations (id),"
+        " kind text NOT NULL, text text, platform_ts bigint,"
+        " received_at timestamptz NOT NULL DEFAULT now(),"
+        " state smallint NOT NULL DEFAULT 0);"
+        "CREATE INDEX IF NOT EXISTS messages_todo ON messages"
+        " (conversation_id, id) WHERE state < 2;"
+        "CREATE INDEX IF NOT EXISTS messages_conversation ON messages"
+        " (conversation_id, id);"
+        "CREATE TABLE IF NOT EXISTS events (id bigint GENERATED ALWAYS AS"
+        " IDENTITY, received_at timestamptz NOT NULL DEFAULT now(),"
+        " occurred_at timestamptz, type text NOT NULL, platform text NOT NULL,"
+        " channel text, user_pseudonym text, conversation_id bigint,"
+        " message_id bigint, platform_event_id text, data jsonb,"
+        " PRIMARY KEY (id, received_at)) PARTITION BY RANGE (received_at);"
+        "CREATE TABLE IF NOT EXISTS events_default PARTITION OF events DEFAULT;"
+        "DO $$ DECLARE lo date := date_trunc('month', now())::date; BEGIN"
+        " IF to_regclass('events_now') IS NULL THEN"
+        " EXECUTE format('CREATE TABLE events_now PARTITION OF events"
+        " FOR VALUES FROM (%L) TO (%L)', lo, lo + interval '1 month');"
+        " END IF; END $$";
     PGconn *pg = PQconnectdb(g.db);
-    const char *sql[3] = { g.normalise ? normalised
-                           : R.llm_url ? replies
-                                       : raw,
+    const char *sql[3] = { g.normalise == 3 ? design
+                           : g.normalise    ? normalised
+                           : R.llm_url      ? replies
+                                            : raw,
                            R.dbq ? queue : NULL,
                            g.normalise == 2 ? conversations : NULL };
     bool ok = PQstatus(pg) == CONNECTION_OK;
@@ -616,7 +708,7 @@ main(int argc, char **argv)
         else if (strcmp(argv[i], "--receipt") == 0)
             receipt = number(argv[i + 1], 0, 1);
         else if (strcmp(argv[i], "--normalise") == 0)
-            normal = number(argv[i + 1], 0, 2);
+            normal = number(argv[i + 1], 0, 3);
         else if (strcmp(argv[i], "--queue") == 0 &&
                  (strcmp(argv[i + 1], "db") == 0 ||
                   strcmp(argv[i + 1], "memory") == 0))
@@ -626,12 +718,13 @@ main(int argc, char **argv)
     }
     if (i != argc || !g.db || !g.secret || port < 0 || threads < 0 ||
         committers < 0 || batch < 0 || R.inflight < 0 || receipt < 0 ||
-        normal < 0 || (normal && R.llm_url) || !R.llm_url != !R.graph_url ||
+        normal < 0 || (normal && R.llm_url) ||
+        (normal == 3 && committers > 1) || !R.llm_url != !R.graph_url ||
         (R.llm_url && (!R.llm_key || !R.graph_token))) {
         fprintf(stderr,
                 "usage: mingest --db URL --secret S [--port N]"
                 " [--threads 1-64] [--committers 1-16]"
-                " [--batch 1-%d] [--normalise 0|1|2]"
+                " [--batch 1-%d] [--normalise 0|1|2|3]"
                 " [--llm URL --llm-key K --graph URL"
                 " --graph-token T [--inflight 1-4096] [--receipt 0|1]"
                 " [--queue memory|db]]\n",

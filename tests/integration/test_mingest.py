@@ -2,8 +2,8 @@
 docs/PERFORMANCE.md): a bound is only worth quoting if the thing measured
 does the job. Against a real PostgreSQL: it answers 200 only for what it
 stored (duplicates once), 401 for a bad signature, 400 without a message
-id, 413 for an oversize body, and 503 when the insert fails; rows a''n
-and a''q store what they say they store.
+id, 413 for an oversize body, and 503 when the insert fails; rows a''n,
+a''q and a''d store what they say they store.
 """
 
 import hashlib
@@ -76,13 +76,13 @@ def test_mingest_stores_what_it_answers(db):
         stop(p)
 
 
-def load_with_retries(db, url, requests, users):
+def load_with_retries(db, url, requests, users, table="inbox"):
     """loadgen's webhooks, 30 % of them retries: every one answered 200,
     each stored once."""
     r = loadgen(url + "/webhooks/whatsapp", secret=SECRET, connections=8, requests=requests,
                 users=users, dup_ratio=0.3)
     assert r["responses"] == {"200": requests}, r
-    assert db.scalar("SELECT count(*) FROM inbox") == requests - r["duplicates"]
+    assert db.scalar("SELECT count(*) FROM %s" % table) == requests - r["duplicates"]
 
 
 def test_mingest_normalised_stores_the_fields_of_what_it_answers(db):
@@ -138,6 +138,59 @@ def test_mingest_queue_makes_each_conversation_ready_once(db):
         assert post(url, harness.wa_text("wamid.MQ3", "15550077", "and again")) == 200
         assert db.scalar("SELECT pending_since FROM conv WHERE user_id = '15550077'") > first
         assert db.scalar("SELECT count(*) FROM inbox WHERE user_id = '15550077'") == 3
+        assert post(url, {"object": "whatsapp_business_account", "entry": []}) == 400
+    finally:
+        stop(p)
+
+
+def test_mingest_design_storage_keeps_ids_events_and_the_queue(db):
+    """Row a''d, the least ingest of DESIGN.md's storage: a''q's work with
+    identity ids (each conversation's id returned by its upsert, the
+    message's foreign key to it) and each stored message's
+    message_received event in the partitioned log, in one statement."""
+    p, url = start(db, "--normalise", "3")
+    try:
+        load_with_retries(db, url, 300, users=40, table="messages")
+        users = db.scalar("SELECT count(DISTINCT conversation_id) FROM messages")
+        assert 1 < users <= 40
+        assert db.scalar("SELECT count(*) FROM conversations") == users
+        assert db.scalar("SELECT count(*) FROM conversations WHERE pending_since IS NULL") == 0
+        # One event per message, naming it and its conversation.
+        assert db.scalar("SELECT count(*) FROM messages m JOIN events e ON e.message_id = m.id"
+                         " AND e.conversation_id = m.conversation_id"
+                         " AND e.platform_event_id = m.key") == \
+            db.scalar("SELECT count(*) FROM messages") == db.scalar("SELECT count(*) FROM events")
+
+        msg = harness.wa_text("wamid.MD1", "15550088", "hello, design", ts=1764288000)
+        assert post(url, msg) == 200
+        pseudo = hmac.new(SECRET.encode(), b"whatsapp:15550088", hashlib.sha256).hexdigest()
+        conv = db.query("SELECT id, pseudonym FROM conversations WHERE user_id = '15550088'")
+        assert [c[1] for c in conv] == [pseudo]
+        conv = conv[0][0]
+        assert db.query("SELECT conversation_id, kind, text, platform_ts FROM messages"
+                        " WHERE key = 'wamid.MD1'") == [(conv, "text", "hello, design",
+                                                          1764288000)]
+        assert db.query("SELECT e.tableoid::regclass::text, e.type, e.user_pseudonym,"
+                        " e.data->>'msg_type', extract(epoch FROM e.occurred_at)::bigint"
+                        " FROM events e JOIN messages m ON m.id = e.message_id"
+                        " WHERE m.key = 'wamid.MD1'") == [
+            ("events_now", "message_received", pseudo, "text", 1764288000)]
+        first = db.scalar("SELECT pending_since FROM conversations WHERE id = %s", (conv,))
+
+        # Ready already: a new message leaves it as it is; a retry stores nothing.
+        assert post(url, harness.wa_text("wamid.MD2", "15550088", "again")) == 200
+        assert post(url, msg) == 200
+        assert db.scalar("SELECT pending_since FROM conversations WHERE id = %s", (conv,)) == first
+
+        # Idle (answered): a retry of an old message does not wake it, a new one does.
+        db.execute("UPDATE conversations SET pending_since = NULL WHERE id = %s", (conv,))
+        assert post(url, msg) == 200
+        assert db.scalar("SELECT pending_since FROM conversations WHERE id = %s", (conv,)) is None
+        assert post(url, harness.wa_text("wamid.MD3", "15550088", "and again")) == 200
+        assert db.scalar("SELECT pending_since FROM conversations WHERE id = %s", (conv,)) > first
+        assert db.scalar("SELECT count(*) FROM messages WHERE conversation_id = %s", (conv,)) == 3
+        assert db.scalar("SELECT count(*) FROM events WHERE conversation_id = %s", (conv,)) == 3
+        assert db.scalar("SELECT count(*) FROM conversations WHERE user_id = '15550088'") == 1
         assert post(url, {"object": "whatsapp_business_account", "entry": []}) == 400
     finally:
         stop(p)
