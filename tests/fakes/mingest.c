@@ -593,7 +593,7 @@ create_schema(void)
         " body text NOT NULL, received_at timestamptz NOT NULL DEFAULT now(),"
         " state smallint NOT NULL DEFAULT 0, lease_until timestamptz);"
         "CREATE TABLE IF NOT EXISTS outbox (key text PRIMARY KEY, wamid text,"
-        " reply text NOT NULL)";
+        " reply text NOT NULL, llm_us bigint)";
     static const char queue[] = "CREATE INDEX IF NOT EXISTS inbox_todo ON inbox"
                                 " (received_at) WHERE state < 2";
     /* --normalise 3: Parley's tables (migrations/0001_core.sql,

@@ -12,8 +12,11 @@
  * call, the LLM call (OpenAI-compatible, not streamed), then the send
  * (WhatsApp Cloud API), and hands (key, the platform's id, the text) to a
  * finisher thread that stores them with one multi-row INSERT into
- *   outbox (key text PRIMARY KEY, wamid text, reply text NOT NULL)
- * per batch, committed synchronously. Jobs pass in memory: no claim, no
+ *   outbox (key text PRIMARY KEY, wamid text, reply text NOT NULL,
+ *           llm_us bigint)
+ * per batch, committed synchronously; llm_us is the LLM call's time (as
+ * Parley's responses.llm_ms), so that the bench can take it out of the
+ * reply's latency. Jobs pass in memory: no claim, no
  * lease, no context, no events. A crash loses the jobs in flight (inbox
  * rows without an outbox row would be their recovery); everything Parley
  * does on top of this is left out.
@@ -34,6 +37,7 @@ struct job {
     char *body; /* the webhook, then the reply text */
     char phone_id[64], to[64];
     char wamid[128];
+    char llm_us[24]; /* the LLM call's time in microseconds, as text */
     CURL *llm, *receipt, *send; /* transfers in flight */
     bool failed;
     struct core_buf llm_out, send_out, req, rreq;
@@ -302,6 +306,12 @@ transfer_done(CURL *h, CURLcode rc, long *running)
     ok = rc == CURLE_OK && http == 200;
     is_send = h == j->send;
     is_llm = h == j->llm;
+    if (is_llm) {
+        curl_off_t us = 0;
+
+        curl_easy_getinfo(h, CURLINFO_TOTAL_TIME_T, &us);
+        snprintf(j->llm_us, sizeof(j->llm_us), "%ld", (long)us);
+    }
     curl_multi_remove_handle(R.multi, h);
     curl_easy_cleanup(h);
     if (is_send) {
@@ -568,7 +578,7 @@ static void *
 intender(void *arg)
 {
     struct job *batch[MAX_BATCH];
-    const char **v = calloc(2 * MAX_BATCH, sizeof(*v));
+    const char **v = calloc(3 * MAX_BATCH, sizeof(*v));
     bool *have = calloc(MAX_BATCH + 1, sizeof(bool));
     PGconn *pg = connect_async_commit();
     int n, i;
@@ -585,10 +595,11 @@ intender(void *arg)
             break;
 
         for (i = 0; i < n; i++) {
-            v[2 * i] = batch[i]->key;
-            v[2 * i + 1] = batch[i]->body;
+            v[3 * i] = batch[i]->key;
+            v[3 * i + 1] = batch[i]->body;
+            v[3 * i + 2] = batch[i]->llm_us;
         }
-        res = insert_rows(pg, "outbox (key, reply)", 2, n, "", have, v);
+        res = insert_rows(pg, "outbox (key, reply, llm_us)", 3, n, "", have, v);
         if (res) {
             ok = PQresultStatus(res) == PGRES_COMMAND_OK;
             if (!ok)
@@ -618,7 +629,7 @@ static void *
 finisher(void *arg)
 {
     struct job *batch[MAX_BATCH];
-    const char **v = calloc(3 * MAX_BATCH, sizeof(*v));
+    const char **v = calloc(4 * MAX_BATCH, sizeof(*v));
     bool *have = calloc(MAX_BATCH + 1, sizeof(bool));
     PGconn *pg = PQconnectdb(R.db);
     int n, i;
@@ -641,11 +652,13 @@ finisher(void *arg)
             goto stored;
         }
         for (i = 0; i < n; i++) {
-            v[3 * i] = batch[i]->key;
-            v[3 * i + 1] = batch[i]->wamid;
-            v[3 * i + 2] = batch[i]->body;
+            v[4 * i] = batch[i]->key;
+            v[4 * i + 1] = batch[i]->wamid;
+            v[4 * i + 2] = batch[i]->body;
+            v[4 * i + 3] = batch[i]->llm_us;
         }
-        res = insert_rows(pg, "outbox (key, wamid, reply)", 3, n, "", have, v);
+        res = insert_rows(pg, "outbox (key, wamid, reply, llm_us)", 4, n, "",
+                          have, v);
         if (res) {
             ok = PQresultStatus(res) == PGRES_COMMAND_OK;
             if (!ok)

@@ -225,9 +225,11 @@ def test_mingest_reply_mode_answers_every_new_message_once(db, fake, queue):
     if they do the job: every new message gets its receipt, then the LLM's
     answer sent to its sender, stored with the platform's id; a retried
     webhook is not answered twice. Through PostgreSQL (--queue db) every
-    message ends claimed and done."""
+    message ends claimed and done. Each reply's row keeps its LLM call's
+    time (the paced row a''''p takes it out of the reply's latency)."""
     p, url = start_replying(db, fake, queue=queue)
-    fake.control(graph_latency_ms=40)  # so that "answered before" shows
+    fake.control(graph_latency_ms=40,  # so that "answered before" shows
+                 llm_latency_ms=30)
     try:
         r = loadgen(url + "/webhooks/whatsapp", secret=SECRET, connections=8, requests=200,
                     users=40)
@@ -261,6 +263,8 @@ def test_mingest_reply_mode_answers_every_new_message_once(db, fake, queue):
             # send's arrival and the receipt's answer can be µs apart.)
             assert s["ts_ms"] >= rd["ts_ms"] + rd["delay_ms"] - 1, (rd, s)
         assert len(fake.requests(kind="llm")) == 201
+        assert db.scalar("SELECT count(*) FROM outbox"
+                         " WHERE llm_us BETWEEN 30000 AND 10000000") == 201
         if queue == "db":
             assert db.query("SELECT state, count(*) FROM inbox GROUP BY 1") == [(2, 201)]
             assert db.scalar("SELECT count(*) FROM inbox WHERE lease_until IS NOT NULL") == 0
