@@ -540,6 +540,13 @@ class Bench:
     def fake_url(self, path):
         return "http://127.0.0.1:%d%s" % (self.fake_port, path)
 
+    def fake_graph_requests(self):
+        """The Graph API requests fakeup recorded since its last reset:
+        sends and read receipts, each with its body and ts_ms."""
+        st, body = http(self.fake_url("/_requests?kind=graph"), timeout=30)
+        recs = json.loads(body) if st == 200 else []
+        return recs.get("requests", []) if isinstance(recs, dict) else recs
+
     def fake_control(self, obj):
         st, body = http(self.fake_url("/_control"), json.dumps(obj).encode())
         if st != 200:
@@ -964,11 +971,16 @@ class Suite:
             if p.poll() is not None:
                 break
             time.sleep(0.05)
+        raise RuntimeError("mingest did not start: " + self.stop_mingest(p, out))
+
+    @staticmethod
+    def stop_mingest(p, out):
+        """Stop a mingest started by start_mingest(); the tail of its output."""
         stop_proc(p)
         out.seek(0)
-        text = out.read()[-300:]
+        tail = out.read()[-300:]
         out.close()
-        raise RuntimeError("mingest did not start: " + text)
+        return tail
 
     def min_ingest_run(self, normalised=0):
         """One run of tests/mingest (signature, key, one multi-row INSERT per
@@ -1109,16 +1121,10 @@ class Suite:
                 first_in = float(b.pg.psql(db, "SELECT extract(epoch FROM min(received_at))"
                                                " * 1000 FROM inbox") or 0)
             finally:
-                stop_proc(p)
-                out.seek(0)
-                tail = out.read()[-300:]
-                out.close()
+                tail = self.stop_mingest(p, out)
         finally:
             b.drop_db(db)
-        st, body = http(b.fake_url("/_requests?kind=graph"), timeout=30)
-        recs = json.loads(body) if st == 200 else []
-        if isinstance(recs, dict):
-            recs = recs.get("requests", [])
+        recs = b.fake_graph_requests()
         sends = [r["ts_ms"] for r in recs if isinstance(r.get("body"), dict)
                  and r["body"].get("status") != "read"]
         span = (max(sends) - first_in) / 1000 if sends and first_in else None
@@ -1222,16 +1228,10 @@ class Suite:
                                      " FROM inbox i JOIN outbox o USING (key)"
                                      " WHERE i.received_at > to_timestamp(%f / 1000)" % cutoff)
             finally:
-                stop_proc(p)
-                out.seek(0)
-                tail = out.read()[-300:]
-                out.close()
+                tail = self.stop_mingest(p, out)
         finally:
             b.drop_db(db)
-        st, body = http(b.fake_url("/_requests?kind=graph"), timeout=30)
-        recs = json.loads(body) if st == 200 else []
-        if isinstance(recs, dict):
-            recs = recs.get("requests", [])
+        recs = b.fake_graph_requests()
         inputs = {}
         for line in rows.splitlines():
             parts = line.split("\t")
@@ -1490,10 +1490,7 @@ class Suite:
         finally:
             b.stop_parley()
         b.drop_db(db)
-        st, body = http(b.fake_url("/_requests?kind=graph"), timeout=30)
-        recs = json.loads(body) if st == 200 else []
-        if isinstance(recs, dict):
-            recs = recs.get("requests", [])
+        recs = b.fake_graph_requests()
         key_re = re.compile(r"loadgen message (\d+) from user (\d+)")
         inputs = {}
         for line in rows.splitlines():
