@@ -73,6 +73,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "analytics/pseudonym.h"
 #include "core/buf.h"
 
 #define MAX_BODY  (64 * 1024)
@@ -186,24 +187,19 @@ wa_value(const cJSON *w)
         "value");
 }
 
-/* --normalise 2 and 3: the user's pseudonym, HMAC-SHA256 of "platform:user" in
- * hex, as analytics/pseudonym.c makes it (keyed here by the app secret: a
- * bench instrument has no key of its own to keep). */
+/* --normalise 2 and 3: the user's pseudonym, made by Parley's own
+ * ana_pseudonym() (keyed here by the app secret, set in main(): a bench
+ * instrument has no key of its own to keep). */
+static struct ana_pseudonym_key pseudonym_key;
+
 static char *
 pseudonym(const char *platform, const char *user)
 {
-    unsigned char mac[EVP_MAX_MD_SIZE];
-    unsigned int n = 0, i;
-    char in[600], *hex;
+    char *out = malloc(ANA_PSEUDONYM_LEN + 1);
 
-    snprintf(in, sizeof(in), "%s:%s", platform, user);
-    if (!HMAC(EVP_sha256(), g.secret, (int)strlen(g.secret),
-              (const unsigned char *)in, strlen(in), mac, &n) ||
-        !(hex = malloc(2 * (size_t)n + 1)))
-        return NULL;
-    for (i = 0; i < n; i++)
-        snprintf(hex + 2 * i, 3, "%02x", mac[i]);
-    return hex;
+    if (out)
+        ana_pseudonym(&pseudonym_key, platform, user, out);
+    return out;
 }
 
 /* --normalise: parse the webhook as Parley's adapter does (cJSON) and
@@ -738,6 +734,10 @@ main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     g.batch = (int)batch;
     g.normalise = (int)normal;
+    pseudonym_key.len = strlen(g.secret);
+    if (pseudonym_key.len > sizeof(pseudonym_key.key))
+        pseudonym_key.len = sizeof(pseudonym_key.key);
+    memcpy(pseudonym_key.key, g.secret, pseudonym_key.len);
     if (!create_schema())
         return 1;
     if (R.llm_url && !reply_setup(receipt == 1)) {
