@@ -557,35 +557,89 @@ static const char SQL_FLUSH[] =
     "SELECT pg_logical_emit_message(true, 'parley_flush', '')";
 
 enum core_status
-core_db_query_flush_apart(struct core_dbconn *c, const char *sql, int nparams,
-                          const char *const *params, PGresult **res)
+core_db_query_then(struct core_dbconn *c, bool apart, const char *sql,
+                   int nparams, const char *const *params, PGresult **res,
+                   struct core_db_stmt *then, enum core_status *then_st)
 {
     struct core_db_stmt q[2] = { { SQL_ASYNC, 0, NULL, NULL },
                                  { sql, nparams, params, NULL } };
+    struct core_db_stmt t[2] = { { SQL_ASYNC, 0, NULL, NULL },
+                                 { NULL, 0, NULL, NULL } };
     struct core_db_stmt f = { SQL_FLUSH, 0, NULL, NULL };
-    enum core_status st;
+    struct core_db_stmt *first = apart ? q : q + 1;
+    int nfirst = apart ? 2 : 1;
+    enum core_status st = CORE_OK, tst = CORE_ERR_UNAVAILABLE;
+    char sqlstate[sizeof(c->sqlstate)], error[sizeof(c->error)];
 
     if (res)
         *res = NULL;
-    st = prepared(c, SQL_FLUSH, &(int){ 0 });
+    if (then) {
+        then->res = NULL;
+        t[1].sql = then->sql;
+        t[1].nparams = then->nparams;
+        t[1].params = then->params;
+    }
+    /* Prepared before the pipeline opens (pipeline_send prepares only
+     * the first group's). */
+    if (then && !c->broken && c->pg &&
+        PQpipelineStatus(c->pg) == PQ_PIPELINE_OFF)
+        st = prepared(c, SQL_ASYNC, &(int){ 0 }) == CORE_OK
+                 ? prepared(c, then->sql, &(int){ 0 })
+                 : CORE_ERR_DB;
+    if (st == CORE_OK && apart)
+        st = prepared(c, SQL_FLUSH, &(int){ 0 });
     if (st == CORE_OK)
-        st = pipeline_send(c, q, 2);
-    if (st == CORE_OK)
+        st = pipeline_send(c, first, nfirst);
+    if (st == CORE_OK && then)
+        st = pipeline_send(c, t, 2);
+    if (st == CORE_OK && apart)
         st = pipeline_send(c, &f, 1);
     if (st != CORE_OK) {
         if (c->pg && PQpipelineStatus(c->pg) != PQ_PIPELINE_OFF)
             c->broken = true;
+        if (then_st)
+            *then_st = st;
         return st;
     }
-    st = pipeline_read(c, q, 2);
-    if (st != CORE_OK) {
+    st = pipeline_read(c, first, nfirst);
+    if (then) {
+        /* Runs whatever the first's outcome; the first's error is the
+         * one the caller reads. */
+        memcpy(sqlstate, c->sqlstate, sizeof(sqlstate));
+        memcpy(error, c->error, sizeof(error));
+        if (!c->broken)
+            tst = pipeline_read(c, t, 2);
+        if (tst == CORE_OK)
+            take_statement(t, &then->res);
+        if (st != CORE_OK) {
+            memcpy(c->sqlstate, sqlstate, sizeof(sqlstate));
+            memcpy(c->error, error, sizeof(error));
+        }
+        if (then_st)
+            *then_st = tst;
+    }
+    if (st != CORE_OK || !apart) {
         /* The flush's transaction runs all the same: read it and end. */
-        if (!c->broken && pipeline_read(c, &f, 1) == CORE_OK)
+        if (apart && !c->broken && pipeline_read(c, &f, 1) == CORE_OK)
             PQclear(f.res);
-        return pipeline_end(c, q, 2, st);
+        st = pipeline_end(c, first, nfirst, st);
+        if (st != CORE_OK)
+            return st;
+        if (res)
+            *res = first[nfirst - 1].res;
+        else
+            PQclear(first[nfirst - 1].res);
+        return CORE_OK;
     }
     take_statement(q, res);
     return CORE_OK;
+}
+
+enum core_status
+core_db_query_flush_apart(struct core_dbconn *c, const char *sql, int nparams,
+                          const char *const *params, PGresult **res)
+{
+    return core_db_query_then(c, true, sql, nparams, params, res, NULL, NULL);
 }
 
 enum core_status

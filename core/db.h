@@ -108,6 +108,19 @@ enum core_status core_db_query_flush_apart(struct core_dbconn *c,
                                            const char *const *params,
                                            PGresult **res);
 enum core_status core_db_flush_wait(struct core_dbconn *c);
+/* As core_db_query_flush_apart (apart) or core_db_query (not apart), and
+ * in the same round trip, once that transaction has ended (committed or
+ * not), `then` (sql, nparams, params) in a transaction of its own that
+ * commits without waiting for its flush, as core_db_query_async; with
+ * apart it runs before the flush, so it does not wait for it. then->res
+ * gets its result, NULL when it failed (*then_st says why). Returns the
+ * first statement's status (c->error and c->sqlstate are the first's);
+ * with apart and CORE_OK, core_db_flush_wait(c) next. */
+enum core_status core_db_query_then(struct core_dbconn *c, bool apart,
+                                    const char *sql, int nparams,
+                                    const char *const *params, PGresult **res,
+                                    struct core_db_stmt *then,
+                                    enum core_status *then_st);
 /* Whether c's role may use core_db_query_flush_apart (an administrator can
  * revoke the function it calls): *ok set on CORE_OK. */
 enum core_status core_db_flush_apart_allowed(struct core_dbconn *c, bool *ok);

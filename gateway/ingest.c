@@ -14,11 +14,16 @@
 #include "analytics/pseudonym.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "inference/pool.h"
 
 #define INGEST_MAX_JOBS   512         /* requests per transaction */
 #define INGEST_MAX_JSON   (64u << 20) /* bytes per transaction */
 #define INGEST_ACQUIRE_MS 2000
 #define INGEST_SLOW_S     1.0 /* a batch slower than this is logged */
+/* At most this many conversations claimed in a batch's round trip (the
+ * rest by the dispatcher): the claim loads each one's context before the
+ * flush, which the batch's acks wait for. */
+#define INGEST_CLAIM_MAX 16
 
 static const char SQL_INGEST[] =
     "SELECT idx, queued, ready FROM parley_ingest($1::jsonb)";
@@ -83,8 +88,7 @@ enum batch_kind {
 struct gw_ingest {
     const struct core_config *cfg;
     struct core_db *db;
-    void (*wake)(void *);
-    void *wake_arg;
+    struct inf_pool *pool;  /* NULL: no workers in this process */
     atomic_int flush_apart; /* commit async, then flush: store_batch */
 
     pthread_mutex_t mu;
@@ -666,6 +670,53 @@ tally(const PGresult *r, struct gw_ingest_job **jobs, const int *owners,
     return ready;
 }
 
+/* Inbound messages in the batch: an upper bound of the conversations it
+ * makes ready. */
+static int
+batch_messages(struct gw_ingest_job **jobs, int njobs)
+{
+    const char *store;
+    int i, queue, n = 0;
+    size_t k;
+
+    for (i = 0; i < njobs; i++)
+        for (k = 0; k < jobs[i]->batch->n; k++) {
+            (void)etype_of(&jobs[i]->batch->events[k], &store, &queue);
+            n += queue;
+        }
+    return n;
+}
+
+/* Store the call; with room in the pool, claim in the same round trip
+ * (inf_pool_claim_begin: a transaction of its own, after the batch's
+ * commit). *claimed: rows claimed, -1 if it failed or did not run;
+ * *asked: slots it had. */
+static enum core_status
+store_call(struct gw_ingest *in, struct core_dbconn *c, int apart, int nmsg,
+           const struct call *call, PGresult **r, int *asked, int *claimed)
+{
+    struct inf_claim cl;
+    enum core_status st;
+
+    *claimed = -1;
+    /* One more than the batch can make ready: a claim that fills its
+     * room may have left work behind, and wakes the dispatcher. */
+    *asked =
+        in->pool && nmsg > 0
+            ? inf_pool_claim_begin(
+                  in->pool,
+                  nmsg < INGEST_CLAIM_MAX ? nmsg + 1 : INGEST_CLAIM_MAX, &cl)
+            : 0;
+    if (*asked == 0)
+        return apart ? core_db_query_flush_apart(c, call->sql, call->np,
+                                                 call->p, r)
+                     : core_db_query(c, call->sql, call->np, call->p, r);
+    st = core_db_query_then(c, apart, call->sql, call->np, call->p, r, &cl.stmt,
+                            NULL);
+    *claimed = inf_pool_claim_end(in->pool, &cl);
+    return st;
+}
+
 static enum core_status
 store_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
 {
@@ -673,6 +724,7 @@ store_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
     struct core_dbconn *c = NULL;
     PGresult *r = NULL;
     int *owners = NULL, nitems = 0, i, attempt, ready = 0, apart = 0;
+    int nmsg = batch_messages(jobs, njobs), asked = 0, claimed = -1;
     struct call call;
     enum core_status st;
     struct timespec t0, t1;
@@ -693,8 +745,7 @@ store_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
         if (!c)
             goto out;
         apart = atomic_load(&in->flush_apart);
-        st = apart ? core_db_query_flush_apart(c, call.sql, call.np, call.p, &r)
-                   : core_db_query(c, call.sql, call.np, call.p, &r);
+        st = store_call(in, c, apart, nmsg, &call, &r, &asked, &claimed);
         if (st == CORE_OK)
             break;
         log_warn("ingest batch failed",
@@ -717,9 +768,10 @@ store_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
         goto out;
     ready = tally(r, jobs, owners, nitems);
     /* Committed and visible: this process's pool may claim now (the other
-     * processes were notified at the commit). */
-    if (ready && in->wake)
-        in->wake(in->wake_arg);
+     * processes were notified at the commit), unless the claim in the
+     * round trip took all there was (fewer rows than it had room for). */
+    if (ready && in->pool && !(claimed >= 0 && claimed < asked))
+        inf_pool_wake(in->pool);
     if (apart) {
         st = core_db_flush_wait(c);
         if (st == CORE_ERR_DB) {
@@ -818,7 +870,7 @@ committer_main(void *arg)
 
 struct gw_ingest *
 gw_ingest_new(const struct core_config *cfg, struct core_db *db, int committers,
-              void (*wake)(void *), void *wake_arg)
+              struct inf_pool *pool)
 {
     static const double batch_buckets[] = { 1,  2,  4,   8,   16,
                                             32, 64, 128, 256, 512 };
@@ -829,8 +881,7 @@ gw_ingest_new(const struct core_config *cfg, struct core_db *db, int committers,
         return NULL;
     in->cfg = cfg;
     in->db = db;
-    in->wake = wake;
-    in->wake_arg = wake_arg;
+    in->pool = pool;
     atomic_init(&in->flush_apart, 0);
     ana_feedback_map_default(&in->fbmap);
     if (cfg->feedback_emoji &&

@@ -48,9 +48,12 @@ struct gw_ingest_job {
     struct gw_ingest_job *next; /* queue link, private */
 };
 
+struct inf_pool;
+/* pool: this process's worker pool (NULL: none); woken when a batch made
+ * conversations ready, and it claims some in the batch's round trip. */
 struct gw_ingest *gw_ingest_new(const struct core_config *cfg,
                                 struct core_db *db, int committers,
-                                void (*wake)(void *arg), void *wake_arg);
+                                struct inf_pool *pool);
 /* Stop after the jobs already submitted are done. */
 void gw_ingest_free(struct gw_ingest *in);
 void gw_ingest_submit(struct gw_ingest *in, struct gw_ingest_job *job);

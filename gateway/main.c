@@ -355,10 +355,9 @@ cmd_serve(const struct core_config *cfg, int workers, int gateway)
         /* The committers get connections of their own: behind 64 busy
          * workers in one pool, webhook acks waited for a connection. */
         ingest_db = core_db_new(db_url(cfg), cfg->ingest_committers + 1);
-        ingest = ingest_db
-                     ? gw_ingest_new(cfg, ingest_db, cfg->ingest_committers,
-                                     pool ? inf_pool_wake : NULL, pool)
-                     : NULL;
+        ingest = ingest_db ? gw_ingest_new(cfg, ingest_db,
+                                           cfg->ingest_committers, pool)
+                           : NULL;
         if (!ingest) {
             fprintf(stderr, "parley: could not start ingest\n");
             goto out;

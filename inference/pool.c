@@ -11,9 +11,14 @@
  * commits), the LISTEN parley_work socket (other processes), and a slow
  * poll timeout as the last resort.
  * The dispatcher claims and loads in one statement (one round trip; the
- * user, pending messages and history come back with each lease), workers
- * only think (the LLM call), and delivery threads record and
- * send (inference/job.h), so a worker goes from one LLM call to the next
+ * user, pending messages and history come back with each lease). The
+ * ingest runs the same claim in a batch's own round trip, right after its
+ * commit (inf_pool_claim_begin/end, gateway/ingest.c): a new message's job
+ * then starts without a wake-up of the dispatcher, and the dispatcher
+ * claims what that claim had no room for. Every claim reserves its slots
+ * first (reserved), so the two never claim more than there is room for.
+ * Workers only think (the LLM call), and delivery threads record and send
+ * (inference/job.h), so a worker goes from one LLM call to the next
  * without waiting on PostgreSQL or the platform.
  * Threads: 1 dispatcher, N workers, N delivery threads. Shared state: the
  * two job queues (one mutex, a condvar each), counters; the config is
@@ -111,7 +116,7 @@ struct inf_pool {
     const struct core_config *cfg;
     struct core_db *db;
     char *conninfo;
-    unsigned long nclaims; /* claims made: the owner token's suffix */
+    atomic_ulong nclaims; /* claims made: the owner token's suffix */
 
     pthread_mutex_t mu;
     pthread_cond_t cv;              /* workers: a job was queued */
@@ -122,6 +127,7 @@ struct inf_pool {
     int queued;
     int busy;           /* jobs in workers' hands */
     int delivering;     /* queued for or in delivery */
+    int reserved;       /* slots held for claims running (claim_begin) */
     int room_wanted;    /* the dispatcher waits for a free slot */
     int stopping;       /* no more claims; workers drain the queue */
     int dstopping;      /* workers joined: delivery drains and ends */
@@ -136,7 +142,7 @@ struct inf_pool {
     pthread_t *dthreads;
     struct worker_slot *delivery;
     int ndelivery;
-    struct inf_worker_ctx dctx;            /* the dispatcher's, for loading */
+    struct inf_worker_ctx dctx;            /* for loading claims; only read */
     struct core_batch *intents, *finishes; /* grouped job transactions */
     struct inf_metrics m;
 };
@@ -174,7 +180,7 @@ room_locked(const struct inf_pool *p)
 {
     int idle = p->nworkers +
                (p->nworkers + POOL_PREFETCH_PER - 1) / POOL_PREFETCH_PER -
-               p->busy - p->queued;
+               p->busy - p->queued - p->reserved;
 
     if (idle > p->ndelivery - p->delivering)
         idle = p->ndelivery - p->delivering; /* delivery is behind */
@@ -213,16 +219,6 @@ drain_fd(int fd)
     return work;
 }
 
-static void
-push_job(struct inf_pool *p, struct inf_job *j)
-{
-    pthread_mutex_lock(&p->mu);
-    fifo_push(&p->ready, j);
-    p->queued++;
-    pthread_mutex_unlock(&p->mu);
-    pthread_cond_signal(&p->cv);
-}
-
 /* Read receipts go to delivery ahead of the jobs thought there. */
 static void
 push_mark(struct inf_pool *p, struct inf_mark *m)
@@ -240,53 +236,116 @@ push_mark(struct inf_pool *p, struct inf_mark *m)
     pthread_cond_signal(&p->dcv);
 }
 
-/* Claim up to n conversations; returns how many were claimed, -1 on error. */
-static int
-claim(struct inf_pool *p, struct core_dbconn *c, int n)
+int
+inf_pool_claim_begin(struct inf_pool *p, int want, struct inf_claim *c)
 {
-    char nbuf[16], lease[16], owner[INF_OWNER_MAX];
-    const char *params[3] = { nbuf, owner, lease };
-    PGresult *r = NULL;
-    struct inf_job **jobs;
-    int i, rows, got = 0;
+    int n;
 
-    snprintf(nbuf, sizeof(nbuf), "%d", n);
-    snprintf(lease, sizeof(lease), "%d", p->cfg->lease_ms);
-    snprintf(owner, sizeof(owner), "%s/%lu", core_db_instance(), ++p->nclaims);
-    if (core_db_query_async(c, INF_SQL_CLAIM, 3, params, &r) != CORE_OK) {
-        log_warn("could not claim work", "error=\"%s\"", c->error);
-        return -1;
-    }
-    rows = PQntuples(r);
-    jobs = calloc((size_t)rows + 1, sizeof(struct inf_job *));
-    for (i = 0; i < rows && jobs; i++) {
-        struct inf_job *j = calloc(1, sizeof(*j));
+    pthread_mutex_lock(&p->mu);
+    n = p->stopping ? 0 : room_locked(p);
+    if (n > want)
+        n = want;
+    if (n > 0)
+        p->reserved += n;
+    pthread_mutex_unlock(&p->mu);
+    c->slots = n > 0 ? n : 0;
+    if (c->slots == 0)
+        return 0;
+    snprintf(c->n, sizeof(c->n), "%d", c->slots);
+    snprintf(c->lease, sizeof(c->lease), "%d", p->cfg->lease_ms);
+    snprintf(c->owner, sizeof(c->owner), "%s/%lu", core_db_instance(),
+             atomic_fetch_add(&p->nclaims, 1) + 1);
+    c->params[0] = c->n;
+    c->params[1] = c->owner;
+    c->params[2] = c->lease;
+    c->stmt.sql = INF_SQL_CLAIM;
+    c->stmt.nparams = 3;
+    c->stmt.params = c->params;
+    c->stmt.res = NULL;
+    return c->slots;
+}
 
-        if (!j)
-            break;
-        j->magic = INF_JOB_MAGIC;
-        snprintf(j->conversation_id, sizeof(j->conversation_id), "%s",
-                 PQgetvalue(r, i, 0));
-        snprintf(j->lease_count, sizeof(j->lease_count), "%s",
-                 PQgetvalue(r, i, 1));
-        snprintf(j->owner, sizeof(j->owner), "%s", owner);
-        if (PQgetvalue(r, i, 2)[0] == 't') {
-            core_metric_add(p->m.lease_expiries, NULL, 1);
-            log_warn("reclaimed expired lease", "conversation=%s",
-                     j->conversation_id);
-        }
-        (void)inf_job_from_claim(&p->dctx, j, r, i);
-        jobs[got++] = j;
+/* A job for row i of a claim's result; NULL when out of memory. */
+static struct inf_job *
+job_of_row(struct inf_pool *p, const char *owner, PGresult *r, int i)
+{
+    struct inf_job *j = calloc(1, sizeof(*j));
+
+    if (!j)
+        return NULL;
+    j->magic = INF_JOB_MAGIC;
+    snprintf(j->conversation_id, sizeof(j->conversation_id), "%s",
+             PQgetvalue(r, i, 0));
+    snprintf(j->lease_count, sizeof(j->lease_count), "%s", PQgetvalue(r, i, 1));
+    snprintf(j->owner, sizeof(j->owner), "%s", owner);
+    if (PQgetvalue(r, i, 2)[0] == 't') {
+        core_metric_add(p->m.lease_expiries, NULL, 1);
+        log_warn("reclaimed expired lease", "conversation=%s",
+                 j->conversation_id);
     }
-    core_metric_add(p->m.claims, NULL, rows);
-    PQclear(r);
+    /* dctx is only read (config, metrics): any thread may load with it. */
+    (void)inf_job_from_claim(&p->dctx, j, r, i);
+    return j;
+}
+
+static int
+claim_end(struct inf_pool *p, struct inf_claim *c, const char *by)
+{
+    PGresult *r = c->stmt.res;
+    struct job_fifo got = { NULL, NULL };
+    struct inf_job *j;
+    int i, rows = r ? PQntuples(r) : -1, n = 0, room;
+
+    c->stmt.res = NULL;
     /* Out of memory: what was not made into a job waits for its lease. */
-    for (i = 0; i < got; i++) {
-        push_mark(p, inf_job_mark(jobs[i]));
-        push_job(p, jobs[i]);
+    for (i = 0; i < rows && (j = job_of_row(p, c->owner, r, i)) != NULL; i++) {
+        fifo_push(&got, j);
+        n++;
     }
-    free(jobs);
+    PQclear(r);
+    if (rows > 0)
+        core_metric_add(p->m.claims, by, rows);
+    for (j = got.head; j; j = j->next)
+        push_mark(p, inf_job_mark(j));
+    pthread_mutex_lock(&p->mu);
+    p->reserved -= c->slots;
+    while ((j = fifo_pop(&got)) != NULL) {
+        fifo_push(&p->ready, j);
+        p->queued++;
+    }
+    /* Slots it left empty: the dispatcher may be waiting for them. */
+    room = room_freed(p);
+    pthread_mutex_unlock(&p->mu);
+    for (i = 0; i < n; i++)
+        pthread_cond_signal(&p->cv);
+    if (room)
+        wake(p, WAKE_ROOM);
+    c->slots = 0;
     return rows;
+}
+
+int
+inf_pool_claim_end(struct inf_pool *p, struct inf_claim *c)
+{
+    return claim_end(p, c, "by=\"ingest\"");
+}
+
+/* The dispatcher's claim of up to n conversations (*asked: as many as
+ * were free, maybe fewer); returns how many were claimed, -1 on error. */
+static int
+claim(struct inf_pool *p, struct core_dbconn *c, int n, int *asked)
+{
+    struct inf_claim cl;
+
+    *asked = inf_pool_claim_begin(p, n, &cl);
+    if (*asked == 0)
+        return 0;
+    if (core_db_query_async(c, cl.stmt.sql, cl.stmt.nparams, cl.stmt.params,
+                            &cl.stmt.res) != CORE_OK) {
+        log_warn("could not claim work", "error=\"%s\"", c->error);
+        cl.stmt.res = NULL;
+    }
+    return claim_end(p, &cl, "by=\"dispatcher\"");
 }
 
 static void
@@ -376,7 +435,7 @@ dispatcher_main(void *arg)
     struct inf_pool *p = arg;
     struct core_dbconn *lc = NULL;
     long last_stats = 0, last_maint = 0, last_listen = 0;
-    int idle, got, waited_ms, want, work = 1;
+    int idle, got, asked, waited_ms, want, work = 1;
     enum core_status st;
 
     core_thread_name("dispatcher");
@@ -397,17 +456,18 @@ dispatcher_main(void *arg)
             lc = listen_open(p);
             last_listen = now_ms();
         }
-        got = 0;
+        got = asked = 0;
         want = idle > 0 && work;
         c = want || now_ms() - last_stats > POOL_STATS_EVERY_MS
                 ? core_db_acquire(p->db, 1000, &st)
                 : NULL;
         if (c) {
             if (want) {
-                got = claim(p, c, idle);
+                got = claim(p, c, idle, &asked);
                 /* Fewer than asked: nothing else is ready until new work
-                 * is signalled (or the poll). */
-                work = got < 0 || got == idle;
+                 * is signalled (or the poll). None asked: an ingest's
+                 * claim took the room meanwhile. */
+                work = got < 0 || got == asked;
             }
             if (now_ms() - last_stats > POOL_STATS_EVERY_MS) {
                 update_stats(p, c);
@@ -420,7 +480,7 @@ dispatcher_main(void *arg)
             core_db_release(p->db, c);
         }
         /* Claimed a full load: there may be more; go again at once. */
-        if (got > 0 && got == idle)
+        if (got > 0 && got == asked)
             continue;
         waited_ms = got < 0 || (want && !c) ? 500 : POOL_POLL_MS;
         /* Work may be waiting but every slot was taken: ask for a wake-up
@@ -593,9 +653,12 @@ register_metrics(struct inf_metrics *m)
                                           0.25,  0.5,  1,     2.5,  5,
                                           10,    30,   60,    120 };
 
-    m->claims =
-        core_metric_register(CORE_METRIC_COUNTER, "parley_queue_claims_total",
-                             "Conversations claimed by this process", NULL, 0);
+    m->claims = core_metric_register(
+        CORE_METRIC_COUNTER, "parley_queue_claims_total",
+        "Conversations claimed by this process, by who claimed them: the "
+        "dispatcher, or the ingest in a batch's round "
+        "trip",
+        NULL, 0);
     m->lease_expiries = core_metric_register(
         CORE_METRIC_COUNTER, "parley_queue_lease_expiries_total",
         "Conversations reclaimed after another owner's lease expired", NULL, 0);
@@ -623,7 +686,8 @@ register_metrics(struct inf_metrics *m)
     m->wakeups = core_metric_register(
         CORE_METRIC_COUNTER, "parley_dispatcher_wakeups_total",
         "Dispatcher wake-ups that may call for a claim, by cause: local "
-        "(new work committed in this process), notify (another process's "
+        "(new work committed in this process that its ingest's claim had "
+        "no room for, or left by a finish), notify (another process's "
         "NOTIFY parley_work), own_notify (this process's own, ignored), "
         "poll (the timeout)",
         NULL, 0);
@@ -637,7 +701,8 @@ register_metrics(struct inf_metrics *m)
     m->dup_sends = core_metric_register(
         CORE_METRIC_COUNTER, "parley_possible_duplicate_sends_total",
         "Jobs redone after a crash between send and commit", NULL, 0);
-    core_metric_add(m->claims, NULL, 0);
+    core_metric_add(m->claims, "by=\"dispatcher\"", 0);
+    core_metric_add(m->claims, "by=\"ingest\"", 0);
     core_metric_add(m->lease_expiries, NULL, 0);
     core_metric_add(m->workers_busy, NULL, 0);
     core_metric_add(m->delivery_jobs, NULL, 0);

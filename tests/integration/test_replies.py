@@ -781,7 +781,66 @@ def test_notify_wakes_other_processes_and_not_the_sender(parley, fake):
     wait_until(lambda: wakeups(both).get("own_notify", 0) >= 1, 10,
                what="the process's own notification")
     seen = wakeups(both)
-    assert seen.get("local", 0) >= 1 and seen.get("notify", 0) == 0, seen
+    # In-process, the ingest claimed the message in its own round trip.
+    assert seen.get("notify", 0) == 0 and sum(claims(both).values()) == 1, \
+        (seen, claims(both))
+
+
+def claims(p):
+    """parley_queue_claims_total by who claimed."""
+    return {m.group(1): float(m.group(2)) for m in re.finditer(
+        r'^parley_queue_claims_total\{by="(\w+)"\} (\S+)$',
+        p.get("/metrics").text, re.M)}
+
+
+def test_the_ingest_claims_a_new_message_in_its_round_trip(parley, fake):
+    """A message to an idle pool is claimed in the ingest batch's own round
+    trip (a transaction after its commit, gateway/ingest.c store_call), not
+    by the dispatcher: the dispatcher is not woken, claims nothing, and the
+    reply goes out as always. The claim asks for one more slot than the
+    batch has messages, so taking fewer says nothing is left behind."""
+    p = start(parley, fake)
+    before = wakeups(p)
+    for k in range(3):
+        user = user_id("whatsapp", 90 + k)
+        post(p, "whatsapp", harness.wa_text(f"wamid.INGC{k}", user, f"claim test {k}"))
+        wait_answered(parley.db, k + 1)
+        wait_until(lambda: text_sends(fake, user), 10, what="the reply")
+    # (The dispatcher's 2 s poll may claim one first, in the moment between
+    # the batch's commit and the claim after it.)
+    got = claims(p)
+    assert got["ingest"] + got["dispatcher"] == 3 and got["ingest"] >= 2, got
+    seen = wakeups(p)
+    assert seen.get("local", 0) == before.get("local", 0), (before, seen)
+    assert parley.db.scalar("SELECT count(*) FROM messages WHERE direction = 'in'"
+                            " AND reply_state = 'answered'") == 3
+
+
+def test_without_the_flush_function_the_ingest_claims_after_its_commit(parley, fake, pg):
+    """A role that may not call pg_logical_emit_message() commits its
+    ingest synchronously (test_ingest.py); the claim in the batch's round
+    trip then follows that commit (core_db_query_then, not apart). Every
+    message is answered once, claimed in the round trip or by the
+    dispatcher's poll, and the dispatcher is not woken in-process."""
+    db = parley.db
+    role = f"plain_{db.name}"
+    db.execute(f'CREATE ROLE "{role}" LOGIN')
+    db.execute(f'GRANT CREATE ON DATABASE "{db.name}" TO "{role}"')
+    db.execute(f'GRANT CREATE ON SCHEMA public TO "{role}"')
+    db.execute("REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text)"
+               " FROM PUBLIC")
+    url = f"postgresql://{role}@127.0.0.1:{pg.port}/{db.name}"
+    p = start(parley, fake, env={"PARLEY_DATABASE_URL": url})
+    for k in range(3):
+        user = user_id("whatsapp", 95 + k)
+        post(p, "whatsapp", harness.wa_text(f"wamid.SYNCC{k}", user, f"sync claim {k}"))
+        wait_answered(db, k + 1)
+        wait_until(lambda: text_sends(fake, user), 10, what="the reply")
+    got = claims(p)
+    assert got["ingest"] + got["dispatcher"] == 3 and got["ingest"] >= 2, got
+    assert wakeups(p).get("local", 0) == 0, wakeups(p)
+    assert p.log_text().count("the pool claims after the flush") == 1
+    assert len(text_sends(fake)) == 3
 
 
 def test_a_freed_slot_wakes_the_dispatcher(parley, fake):
