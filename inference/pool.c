@@ -236,13 +236,20 @@ push_mark(struct inf_pool *p, struct inf_mark *m)
     pthread_cond_signal(&p->dcv);
 }
 
-int
-inf_pool_claim_begin(struct inf_pool *p, int want, struct inf_claim *c)
+/* Reserve up to want slots and fill c (inf_pool_claim_begin); by the
+ * ingest (ingest != 0), none while the dispatcher waits for room with
+ * work waiting: a backlog is the dispatcher's to claim, in the largest
+ * claims there is room for, while a claim in an ingest's round trip is
+ * for a new message to an idle pool (claimed in pieces of a few slots as
+ * they free up, a backlog at LLM 0 ms cost more claims per reply, and the
+ * ingest's acks waited for them). */
+static int
+claim_begin(struct inf_pool *p, int want, struct inf_claim *c, int ingest)
 {
     int n;
 
     pthread_mutex_lock(&p->mu);
-    n = p->stopping ? 0 : room_locked(p);
+    n = p->stopping || (ingest && p->room_wanted) ? 0 : room_locked(p);
     if (n > want)
         n = want;
     if (n > 0)
@@ -263,6 +270,12 @@ inf_pool_claim_begin(struct inf_pool *p, int want, struct inf_claim *c)
     c->stmt.params = c->params;
     c->stmt.res = NULL;
     return c->slots;
+}
+
+int
+inf_pool_claim_begin(struct inf_pool *p, int want, struct inf_claim *c)
+{
+    return claim_begin(p, want, c, 1);
 }
 
 /* A job for row i of a claim's result; NULL when out of memory. */
@@ -337,7 +350,7 @@ claim(struct inf_pool *p, struct core_dbconn *c, int n, int *asked)
 {
     struct inf_claim cl;
 
-    *asked = inf_pool_claim_begin(p, n, &cl);
+    *asked = claim_begin(p, n, &cl, 0);
     if (*asked == 0)
         return 0;
     if (core_db_query_async(c, cl.stmt.sql, cl.stmt.nparams, cl.stmt.params,

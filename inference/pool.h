@@ -32,7 +32,8 @@ struct inf_claim {
     const char *params[3];
 };
 /* Reserve up to `want` of the pool's free slots for a claim and fill c;
- * returns how many (0: none free, no claim to run). Any thread. */
+ * returns how many (0: none free, or a backlog the dispatcher is waiting
+ * to claim: no claim to run). Any thread. */
 int inf_pool_claim_begin(struct inf_pool *p, int want, struct inf_claim *c);
 /* After the claim ran (c->stmt.res, NULL if it failed; taken): its jobs
  * are queued and the slots it left empty let go. Returns how many it
