@@ -237,6 +237,23 @@ def fake_env(fake, model, system_prompt, **overrides):
     return e
 
 
+def role_without_the_flush_function(db, port):
+    """A login role of its own for db that may create its schema but may
+    not call pg_logical_emit_message() (revoked from PUBLIC in db, as an
+    administrator could): Parley's ingest then commits synchronously.
+    Returns the role's database URL."""
+    role = f"plain_{db.name}"
+    db.execute(f'CREATE ROLE "{role}" LOGIN')
+    db.execute(f'GRANT CREATE ON DATABASE "{db.name}" TO "{role}"')
+    db.execute(f'GRANT CREATE ON SCHEMA public TO "{role}"')
+    db.execute("REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text)"
+               " FROM PUBLIC")
+    assert not db.scalar("SELECT has_function_privilege(%s, "
+                         "'pg_logical_emit_message(boolean, text, text)', 'EXECUTE')",
+                         (role,))
+    return f"postgresql://{role}@127.0.0.1:{port}/{db.name}"
+
+
 def wa_message(mid, frm, text, ts=None, context_id=None):
     m = {"from": frm, "id": mid, "timestamp": str(int(ts or time.time())),
          "type": "text", "text": {"body": text}}

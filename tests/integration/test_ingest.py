@@ -1051,16 +1051,7 @@ def test_role_without_the_flush_function_still_stores_every_webhook(parley, pg):
     webhook on: every one answered 200 and stored, and the log says so
     once. A superuser (the other tests) never sees the warning."""
     db = parley.db
-    role = f"plain_{db.name}"
-    db.execute(f'CREATE ROLE "{role}" LOGIN')
-    db.execute(f'GRANT CREATE ON DATABASE "{db.name}" TO "{role}"')
-    db.execute(f'GRANT CREATE ON SCHEMA public TO "{role}"')
-    db.execute("REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text)"
-               " FROM PUBLIC")
-    url = f"postgresql://{role}@127.0.0.1:{pg.port}/{db.name}"
-    assert not db.scalar("SELECT has_function_privilege(%s, "
-                         "'pg_logical_emit_message(boolean, text, text)', 'EXECUTE')",
-                         (role,))
+    url = harness.role_without_the_flush_function(db, pg.port)
     srv = parley(env={"PARLEY_DATABASE_URL": url}, args=("serve", "--no-workers"))
     statuses = [srv.post_webhook("whatsapp", _wa_body(f"wamid.NOFLUSH{i}", f"m {i}")).status
                 for i in range(3)]

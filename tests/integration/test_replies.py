@@ -823,13 +823,7 @@ def test_without_the_flush_function_the_ingest_claims_after_its_commit(parley, f
     message is answered once, claimed in the round trip or by the
     dispatcher's poll, and the dispatcher is not woken in-process."""
     db = parley.db
-    role = f"plain_{db.name}"
-    db.execute(f'CREATE ROLE "{role}" LOGIN')
-    db.execute(f'GRANT CREATE ON DATABASE "{db.name}" TO "{role}"')
-    db.execute(f'GRANT CREATE ON SCHEMA public TO "{role}"')
-    db.execute("REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text)"
-               " FROM PUBLIC")
-    url = f"postgresql://{role}@127.0.0.1:{pg.port}/{db.name}"
+    url = harness.role_without_the_flush_function(db, pg.port)
     p = start(parley, fake, env={"PARLEY_DATABASE_URL": url})
     for k in range(3):
         user = user_id("whatsapp", 95 + k)
