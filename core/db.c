@@ -580,12 +580,16 @@ core_db_query_then(struct core_dbconn *c, bool apart, const char *sql,
         t[1].params = then->params;
     }
     /* Prepared before the pipeline opens (pipeline_send prepares only
-     * the first group's). */
+     * the first group's). If `then` cannot be prepared, the first runs
+     * without it: it does not depend on `then`. */
     if (then && !c->broken && c->pg &&
-        PQpipelineStatus(c->pg) == PQ_PIPELINE_OFF)
-        st = prepared(c, SQL_ASYNC, &(int){ 0 }) == CORE_OK
-                 ? prepared(c, then->sql, &(int){ 0 })
-                 : CORE_ERR_DB;
+        PQpipelineStatus(c->pg) == PQ_PIPELINE_OFF &&
+        (prepared(c, SQL_ASYNC, &(int){ 0 }) != CORE_OK ||
+         prepared(c, then->sql, &(int){ 0 }) != CORE_OK)) {
+        if (then_st)
+            *then_st = CORE_ERR_DB;
+        then = NULL;
+    }
     if (st == CORE_OK && apart)
         st = prepared(c, SQL_FLUSH, &(int){ 0 });
     if (st == CORE_OK)

@@ -837,6 +837,27 @@ def test_without_the_flush_function_the_ingest_claims_after_its_commit(parley, f
     assert len(text_sends(fake)) == 3
 
 
+def test_a_claim_that_cannot_run_does_not_fail_the_ingest(parley, fake):
+    """The claim in an ingest batch's round trip is a transaction of its
+    own: when it cannot even be prepared (here a column only the claim
+    reads is renamed, before any batch), the batch is stored and answered
+    200 all the same, and the messages wait in PostgreSQL; once the claim
+    works again they are answered, each once."""
+    db = parley.db
+    p = start(parley, fake)
+    db.execute("ALTER TABLE conversations RENAME COLUMN not_before TO nb_gone")
+    for k in range(2):
+        post(p, "whatsapp", harness.wa_text(f"wamid.NOCLAIM{k}", user_id("whatsapp", 75 + k),
+                                            f"claim broken {k}"))
+    assert db.scalar("SELECT count(*) FROM messages WHERE platform_message_id"
+                     " LIKE 'wamid.NOCLAIM%%' AND reply_state = 'pending'") == 2
+    assert sum(claims(p).values()) == 0, claims(p)
+    db.execute("ALTER TABLE conversations RENAME COLUMN nb_gone TO not_before")
+    wait_answered(db, 2)
+    wait_until(lambda: len(text_sends(fake)) == 2, 10, what="both replies")
+    assert "ingest batch failed" not in p.log_text()
+
+
 def test_a_freed_slot_wakes_the_dispatcher(parley, fake):
     """With every slot taken, the dispatcher asks to be woken when one
     frees up (inference/pool.c, room_wanted); it must not be left to its
