@@ -10,9 +10,11 @@
  * instead, which stores the same rows at a smaller fixed cost per call
  * (migration 0010), and one of plain messages and plain delivery statuses
  * (the mix of real traffic) to parley_ingest_plain() (migration 0011). That
- * commit does not wait for its WAL flush: the worker pool is woken as soon as
- * it is visible, while a second transaction in the same round trip waits for
- * the flush (core_db_query_flush_apart). Only after that is each job's done()
+ * commit does not wait for its WAL flush. In the same round trip, a second
+ * transaction claims ready conversations for this process's worker pool
+ * when it has room (inf_pool_claim_begin; the pool's dispatcher is woken
+ * for the rest), and a last one waits for the flush
+ * (core_db_query_then). Only after that is each job's done()
  * callback run (from the committer thread), which resumes the HTTP
  * connection to answer 200; on a database outage every job of the batch
  * gets CORE_ERR_UNAVAILABLE (503), and nothing of it is stored, unless the
