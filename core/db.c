@@ -623,7 +623,8 @@ core_db_query_then(struct core_dbconn *c, bool apart, const char *sql,
             *then_st = tst;
     }
     if (st != CORE_OK || !apart) {
-        /* The flush's transaction runs all the same: read it and end. */
+        /* Done, or failed: end the pipeline (a failed first's flush
+         * transaction runs all the same: read it first). */
         if (apart && !c->broken && pipeline_read(c, &f, 1) == CORE_OK)
             PQclear(f.res);
         st = pipeline_end(c, first, nfirst, st);

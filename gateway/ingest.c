@@ -702,7 +702,7 @@ store_call(struct gw_ingest *in, struct core_dbconn *c, int apart, int nmsg,
     /* One more than the batch can make ready: a claim that fills its
      * room may have left work behind, and wakes the dispatcher. */
     *asked =
-        in->pool && nmsg > 0
+        nmsg > 0
             ? inf_pool_claim_begin(
                   in->pool,
                   nmsg < INGEST_CLAIM_MAX ? nmsg + 1 : INGEST_CLAIM_MAX, &cl)
@@ -724,7 +724,8 @@ store_batch(struct gw_ingest *in, struct gw_ingest_job **jobs, int njobs)
     struct core_dbconn *c = NULL;
     PGresult *r = NULL;
     int *owners = NULL, nitems = 0, i, attempt, ready = 0, apart = 0;
-    int nmsg = batch_messages(jobs, njobs), asked = 0, claimed = -1;
+    int nmsg = in->pool ? batch_messages(jobs, njobs) : 0, asked = 0;
+    int claimed = -1;
     struct call call;
     enum core_status st;
     struct timespec t0, t1;

@@ -354,10 +354,8 @@ claim(struct inf_pool *p, struct core_dbconn *c, int n, int *asked)
     if (*asked == 0)
         return 0;
     if (core_db_query_async(c, cl.stmt.sql, cl.stmt.nparams, cl.stmt.params,
-                            &cl.stmt.res) != CORE_OK) {
+                            &cl.stmt.res) != CORE_OK)
         log_warn("could not claim work", "error=\"%s\"", c->error);
-        cl.stmt.res = NULL;
-    }
     return claim_end(p, &cl, "by=\"dispatcher\"");
 }
 
